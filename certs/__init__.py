@@ -1,0 +1,203 @@
+"""Certificates for the webhook: a CA, serving certificates, and the files they live in.
+
+Reads like trustme: ``ca = CA.create()``, then ``ca.issue("localhost", "127.0.0.1")``.
+"""
+
+import datetime
+import ipaddress
+import os
+import socket
+import tempfile
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+CA_FILE = "ca.crt"
+CA_KEY_FILE = "ca.key"
+CERT_FILE = "tls.crt"
+KEY_FILE = "tls.key"
+
+KEY_TYPES = ("ecdsa", "rsa")
+CA_DAYS = 5 * 365
+SERVING_DAYS = 365
+SERVING_RENEW_DAYS = 30
+CA_RENEW_DAYS = 365
+CLOCK_SKEW = datetime.timedelta(minutes=5)
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def new_key(key_type="ecdsa", rsa_bits=2048):
+    """A private key: ECDSA P-256 by default, or RSA of at least 2048 bits."""
+    if key_type == "ecdsa":
+        return ec.generate_private_key(ec.SECP256R1())
+    if key_type == "rsa":
+        if rsa_bits < 2048:
+            raise ValueError(f"RSA keys must have at least 2048 bits, not {rsa_bits}")
+        return rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
+    raise ValueError(f"key type {key_type!r}: expected one of {KEY_TYPES}")
+
+
+def key_pem(key):
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def cert_pem(cert):
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def service_names(service, namespace):
+    """The DNS names the API server may use to reach Service `service` in `namespace`."""
+    return [service, f"{service}.{namespace}", f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local"]
+
+
+def default_names():
+    """What a certificate for a server on this machine should cover."""
+    names = ["localhost", "127.0.0.1"]
+    hostname = socket.gethostname()
+    if hostname and hostname not in names:
+        names.append(hostname)
+    return names
+
+
+def general_name(name):
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
+
+
+@dataclass(frozen=True)
+class ServingCert:
+    """A serving certificate and its key."""
+
+    cert: x509.Certificate
+    key: object
+
+    @property
+    def names(self):
+        """The DNS names and IP addresses (as strings) the certificate is valid for."""
+        san = self.cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        return [str(name) for name in san.get_values_for_type(x509.DNSName) + san.get_values_for_type(x509.IPAddress)]
+
+    @property
+    def not_after(self):
+        return self.cert.not_valid_after_utc
+
+    def cert_pem(self):
+        return cert_pem(self.cert)
+
+    def key_pem(self):
+        return key_pem(self.key)
+
+
+@dataclass(frozen=True)
+class CA:
+    """A certificate authority that issues serving certificates."""
+
+    cert: x509.Certificate
+    key: object
+
+    @classmethod
+    def create(cls, common_name="podmutate webhook CA", *, key_type="ecdsa", days=CA_DAYS):
+        key = new_key(key_type)
+        subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "podmutate"),
+                             x509.NameAttribute(NameOID.COMMON_NAME, f"{common_name} {now():%Y-%m-%d %H:%M:%S}")])
+        public_key = key.public_key()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now() - CLOCK_SKEW)
+            .not_valid_after(now() + datetime.timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                         content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                         key_agreement=False, encipher_only=False, decipher_only=False),
+                           critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        return cls(cert, key)
+
+    @classmethod
+    def load(cls, cert_data, key_data):
+        return cls(x509.load_pem_x509_certificate(cert_data), serialization.load_pem_private_key(key_data, None))
+
+    def issue(self, *names, key_type="ecdsa", days=SERVING_DAYS):
+        """Issue a serving certificate for DNS names and IP addresses (given as strings)."""
+        if not names:
+            raise ValueError("a serving certificate needs at least one DNS name or IP address")
+        key = new_key(key_type)
+        public_key = key.public_key()
+        ski = self.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "podmutate"),
+                                     x509.NameAttribute(NameOID.COMMON_NAME, names[0][:64])]))
+            .issuer_name(self.cert.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now() - CLOCK_SKEW)
+            .not_valid_after(min(now() + datetime.timedelta(days=days), self.cert.not_valid_after_utc))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=key_type == "rsa",
+                                         key_cert_sign=False, crl_sign=False, content_commitment=False,
+                                         data_encipherment=False, key_agreement=False, encipher_only=False,
+                                         decipher_only=False),
+                           critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.SubjectAlternativeName([general_name(name) for name in names]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+        return ServingCert(cert, key)
+
+    def cert_pem(self):
+        return cert_pem(self.cert)
+
+    def key_pem(self):
+        return key_pem(self.key)
+
+
+def write_atomically(path, data, mode=0o644):
+    """Write `data` to `path` through a temporary file and a rename: never a half-written file."""
+    directory = os.path.dirname(path) or "."
+    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
+    try:
+        os.fchmod(descriptor, mode)
+        with os.fdopen(descriptor, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def load_bundle(data):
+    """Every certificate in a PEM bundle."""
+    return x509.load_pem_x509_certificates(data) if data.strip() else []
+
+
+def read_serving(directory):
+    """The ServingCert in `directory`, or None when tls.crt or tls.key is missing."""
+    try:
+        with open(os.path.join(directory, CERT_FILE), "rb") as stream:
+            cert = x509.load_pem_x509_certificate(stream.read())
+        with open(os.path.join(directory, KEY_FILE), "rb") as stream:
+            key = serialization.load_pem_private_key(stream.read(), None)
+    except FileNotFoundError:
+        return None
+    return ServingCert(cert, key)

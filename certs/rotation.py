@@ -1,0 +1,115 @@
+"""Keep a directory's certificates valid: issue what is missing, renew what is due, roll the CA over."""
+
+import datetime
+import logging
+import os
+from dataclasses import dataclass, field
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+
+from certs import CA, CA_FILE, CA_KEY_FILE, CA_DAYS, CA_RENEW_DAYS, CERT_FILE, KEY_FILE, SERVING_DAYS, \
+    SERVING_RENEW_DAYS, cert_pem, load_bundle, now, read_serving, write_atomically
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    """What `ensure` found and did."""
+
+    bundle: bytes
+    serving_names: list
+    not_after: datetime.datetime
+    actions: list = field(default_factory=list)
+
+    @property
+    def changed(self):
+        return bool(self.actions)
+
+
+def issued_by(cert, ca_cert):
+    """True when `ca_cert` signed `cert`."""
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def ensure(directory, names, *, key_type="ecdsa", serving_days=SERVING_DAYS,
+           renew_before=datetime.timedelta(days=SERVING_RENEW_DAYS), ca_days=CA_DAYS,
+           ca_renew_before=datetime.timedelta(days=CA_RENEW_DAYS), at=None):
+    """Make `directory` hold a CA bundle, a CA key and a serving pair valid for `names`; idempotent.
+
+    Keeps what is valid. Issues a new serving certificate when it is missing, does not cover
+    `names`, was not issued by a CA of the bundle, or expires within `renew_before`. A CA that
+    expires within `ca_renew_before` is replaced, and the bundle (ca.crt) then holds the new
+    and the old CA together until the old one expires, so clients that still trust only the
+    old CA keep verifying the serving certificate it signed. `at` is the time to judge by.
+    """
+    at = at or now()
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    actions = []
+    bundle_path, ca_key_path = os.path.join(directory, CA_FILE), os.path.join(directory, CA_KEY_FILE)
+    bundle = [cert for cert in read_bundle(bundle_path) if cert.not_valid_after_utc > at]
+    ca = None
+    ca_key = read_bytes(ca_key_path)
+    if bundle and ca_key:
+        key = serialization.load_pem_private_key(ca_key, None)
+        if key.public_key() == bundle[0].public_key():
+            ca = CA(bundle[0], key)
+    if ca is None or ca.cert.not_valid_after_utc - at <= ca_renew_before:
+        ca = CA.create(key_type=key_type, days=ca_days)
+        actions.append("created a new CA" + (" (the old one stays in the bundle until it expires)" if bundle else ""))
+        bundle = [ca.cert] + bundle
+        write_atomically(ca_key_path, ca.key_pem(), mode=0o600)
+    bundle_data = b"".join(cert_pem(cert) for cert in bundle)
+    if read_bytes(bundle_path) != bundle_data:
+        write_atomically(bundle_path, bundle_data)
+        if not actions:
+            actions.append("dropped expired CAs from the bundle")
+
+    serving = read_serving(directory)
+    reason = renewal_reason(serving, names, bundle, at, renew_before)
+    if reason:
+        serving = ca.issue(*names, key_type=key_type, days=serving_days)
+        write_atomically(os.path.join(directory, KEY_FILE), serving.key_pem(), mode=0o600)
+        write_atomically(os.path.join(directory, CERT_FILE), serving.cert_pem())
+        actions.append(f"issued a serving certificate ({reason})")
+    for action in actions:
+        log.info("certificates in %s: %s", directory, action)
+    return Outcome(bundle=bundle_data, serving_names=serving.names, not_after=serving.not_after, actions=actions)
+
+
+def renewal_reason(serving, names, bundle, at, renew_before):
+    """Why the serving pair must be issued anew, or None when it is good."""
+    if serving is None:
+        return "none found"
+    if serving.cert.public_key() != serving.key.public_key():
+        return "the key does not match the certificate"
+    if set(names) - set(serving.names):
+        return f"it does not cover {sorted(set(names) - set(serving.names))}"
+    if not any(issued_by(serving.cert, ca_cert) for ca_cert in bundle):
+        return "no CA of the bundle issued it"
+    if serving.not_after - at <= renew_before:
+        return f"it expires {serving.not_after:%Y-%m-%d}"
+    return None
+
+
+def read_bytes(path):
+    try:
+        with open(path, "rb") as stream:
+            return stream.read()
+    except FileNotFoundError:
+        return b""
+
+
+def read_bundle(path):
+    data = read_bytes(path)
+    try:
+        return load_bundle(data)
+    except ValueError:
+        log.warning("%s is not a PEM bundle; starting a new CA", path)
+        return []
+

@@ -1,0 +1,1 @@
+"""podmutate's built-in plugins, one concern per module."""

@@ -1,0 +1,90 @@
+"""The timed init container: makes the stdin/stdout/stderr pipes and waits for the uploaded config."""
+
+import math
+from importlib import resources
+
+from webhook import ConfigError, hookimpl
+from webhook.pods import add_init_container, add_mount, add_volume, annotation, init_container, main_container, \
+    opted_out
+
+OPT_OUT_ANNOTATION = "podmutate.io/init-wait"
+USES_STDIN_ANNOTATION = "podmutate.io/uses-stdin"
+INIT_CONTAINER_NAME = "init"
+PIPES_DIR = "/pipes"
+CONFIG_DIR = "/config"
+SUCCESS_FILE = "FINISHED_UPLOADING"
+PIPES_VOLUME = {"name": "airbyte-pipes", "emptyDir": {}}
+CONFIG_VOLUME = {"name": "airbyte-config", "emptyDir": {"medium": "Memory"}}
+
+
+def init_script():
+    """The init script shipped in the package, without its comment lines (they would bloat every pod)."""
+    text = resources.files(__package__).joinpath("init.sh").read_text(encoding="utf-8")
+    return "".join(line for line in text.splitlines(keepends=True) if not line.lstrip().startswith("#"))
+
+
+@hookimpl
+def config_defaults():
+    return {"init_container": {"enabled": True, "image": "busybox:1.35", "timeout_minutes": 5}}
+
+
+@hookimpl
+def config_from_environ(environ):
+    section = {}
+    if environ.get("JOB_KUBE_BUSYBOX_IMAGE"):
+        section["image"] = environ["JOB_KUBE_BUSYBOX_IMAGE"]
+    if environ.get("SYNC_JOB_INIT_RETRY_TIMEOUT_MINUTES"):
+        text = environ["SYNC_JOB_INIT_RETRY_TIMEOUT_MINUTES"]
+        try:
+            section["timeout_minutes"] = float(text)
+        except ValueError:
+            raise ConfigError("SYNC_JOB_INIT_RETRY_TIMEOUT_MINUTES", text, "a number of minutes") from None
+    return {"init_container": section} if section else None
+
+
+@hookimpl
+def parse_config(config):
+    raw = config.raw["init_container"]
+    unknown = sorted(set(raw) - {"enabled", "image", "timeout_minutes"})
+    if unknown:
+        raise ConfigError(f"init_container.{unknown[0]}", raw[unknown[0]], "enabled, image or timeout_minutes")
+    if not isinstance(raw["enabled"], bool):
+        raise ConfigError("init_container.enabled", raw["enabled"], "true or false")
+    if not isinstance(raw["image"], str) or not raw["image"].strip():
+        raise ConfigError("init_container.image", raw["image"], "an image reference such as busybox:1.35")
+    minutes = raw["timeout_minutes"]
+    if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not 0 < minutes <= 24 * 60:
+        raise ConfigError("init_container.timeout_minutes", minutes, "a number of minutes above 0, at most a day")
+    return {"init_container": {"enabled": raw["enabled"], "image": raw["image"],
+                               "timeout_seconds": math.ceil(minutes * 60), "script": init_script()}}
+
+
+@hookimpl
+def mutate_pod(pod, config):
+    settings = config.settings["init_container"]
+    if not settings["enabled"] or opted_out(pod, OPT_OUT_ANNOTATION) or init_container(pod, INIT_CONTAINER_NAME):
+        return
+    pipes = add_volume(pod, dict(PIPES_VOLUME, emptyDir={}))
+    config_volume = add_volume(pod, dict(CONFIG_VOLUME, emptyDir=dict(CONFIG_VOLUME["emptyDir"])))
+    uses_stdin = str(annotation(pod, USES_STDIN_ANNOTATION, "")).lower() == "true"
+    add_init_container(pod, {
+        "name": INIT_CONTAINER_NAME,
+        "image": settings["image"],
+        "workingDir": CONFIG_DIR,
+        "command": ["sh", "-c", settings["script"]],
+        "env": [
+            {"name": "PIPES_DIR", "value": PIPES_DIR},
+            {"name": "CONFIG_DIR", "value": CONFIG_DIR},
+            {"name": "SUCCESS_FILE", "value": SUCCESS_FILE},
+            {"name": "USES_STDIN", "value": "true" if uses_stdin else "false"},
+            {"name": "TIMEOUT_SECONDS", "value": str(settings["timeout_seconds"])},
+        ],
+        "volumeMounts": [
+            {"name": pipes["name"], "mountPath": PIPES_DIR},
+            {"name": config_volume["name"], "mountPath": CONFIG_DIR},
+        ],
+    })
+    main = main_container(pod)
+    if main is not None:
+        add_mount(main, pipes["name"], PIPES_DIR)
+        add_mount(main, config_volume["name"], CONFIG_DIR)

@@ -1,0 +1,61 @@
+#!/bin/sh
+# Builds the test control plane (kube-apiserver and etcd) from Go modules, once,
+# into a cache outside the repository, and prints the directory that holds both.
+#
+# When KUBEBUILDER_ASSETS names a directory with both binaries (as envtest users
+# have), that directory is printed and nothing is built.
+#
+# Cache: $PODMUTATE_CONTROLPLANE_CACHE, else $XDG_CACHE_HOME/podmutate/controlplane,
+# else ~/.cache/podmutate/controlplane. Build output goes to stderr.
+set -eu
+
+K8S_VERSION=v1.34.4
+ETCD_VERSION=v3.6.4
+
+has_both() {
+    [ -x "$1/kube-apiserver" ] && [ -x "$1/etcd" ]
+}
+
+if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
+    if has_both "$KUBEBUILDER_ASSETS"; then
+        echo "$KUBEBUILDER_ASSETS"
+        exit 0
+    fi
+    echo "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS lacks kube-apiserver or etcd; building them" >&2
+fi
+
+cache=${PODMUTATE_CONTROLPLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/podmutate/controlplane}
+out=$cache/kube-$K8S_VERSION-etcd-$ETCD_VERSION
+if has_both "$out"; then
+    echo "$out"
+    exit 0
+fi
+
+if ! command -v go >/dev/null 2>&1; then
+    echo "go is not installed: install Go, or set KUBEBUILDER_ASSETS to a directory holding kube-apiserver and etcd" >&2
+    exit 1
+fi
+
+here=$(cd "$(dirname "$0")" && pwd)
+cd "$here"
+mkdir -p "$out"
+tmp=$(mktemp -d "$out/.build.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+
+export CGO_ENABLED=0
+minor=$(echo "$K8S_VERSION" | cut -d. -f2)
+ldflags="-s -w \
+ -X k8s.io/component-base/version.gitVersion=$K8S_VERSION \
+ -X k8s.io/component-base/version.gitMajor=1 \
+ -X k8s.io/component-base/version.gitMinor=$minor \
+ -X k8s.io/component-base/version.gitTreeState=clean \
+ -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
+
+echo "building kube-apiserver $K8S_VERSION into $out" >&2
+go build -trimpath -ldflags "$ldflags" -o "$tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+echo "building etcd $ETCD_VERSION into $out" >&2
+go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
+
+# Move into place only when both built, so a half-built cache is never taken for a whole one.
+mv "$tmp/kube-apiserver" "$tmp/etcd" "$out/"
+echo "$out"

@@ -1,0 +1,202 @@
+"""The admission core: an AdmissionReview dict in, the response dict out, no web framework."""
+
+import base64
+import copy
+import json
+import logging
+from dataclasses import dataclass, field
+
+import jsonpatch
+
+from webhook.errors import Denied, ReviewError
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "admission.k8s.io/v1"
+KIND = "AdmissionReview"
+POD_RESOURCE = ("", "v1", "pods")
+
+
+@dataclass
+class AdmissionRequest:
+    """What plugins may know of the request besides the pod, and where they leave warnings."""
+
+    uid: str = ""
+    namespace: str = ""
+    name: str = ""
+    operation: str = "CREATE"
+    dry_run: bool = False
+    user_info: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)
+
+    def warn(self, message):
+        """Add a warning the API server shows to whoever created the pod (kubectl prints it)."""
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+
+@dataclass
+class Mutation:
+    """The outcome of running the plugins on one pod."""
+
+    job_type: str | None
+    pod: dict
+    patch: list
+    warnings: list
+
+
+class PluginError(Exception):
+    """A plugin raised while classifying or mutating; names the plugin."""
+
+    def __init__(self, plugin, error):
+        self.plugin = plugin
+        self.error = error
+        super().__init__(f"plugin {plugin!r} failed: {type(error).__name__}: {error}")
+
+
+def mutate(pod, config, request=None, namespace=None):
+    """Classify `pod` and run every enabled plugin on a deep copy of it; `pod` is left untouched.
+
+    Returns a Mutation whose patch is the RFC 6902 diff of the copy against `pod`. Raises
+    Denied when a plugin refuses the pod, and PluginError when one raises anything else: the
+    copy is then thrown away whole, so a failure never yields half a patch.
+    """
+    request = request or AdmissionRequest()
+    namespace = namespace or request.namespace or pod.get("metadata", {}).get("namespace") or ""
+    hook = config.plugin_manager.hook
+    try:
+        job_type = hook.classify_pod(pod=pod, namespace=namespace, config=config)
+        if job_type is None:
+            return Mutation(job_type=None, pod=pod, patch=[], warnings=list(request.warnings))
+        mutated = copy.deepcopy(pod)
+        hook.mutate_pod(pod=mutated, job_type=job_type, config=config, request=request)
+    except Denied:
+        raise
+    except Exception as error:
+        raise PluginError(blame(config.plugin_manager, error), error) from error
+    patch = jsonpatch.make_patch(pod, mutated).patch
+    return Mutation(job_type=job_type, pod=mutated, patch=patch, warnings=list(request.warnings))
+
+
+def blame(pm, error):
+    """Name the plugin whose hook implementation raised `error`, from the traceback."""
+    owners = {}
+    for caller in (pm.hook.classify_pod, pm.hook.mutate_pod):
+        for impl in caller.get_hookimpls():
+            owners[impl.function.__code__] = impl.plugin_name
+    culprit = "unknown"
+    traceback = error.__traceback__
+    while traceback is not None:
+        culprit = owners.get(traceback.tb_frame.f_code, culprit)
+        traceback = traceback.tb_next
+    return culprit
+
+
+def review(admission_review, config):
+    """Answer one AdmissionReview (a dict) with the AdmissionReview response dict.
+
+    Raises ReviewError when the body is not a v1 AdmissionReview with a request uid; every
+    other outcome, plugin failures included, is a well-formed response.
+    """
+    request_body = check_review(admission_review)
+    uid = request_body["uid"]
+    if not is_pod_create(request_body):
+        return response(uid)
+    pod = request_body.get("object")
+    if not isinstance(pod, dict):
+        raise ReviewError("request.object: expected the Pod being created, as an object")
+    metadata = pod.get("metadata") or {}
+    request = AdmissionRequest(
+        uid=uid,
+        namespace=request_body.get("namespace") or metadata.get("namespace") or "",
+        name=request_body.get("name") or metadata.get("name") or metadata.get("generateName") or "",
+        operation=request_body["operation"],
+        dry_run=bool(request_body.get("dryRun")),
+        user_info=request_body.get("userInfo") or {},
+    )
+    try:
+        mutation = mutate(pod, config, request)
+    except Denied as denial:
+        return response(uid, allowed=False, message=str(denial), code=403, warnings=request.warnings)
+    except PluginError as failure:
+        log.error("pod %s/%s: %s", request.namespace, request.name, failure, exc_info=failure.error)
+        if config.failure_mode == "fail":
+            return response(uid, allowed=False, message=f"podmutate: {failure}", code=500)
+        return response(uid, warnings=[f"podmutate: {failure}; the pod was admitted unmutated"])
+    return response(uid, patch=mutation.patch, warnings=mutation.warnings)
+
+
+def response(uid, *, allowed=True, patch=None, warnings=(), message=None, code=None):
+    """Build an AdmissionReview response; a patch is sent only when it changes something."""
+    answer = {"uid": uid, "allowed": allowed}
+    if patch:
+        answer["patchType"] = "JSONPatch"
+        answer["patch"] = base64.b64encode(json.dumps(patch, separators=(",", ":")).encode()).decode()
+    if warnings:
+        answer["warnings"] = list(warnings)
+    if not allowed:
+        answer["status"] = {"code": code, "message": message, "reason": "Forbidden" if code == 403 else "InternalError"}
+    return {"apiVersion": API_VERSION, "kind": KIND, "response": answer}
+
+
+def is_pod_create(request_body):
+    resource = request_body["resource"]
+    return (
+        request_body["operation"] == "CREATE"
+        and not request_body.get("subResource")
+        and (resource.get("group"), resource.get("version"), resource.get("resource")) == POD_RESOURCE
+    )
+
+
+# The fields podmutate reads, with the type each must have when present.
+REQUEST_FIELDS = {
+    "uid": str,
+    "kind": dict,
+    "resource": dict,
+    "subResource": str,
+    "operation": str,
+    "namespace": str,
+    "name": str,
+    "dryRun": bool,
+    "userInfo": dict,
+    "object": (dict, type(None)),
+    "oldObject": (dict, type(None)),
+    "options": (dict, type(None)),
+}
+REQUIRED_REQUEST_FIELDS = ("uid", "resource", "operation")
+TYPE_NAMES = {str: "a string", dict: "an object", bool: "a boolean"}
+
+
+def check_review(admission_review):
+    """Return the `request` of a v1 AdmissionReview, or raise ReviewError naming what is wrong."""
+    if not isinstance(admission_review, dict):
+        raise ReviewError(f"expected an AdmissionReview object, got {json_type(admission_review)}")
+    api_version = admission_review.get("apiVersion")
+    if api_version != API_VERSION:
+        raise ReviewError(f"apiVersion: {api_version!r} is not supported: expected {API_VERSION!r}")
+    if admission_review.get("kind") != KIND:
+        raise ReviewError(f"kind: {admission_review.get('kind')!r}: expected {KIND!r}")
+    request_body = admission_review.get("request")
+    if not isinstance(request_body, dict):
+        raise ReviewError(f"request: expected an object, got {json_type(request_body)}")
+    for name in REQUIRED_REQUEST_FIELDS:
+        if name not in request_body:
+            raise ReviewError(f"request.{name} is missing")
+    for name, expected in REQUEST_FIELDS.items():
+        if name in request_body and not isinstance(request_body[name], expected):
+            wanted = TYPE_NAMES.get(expected) or "an object or null"
+            raise ReviewError(f"request.{name}: expected {wanted}, got {json_type(request_body[name])}")
+    if not request_body["uid"]:
+        raise ReviewError("request.uid is empty")
+    for name in ("kind", "resource"):
+        for key, value in request_body.get(name, {}).items():
+            if not isinstance(value, str):
+                raise ReviewError(f"request.{name}.{key}: expected a string, got {json_type(value)}")
+    return request_body
+
+
+def json_type(value):
+    """The JSON name of a parsed value's type, for error messages."""
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)

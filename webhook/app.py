@@ -1,0 +1,84 @@
+"""The Flask app factory and its thin views over the admission core."""
+
+import json
+import logging
+import os
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+from webhook import admission
+from webhook.config import Config, ConfigWatcher, load_config
+from webhook.errors import ReviewError
+from webhook.plugins import plugin_rows
+
+log = logging.getLogger(__name__)
+
+EXTENSION = "podmutate"
+
+
+def create_app(config=None, *, config_path=None, environ=None, cert_dir=None):
+    """Create the podmutate WSGI app.
+
+    `config` is a loaded Config, or a dict of settings laid over the file at `config_path`
+    (else $PODMUTATE_CONFIG) and the built-in defaults. The file is watched and reloaded when
+    it changes. `cert_dir`, when given, must hold tls.crt and tls.key for /readyz to pass.
+    """
+    overrides = None if isinstance(config, Config) else config
+    if overrides is not None or config is None:
+        config = load_config(config_path, overrides=overrides, environ=environ)
+    watcher = ConfigWatcher(config, environ=environ, overrides=overrides)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.extensions[EXTENSION] = watcher
+    app.json.sort_keys = False
+
+    @app.before_request
+    def follow_config():
+        app.config["MAX_CONTENT_LENGTH"] = watcher.current().max_body_bytes
+
+    @app.post("/mutate")
+    def mutate():
+        body = request.get_data(cache=False)
+        try:
+            admission_review = json.loads(body)
+        except ValueError as error:
+            return problem(400, "Bad Request", f"body is not JSON: {error}")
+        try:
+            return jsonify(admission.review(admission_review, watcher.current()))
+        except ReviewError as error:
+            return problem(400, "Bad Request", str(error))
+
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    def readyz():
+        current = watcher.current()
+        missing = [name for name in ("tls.crt", "tls.key")
+                   if cert_dir and not os.path.exists(os.path.join(cert_dir, name))]
+        if missing:
+            return problem(503, "Service Unavailable", f"certificate files missing in {cert_dir}: {missing}")
+        return {"status": "ok", "plugins": [row["name"] for row in plugin_rows(current.plugin_manager)]}
+
+    @app.get("/plugins")
+    def plugins():
+        current = watcher.current()
+        return jsonify(plugin_rows(current.plugin_manager, current.disabled_plugins))
+
+    @app.errorhandler(HTTPException)
+    def http_error(error):
+        return problem(error.code, error.name, error.description)
+
+    @app.errorhandler(Exception)
+    def unexpected_error(error):
+        log.exception("unexpected error answering %s %s", request.method, request.path)
+        return problem(500, "Internal Server Error", f"{type(error).__name__}: the error is logged")
+
+    return app
+
+
+def problem(code, title, detail):
+    """A JSON error body naming what was wrong."""
+    return jsonify({"code": code, "error": title, "message": detail}), code

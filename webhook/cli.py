@@ -1,0 +1,173 @@
+"""The `podmutate` command: serve, mutate offline, list plugins, manage certificates."""
+
+import json
+import logging
+import os
+import sys
+
+import click
+import yaml
+
+from webhook import admission
+from webhook.config import ConfigError, load_config, yaml_problem
+from webhook.plugins import plugin_rows
+
+log = logging.getLogger("podmutate")
+
+STATE_ENV = "PODMUTATE_STATE_DIR"
+
+
+def default_state_dir():
+    """Where `serve` keeps its certificates when not told: $PODMUTATE_STATE_DIR, else the XDG state dir."""
+    if os.environ.get(STATE_ENV):
+        return os.environ[STATE_ENV]
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "podmutate")
+
+
+def load_or_exit(config_path):
+    try:
+        return load_config(config_path)
+    except ConfigError as error:
+        raise click.ClickException(f"invalid configuration: {error}") from None
+
+
+@click.group()
+@click.version_option(package_name="podmutate")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False))
+def main(log_level):
+    """podmutate: make data-sync job pods right at admission time."""
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8443, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--cert-dir", type=click.Path(file_okay=False),
+              help="Directory with tls.crt and tls.key; created with a CA when empty. "
+                   "[default: $PODMUTATE_STATE_DIR or ~/.local/state/podmutate, under certs/]")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="PODMUTATE_CONFIG",
+              help="YAML configuration file, reloaded when it changes. [env: PODMUTATE_CONFIG]")
+@click.option("--workers", type=click.IntRange(1, 64), help="Worker processes. [default: cores, 2 to 4]")
+@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 256), help="Threads per worker.")
+def serve(host, port, cert_dir, config_path, workers, threads):
+    """Serve the webhook over HTTPS (POST /mutate, GET /healthz, GET /readyz)."""
+    from certs import CA_FILE, CERT_FILE, KEY_FILE, default_names
+    from certs.rotation import ensure
+    from webhook.app import create_app
+    from webhook.server import WebhookServer
+
+    config = load_or_exit(config_path)
+    cert_dir = cert_dir or os.path.join(default_state_dir(), "certs")
+    cert_file, key_file = os.path.join(cert_dir, CERT_FILE), os.path.join(cert_dir, KEY_FILE)
+    if not (os.path.exists(cert_file) and os.path.exists(key_file)):
+        ensure(cert_dir, default_names())
+        log.info("created a CA and a serving certificate in %s; clients verify the server with %s",
+                 cert_dir, os.path.join(cert_dir, CA_FILE))
+    log.info("serving https://%s:%d/mutate with plugins: %s", host, port,
+             ", ".join(row["name"] for row in plugin_rows(config.plugin_manager)))
+    WebhookServer(lambda: create_app(config, cert_dir=cert_dir), host=host, port=port,
+                  cert_file=cert_file, key_file=key_file, workers=workers, threads=threads).run()
+
+
+@main.command()
+@click.option("-f", "--filename", "source", required=True, type=click.File("r"),
+              help="Pod, AdmissionReview, v1 List or multi-document YAML; - for standard input.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="PODMUTATE_CONFIG")
+@click.option("--patch", is_flag=True, help="Print the JSONPatch of each Pod instead of the objects.")
+@click.option("-o", "--output", default="yaml", show_default=True, type=click.Choice(["yaml", "json"]))
+def mutate(source, config_path, patch, output):
+    """Mutate pods offline, as the webhook would: no cluster, no server."""
+    config = load_or_exit(config_path)
+    name = getattr(source, "name", "-")
+    try:
+        documents = [document for document in yaml.safe_load_all(source) if document is not None]
+    except yaml.YAMLError as error:
+        raise click.ClickException(f"{name}: document {count_documents(error)}: {yaml_problem(error)}") from None
+    results, failed = [], False
+    for document in documents:
+        try:
+            results.append(mutate_document(document, config, patch))
+        except (admission.PluginError, admission.Denied, admission.ReviewError) as error:
+            click.echo(f"error: {describe(document)}: {error}", err=True)
+            failed = True
+    emit(results, patch, output)
+    if failed:
+        sys.exit(1)
+
+
+def count_documents(error):
+    mark = getattr(error, "problem_mark", None)
+    return "?" if mark is None else _document_number(mark)
+
+
+def _document_number(mark):
+    # Count the `---` separators before the error's line: the YAML error knows only its line.
+    lines = mark.buffer.split("\n")[: mark.line] if mark.buffer else []
+    separators = sum(1 for line in lines if line.startswith("---"))
+    starts_with_separator = bool(lines) and lines[0].startswith("---")
+    return separators + (0 if starts_with_separator else 1)
+
+
+def describe(document):
+    if not isinstance(document, dict):
+        return f"a {type(document).__name__}"
+    metadata = document.get("metadata") or {}
+    return f"{document.get('kind', 'object')} {metadata.get('name') or metadata.get('generateName') or '(unnamed)'}"
+
+
+def mutate_document(document, config, patch_only):
+    """The mutated object (or the patch of each pod in it) for one YAML document."""
+    if not isinstance(document, dict):
+        return document
+    kind = document.get("kind")
+    if kind == "List":
+        items = [mutate_document(item, config, patch_only) for item in document.get("items") or []]
+        return items if patch_only else {**document, "items": items}
+    if kind == "AdmissionReview":
+        request_body = admission.check_review(document)
+        pod = request_body.get("object")
+        request = admission.AdmissionRequest(uid=request_body["uid"], namespace=request_body.get("namespace", ""),
+                                             dry_run=bool(request_body.get("dryRun")))
+        if not admission.is_pod_create(request_body) or not isinstance(pod, dict):
+            return [] if patch_only else pod
+        return finish(admission.mutate(pod, config, request), patch_only)
+    if kind == "Pod" and str(document.get("apiVersion", "v1")) == "v1":
+        return finish(admission.mutate(document, config), patch_only)
+    return [] if patch_only else document
+
+
+def finish(mutation, patch_only):
+    for warning in mutation.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    return mutation.patch if patch_only else mutation.pod
+
+
+def emit(results, patch_only, output):
+    if output == "json":
+        if patch_only:
+            for result in results:
+                click.echo(json.dumps(result))
+        elif len(results) == 1:
+            click.echo(json.dumps(results[0], indent=2))
+        else:
+            click.echo(json.dumps({"apiVersion": "v1", "kind": "List", "items": results}, indent=2))
+    else:
+        click.echo(yaml.safe_dump_all(results, sort_keys=False, default_flow_style=False), nl=False)
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="PODMUTATE_CONFIG")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def plugins(config_path, as_json):
+    """List built-in and installed plugins: name, version, hooks, enabled."""
+    config = load_or_exit(config_path)
+    rows = plugin_rows(config.plugin_manager, config.disabled_plugins)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'NAME':<20} {'VERSION':<10} {'ENABLED':<8} HOOKS")
+    for row in rows:
+        click.echo(f"{row['name']:<20} {row['version'] or '-':<10} {'yes' if row['enabled'] else 'no':<8} "
+                   f"{', '.join(row['hooks'])}")

@@ -1,0 +1,141 @@
+"""Kubernetes value formats podmutate checks before it writes them: a patch must never be refused."""
+
+import re
+from decimal import Decimal
+
+from kubernetes.utils.quantity import parse_quantity
+
+from webhook.errors import ConfigError
+
+_NAME = r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
+_LABEL_VALUE = re.compile(rf"^({_NAME})?$")
+_QUALIFIED_NAME = re.compile(rf"^{_NAME}$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+TOLERATION_OPERATORS = ("Exists", "Equal")
+TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+def label_value_problem(value):
+    """Why `value` is not a valid label value, or None when it is."""
+    if not isinstance(value, str):
+        return "a label value must be a string"
+    if len(value) > 63:
+        return f"a label value must be at most 63 characters, this one has {len(value)}"
+    if not _LABEL_VALUE.match(value):
+        return "a label value must be alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric"
+    return None
+
+
+def qualified_name_problem(key):
+    """Why `key` is not a valid label or annotation key ([prefix/]name), or None."""
+    if not isinstance(key, str) or not key:
+        return "a key must be a non-empty string"
+    prefix, slash, name = key.rpartition("/")
+    if slash and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return "a key's prefix must be a DNS subdomain (lower case, at most 253 characters)"
+    if len(name) > 63 or not _QUALIFIED_NAME.match(name):
+        return "a key's name must be 1-63 alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric"
+    return None
+
+
+def check_labels(key, labels):
+    """Check a mapping of label keys to values; raise ConfigError naming `key` and the entry."""
+    check_string_map(key, labels)
+    for name, value in labels.items():
+        problem = qualified_name_problem(name) or label_value_problem(value)
+        if problem:
+            raise ConfigError(f"{key}.{name}", value, problem.replace("must be", "that is"))
+    return labels
+
+
+def check_annotations(key, annotations):
+    check_string_map(key, annotations)
+    for name in annotations:
+        problem = qualified_name_problem(name)
+        if problem:
+            raise ConfigError(key, name, problem.replace("must be", "that is"))
+    return annotations
+
+
+def check_string_map(key, mapping):
+    if not isinstance(mapping, dict):
+        raise ConfigError(key, mapping, "a mapping of strings to strings")
+    for name, value in mapping.items():
+        if not isinstance(name, str) or not isinstance(value, str):
+            raise ConfigError(f"{key}.{name}", value, "a string (quote numbers and booleans in YAML)")
+    return mapping
+
+
+def check_quantity(key, value):
+    """Return `value` as a canonical quantity string, or raise ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ConfigError(key, value, "a Kubernetes quantity such as 500m, 2 or 1Gi")
+    try:
+        amount = parse_quantity(value)
+    except ValueError:
+        raise ConfigError(key, value, "a Kubernetes quantity such as 500m, 2 or 1Gi") from None
+    if amount < 0:
+        raise ConfigError(key, value, "a quantity that is not negative")
+    return str(value)
+
+
+def quantity(value):
+    """The Decimal amount of a quantity string (for comparing requests with limits)."""
+    return Decimal(parse_quantity(value))
+
+
+def check_env_name(key, name):
+    if not isinstance(name, str) or not _ENV_NAME.match(name):
+        raise ConfigError(key, name, "an environment variable name (letters, digits, '_', '-', '.')")
+    return name
+
+
+def check_object_name(key, name):
+    if not isinstance(name, str) or len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
+        raise ConfigError(key, name, "an object name (lower-case DNS subdomain)")
+    return name
+
+
+def check_toleration(key, toleration):
+    """Return a toleration in API form, or raise ConfigError for one the API server would refuse."""
+    if not isinstance(toleration, dict):
+        raise ConfigError(key, toleration, "a toleration mapping with key, operator and effect")
+    allowed = {"key", "operator", "value", "effect", "tolerationSeconds"}
+    unknown = sorted(set(toleration) - allowed)
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}", toleration[unknown[0]], f"one of the fields {sorted(allowed)}")
+    result = {}
+    if toleration.get("key"):
+        problem = qualified_name_problem(toleration["key"])
+        if problem:
+            raise ConfigError(f"{key}.key", toleration["key"], problem.replace("must be", "that is"))
+        result["key"] = toleration["key"]
+    operator = toleration.get("operator", "Equal")
+    if operator == "Equals":  # Airbyte's documented example spells it so; the API wants Equal
+        operator = "Equal"
+    if operator not in TOLERATION_OPERATORS:
+        raise ConfigError(f"{key}.operator", operator, " or ".join(TOLERATION_OPERATORS))
+    result["operator"] = operator
+    value = toleration.get("value")
+    if value is not None:
+        if operator == "Exists":
+            raise ConfigError(f"{key}.value", value, "no value with operator Exists")
+        problem = label_value_problem(value)
+        if problem:
+            raise ConfigError(f"{key}.value", value, problem.replace("must be", "that is"))
+        result["value"] = value
+    elif "key" not in result and operator != "Exists":
+        raise ConfigError(f"{key}.operator", operator, "Exists when the toleration has no key")
+    effect = toleration.get("effect")
+    if effect not in TOLERATION_EFFECTS:
+        raise ConfigError(f"{key}.effect", effect, " or ".join(TOLERATION_EFFECTS))
+    result["effect"] = effect
+    seconds = toleration.get("tolerationSeconds")
+    if seconds is not None:
+        if effect != "NoExecute" or isinstance(seconds, bool) or not isinstance(seconds, int):
+            raise ConfigError(f"{key}.tolerationSeconds", seconds, "whole seconds, with effect NoExecute only")
+        result["tolerationSeconds"] = seconds
+    return result

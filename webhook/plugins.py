@@ -1,0 +1,80 @@
+"""The plugin manager: built-in plugins, third-party ones from entry points, and what is loaded."""
+
+import importlib
+import logging
+import os
+from importlib import metadata
+
+import pluggy
+
+from webhook import hookspecs
+from webhook.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+# Built-in plugins, registered exactly like third-party ones. Order matters only where two
+# plugins touch the same list: pluggy calls the last registered first.
+BUILTIN_PLUGINS = (
+    "plugins.classify",
+    "plugins.connection_labels",
+    "plugins.fix_permissions",
+    "plugins.init_container",
+    "plugins.tmp_volume",
+    "plugins.profiles",
+)
+
+TRACE_ENV = "PODMUTATE_TRACE_HOOKS"
+
+
+def builtin_name(module_name):
+    """The name a built-in plugin goes by: its module name without the package."""
+    return module_name.rpartition(".")[2]
+
+
+def make_plugin_manager(disabled=(), environ=None):
+    """Return a checked plugin manager with every built-in and installed plugin not in `disabled`.
+
+    Raises ConfigError when `disabled` names a plugin that does not exist.
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    builtin = {builtin_name(module_name): module_name for module_name in BUILTIN_PLUGINS}
+    installed = {entry_point.name for entry_point in metadata.entry_points(group=hookspecs.PROJECT_NAME)}
+    unknown = sorted(set(disabled) - set(builtin) - installed)
+    if unknown:
+        raise ConfigError("disable_plugins", unknown, f"names of plugins: {sorted(set(builtin) | installed)}")
+    for name in disabled:
+        pm.set_blocked(name)
+    for name, module_name in builtin.items():
+        if not pm.is_blocked(name):
+            pm.register(importlib.import_module(module_name), name=name)
+    pm.load_setuptools_entrypoints(hookspecs.PROJECT_NAME)
+    pm.check_pending()
+    if (environ if environ is not None else os.environ).get(TRACE_ENV):
+        pm.trace.root.setwriter(log.debug)
+        pm.enable_tracing()
+    return pm
+
+
+def plugin_rows(pm, disabled=()):
+    """Describe every plugin: name, version, hooks and whether it is enabled."""
+    import webhook
+
+    versions = {pm.get_name(plugin): dist.version for plugin, dist in pm.list_plugin_distinfo()}
+    builtin = {builtin_name(module_name) for module_name in BUILTIN_PLUGINS}
+    rows = [
+        {
+            "name": name,
+            "version": versions.get(name, webhook.__version__),
+            "builtin": name in builtin,
+            "hooks": sorted(caller.name for caller in pm.get_hookcallers(plugin) or ()),
+            "enabled": True,
+        }
+        for name, plugin in pm.list_name_plugin()
+        if plugin is not None  # a blocked (disabled) plugin is listed with no object
+    ]
+    rows += [
+        {"name": name, "version": None, "builtin": name in builtin, "hooks": [], "enabled": False}
+        for name in disabled
+    ]
+    return sorted(rows, key=lambda row: (not row["builtin"], row["name"]))

@@ -1,0 +1,55 @@
+"""Serving the app over TLS with gunicorn: several threaded workers, certificates followed on disk."""
+
+import logging
+import multiprocessing
+
+from gunicorn.app.base import BaseApplication
+
+from certs.reload import ReloadingContext
+
+log = logging.getLogger(__name__)
+
+_contexts = {}
+
+
+def reloading_ssl_context(conf, default_ssl_context_factory):
+    """gunicorn's ssl_context hook: called per connection, answers from the per-process cache."""
+    key = (conf.certfile, conf.keyfile)
+    if key not in _contexts:
+        _contexts[key] = ReloadingContext(conf.certfile, conf.keyfile)
+    return _contexts[key].context()
+
+
+def default_workers():
+    return max(2, min(4, multiprocessing.cpu_count()))
+
+
+class WebhookServer(BaseApplication):
+    """gunicorn, configured in code: one `app_factory()` call per worker, after the fork."""
+
+    def __init__(self, app_factory, *, host, port, cert_file, key_file, workers=None, threads=4,
+                 graceful_timeout=30, log_level="info"):
+        self.app_factory = app_factory
+        self.settings = {
+            "bind": [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"],
+            "workers": workers or default_workers(),
+            "worker_class": "gthread",
+            "threads": threads,
+            "certfile": cert_file,
+            "keyfile": key_file,
+            "ssl_context": reloading_ssl_context,
+            "graceful_timeout": graceful_timeout,
+            "timeout": 60,
+            "keepalive": 30,
+            "loglevel": log_level,
+            "errorlog": "-",
+            "proc_name": "podmutate",
+        }
+        super().__init__()
+
+    def load_config(self):
+        for name, value in self.settings.items():
+            self.cfg.set(name, value)
+
+    def load(self):
+        return self.app_factory()
