@@ -5,7 +5,7 @@ import logging
 import os
 
 from flask import Flask, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from webhook import admission
 from webhook.config import Config, ConfigWatcher, load_config
@@ -17,29 +17,27 @@ log = logging.getLogger(__name__)
 EXTENSION = "podmutate"
 
 
-def create_app(config=None, *, config_path=None, environ=None, cert_dir=None):
+def create_app(config=None, *, config_path=None, environ=None, cert_dir=None, watch=False):
     """Create the podmutate WSGI app.
 
     `config` is a loaded Config, or a dict of settings laid over the file at `config_path`
     (else $PODMUTATE_CONFIG) and the built-in defaults. The file is watched and reloaded when
-    it changes. `cert_dir`, when given, must hold tls.crt and tls.key for /readyz to pass.
+    it changes: checked before requests, and once a second from a thread when `watch` is true
+    (as `podmutate serve` does). `cert_dir`, when given, must hold tls.crt and tls.key for /readyz to pass.
     """
     overrides = None if isinstance(config, Config) else config
     if overrides is not None or config is None:
         config = load_config(config_path, overrides=overrides, environ=environ)
     watcher = ConfigWatcher(config, environ=environ, overrides=overrides)
+    if watch:
+        watcher.watch()
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
     app.extensions[EXTENSION] = watcher
     app.json.sort_keys = False
 
-    @app.before_request
-    def follow_config():
-        app.config["MAX_CONTENT_LENGTH"] = watcher.current().max_body_bytes
-
     @app.post("/mutate")
     def mutate():
-        body = request.get_data(cache=False)
+        body = read_body(watcher.current().max_body_bytes)
         try:
             admission_review = json.loads(body)
         except ValueError as error:
@@ -77,6 +75,23 @@ def create_app(config=None, *, config_path=None, environ=None, cert_dir=None):
         return problem(500, "Internal Server Error", f"{type(error).__name__}: the error is logged")
 
     return app
+
+
+def read_body(cap):
+    """The request body, refused with 413 past `cap` bytes without reading more than cap + 1.
+
+    A Content-Length over the cap is refused before any of the body is read. A chunked body
+    (no Content-Length) is read from the server's input stream, which ends with the chunks.
+    """
+    length = request.content_length
+    if length is not None:
+        if length > cap:
+            raise RequestEntityTooLarge(f"the body has {length} bytes; the limit is {cap}")
+        return request.get_data(cache=False)
+    body = request.environ["wsgi.input"].read(cap + 1)
+    if len(body) > cap:
+        raise RequestEntityTooLarge(f"the chunked body is longer than the limit of {cap} bytes")
+    return body
 
 
 def problem(code, title, detail):

@@ -67,7 +67,7 @@ def serve(host, port, cert_dir, config_path, workers, threads):
                  cert_dir, os.path.join(cert_dir, CA_FILE))
     log.info("serving https://%s:%d/mutate with plugins: %s", host, port,
              ", ".join(row["name"] for row in plugin_rows(config.plugin_manager)))
-    WebhookServer(lambda: create_app(config, cert_dir=cert_dir), host=host, port=port,
+    WebhookServer(lambda: create_app(config, cert_dir=cert_dir, watch=True), host=host, port=port,
                   cert_file=cert_file, key_file=key_file, workers=workers, threads=threads).run()
 
 

@@ -174,6 +174,17 @@ class ConfigWatcher:
             return None
         return (status.st_mtime_ns, status.st_size, status.st_ino)
 
+    def watch(self):
+        """Check the file once per interval from a daemon thread, so a change is seen without traffic."""
+
+        def loop():
+            while True:
+                time.sleep(self._interval)
+                self.check()
+
+        if self.config.path:
+            threading.Thread(target=loop, name="podmutate-config-watch", daemon=True).start()
+
     def current(self):
         """The configuration in force, reloaded first if the file changed (checked once per interval)."""
         if self.config.path and time.monotonic() - self._checked_at >= self._interval:

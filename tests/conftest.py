@@ -1,0 +1,16 @@
+import pytest
+
+from tests.helpers import example_plugin_path
+from webhook.config import load_config
+
+
+@pytest.fixture
+def config():
+    """The built-in configuration, with no file and an empty environment."""
+    return load_config(environ={})
+
+
+@pytest.fixture(scope="session")
+def example_plugins(tmp_path_factory):
+    """A directory holding the installed example plugin package, to put on PYTHONPATH."""
+    return example_plugin_path(tmp_path_factory)

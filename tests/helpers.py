@@ -1,0 +1,157 @@
+"""Shared test helpers: pods, reviews, patches, free ports, and a real `podmutate serve`."""
+
+import base64
+import contextlib
+import copy
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import jsonpatch
+import requests
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PODMUTATE = [sys.executable, "-m", "webhook"]
+
+
+def job_pod(job_type="sync", *, name="source-pg-sync-1-0-abcde", containers=None, labels=None,
+            annotations=None, **spec):
+    """A pod as Airbyte creates it, labelled with `job_type` (None: not a job pod)."""
+    all_labels = {"job_type": job_type} if job_type else {}
+    all_labels.update(labels or {})
+    metadata = {"name": name, "namespace": "jobs", "labels": all_labels}
+    if annotations:
+        metadata["annotations"] = annotations
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": {"restartPolicy": "Never",
+                 "containers": containers or [{"name": "main", "image": "airbyte/source-postgres:3.6.2"}],
+                 **spec},
+    }
+
+
+def review(pod, *, operation="CREATE", dry_run=False, resource="pods", uid=None, sub_resource=None):
+    """A v1 AdmissionReview request for `pod`, as the API server sends it."""
+    request = {
+        "uid": uid or str(uuid.uuid4()),
+        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": resource},
+        "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+        "namespace": pod["metadata"].get("namespace", "default"),
+        "name": pod["metadata"].get("name", ""),
+        "operation": operation,
+        "userInfo": {"username": "system:serviceaccount:airbyte:airbyte-admin"},
+        "object": pod,
+        "oldObject": None,
+        "dryRun": dry_run,
+        "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
+    }
+    if sub_resource:
+        request["subResource"] = sub_resource
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+
+
+def decode_patch(answer):
+    """The JSONPatch of an AdmissionReview answer, decoded ([] when it carries none)."""
+    response = answer["response"]
+    if "patch" not in response:
+        return []
+    assert response["patchType"] == "JSONPatch"
+    return json.loads(base64.b64decode(response["patch"]))
+
+
+def apply_answer(pod, answer):
+    """`pod` with the answer's patch applied, as the API server would."""
+    return jsonpatch.apply_patch(copy.deepcopy(pod), decode_patch(answer))
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def example_plugin_path(tmp_path_factory):
+    """Install the example plugin package into a private directory; return it (for PYTHONPATH)."""
+    target = tmp_path_factory.mktemp("example-plugin")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), os.path.join(HERE, "example_plugin")],
+        check=True, capture_output=True,
+    )
+    return str(target)
+
+
+class Served:
+    """A running `podmutate serve` on 127.0.0.1 and a verifying HTTPS session to it."""
+
+    def __init__(self, process, port, cert_dir, log_path):
+        self.process = process
+        self.port = port
+        self.cert_dir = cert_dir
+        self.log_path = log_path
+        self.url = f"https://127.0.0.1:{port}"
+        self.ca_file = os.path.join(cert_dir, "ca.crt")
+        self.session = requests.Session()
+
+    def post(self, path, body, **kwargs):
+        data = body if isinstance(body, bytes | str) else json.dumps(body)
+        return self.session.post(self.url + path, data=data, timeout=10, verify=self.ca_file,
+                                 headers={"Content-Type": "application/json", **kwargs.pop("headers", {})}, **kwargs)
+
+    def get(self, path):
+        # verify= on each call: a session's own is overridden by $REQUESTS_CA_BUNDLE.
+        return self.session.get(self.url + path, timeout=10, verify=self.ca_file)
+
+    def log(self):
+        with open(self.log_path, encoding="utf-8", errors="replace") as stream:
+            return stream.read()
+
+
+@contextlib.contextmanager
+def serve(tmp_path, *, config=None, env=None, args=(), workers=1):
+    """Start `podmutate serve` with its own certificates; yield a Served once /readyz answers."""
+    cert_dir = tmp_path / "certs"
+    command = [*PODMUTATE, "serve", "--host", "127.0.0.1", "--port", str(port := free_port()),
+               "--cert-dir", str(cert_dir), "--workers", str(workers), *args]
+    if config is not None:
+        config_path = tmp_path / "podmutate.yaml"
+        config_path.write_text(config if isinstance(config, str) else json.dumps(config))
+        command += ["--config", str(config_path)]
+    log_path = tmp_path / "serve.log"
+    environment = {key: value for key, value in os.environ.items() if key != "PODMUTATE_CONFIG"}
+    environment.update(env or {})
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
+    served = Served(process, port, str(cert_dir), str(log_path))
+    try:
+        wait_ready(served)
+        yield served
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_ready(served, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if served.process.poll() is not None:
+            raise AssertionError(f"podmutate serve exited with {served.process.returncode}:\n{served.log()}")
+        if os.path.exists(served.ca_file):
+            try:
+                if served.get("/readyz").status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+        time.sleep(0.1)
+    raise AssertionError(f"podmutate serve not ready after {timeout}s:\n{served.log()}")

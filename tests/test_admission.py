@@ -1,0 +1,116 @@
+"""The admission core: an AdmissionReview dict in, the response dict out."""
+
+import base64
+import json
+
+import pytest
+
+from tests.helpers import apply_answer, decode_patch, job_pod, review
+from webhook import admission
+from webhook.config import load_config
+from webhook.errors import ReviewError
+
+
+def test_job_pod_create_gets_a_patch_that_echoes_the_review(config):
+    request = review(job_pod("sync"), uid="5e1f0c6a-1111-2222-3333-444455556666")
+    answer = admission.review(request, config)
+    assert answer["apiVersion"] == "admission.k8s.io/v1"
+    assert answer["kind"] == "AdmissionReview"
+    assert answer["response"]["uid"] == "5e1f0c6a-1111-2222-3333-444455556666"
+    assert answer["response"]["allowed"] is True
+    assert answer["response"]["patchType"] == "JSONPatch"
+    mutated = apply_answer(request["request"]["object"], answer)
+    assert mutated["spec"]["initContainers"][0]["name"] == "init"
+
+
+def test_patch_is_base64_of_an_rfc6902_list(config):
+    answer = admission.review(review(job_pod("check")), config)
+    patch = json.loads(base64.b64decode(answer["response"]["patch"]))
+    assert isinstance(patch, list) and patch
+    assert all(operation["op"] in {"add", "replace", "remove", "move", "copy", "test"} for operation in patch)
+
+
+@pytest.mark.parametrize("change", [
+    {"operation": "UPDATE"},
+    {"operation": "DELETE"},
+    {"resource": "configmaps"},
+    {"sub_resource": "status"},
+])
+def test_anything_but_pod_create_is_allowed_unpatched(config, change):
+    change = dict(change)
+    operation = change.pop("operation", "CREATE")
+    answer = admission.review(review(job_pod("sync"), operation=operation, **change), config)
+    assert answer["response"]["allowed"] is True
+    assert "patch" not in answer["response"] and "patchType" not in answer["response"]
+
+
+def test_pod_no_plugin_classifies_is_left_alone(config):
+    pod = job_pod(None, labels={"app": "web"})
+    answer = admission.review(review(pod), config)
+    assert answer["response"] == {"uid": answer["response"]["uid"], "allowed": True}
+
+
+def test_dry_run_is_answered_exactly_like_a_real_request(config):
+    pod = job_pod("discover")
+    real = admission.review(review(pod, uid="u"), config)
+    dry = admission.review(review(pod, uid="u", dry_run=True), config)
+    assert dry == real
+
+
+def test_mutate_leaves_the_original_untouched(config):
+    pod = job_pod("sync")
+    before = json.dumps(pod, sort_keys=True)
+    mutation = admission.mutate(pod, config)
+    assert json.dumps(pod, sort_keys=True) == before
+    assert mutation.pod is not pod and mutation.patch
+
+
+def test_second_run_yields_no_patch(config):
+    mutated = admission.mutate(job_pod("sync"), config).pod
+    assert admission.mutate(mutated, config).patch == []
+    assert "patch" not in admission.review(review(mutated), config)["response"]
+
+
+@pytest.mark.parametrize("body, problem", [
+    ([], "expected an AdmissionReview object, got an array"),
+    ({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": {}}, "apiVersion"),
+    ({"apiVersion": "admission.k8s.io/v1", "kind": "Pod", "request": {}}, "kind"),
+    ({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}, "request: expected an object"),
+    ({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"operation": "CREATE"}},
+     "request.uid is missing"),
+])
+def test_malformed_reviews_raise_a_review_error_naming_the_problem(config, body, problem):
+    with pytest.raises(ReviewError, match=problem.replace("(", r"\(")):
+        admission.review(body, config)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("uid", 42, "request.uid: expected a string, got a number"),
+    ("uid", "", "request.uid is empty"),
+    ("dryRun", "yes", "request.dryRun: expected a boolean, got a string"),
+    ("object", [], "request.object: expected an object or null, got an array"),
+    ("resource", "pods", "request.resource: expected an object, got a string"),
+    ("namespace", {"a": 1}, "request.namespace: expected a string, got an object"),
+])
+def test_fields_of_the_wrong_type_are_named(config, field, value, message):
+    body = review(job_pod("sync"))
+    body["request"][field] = value
+    with pytest.raises(ReviewError) as raised:
+        admission.review(body, config)
+    assert str(raised.value) == message
+
+
+def test_pod_create_without_an_object_is_a_review_error(config):
+    body = review(job_pod("sync"))
+    body["request"]["object"] = None
+    with pytest.raises(ReviewError, match="request.object"):
+        admission.review(body, config)
+
+
+def test_label_keys_with_slashes_are_escaped_in_the_patch():
+    config = load_config(environ={}, overrides={"job_types": {"sync": {"labels": {"example.com/tier": "gold"}}}})
+    pod = job_pod("sync", labels={"other": "x"})
+    answer = admission.review(review(pod), config)
+    paths = [operation["path"] for operation in decode_patch(answer)]
+    assert "/metadata/labels/example.com~1tier" in paths
+    assert apply_answer(pod, answer)["metadata"]["labels"]["example.com/tier"] == "gold"

@@ -1,0 +1,178 @@
+"""The pluggy host: built-ins, entry points, disabling, check_pending, failures of plugins."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pluggy
+import pytest
+
+from tests.helpers import PODMUTATE, apply_answer, job_pod, review
+from webhook import Denied, admission, hookimpl
+from webhook.config import load_config
+from webhook.errors import ConfigError
+from webhook.plugins import BUILTIN_PLUGINS, make_plugin_manager
+
+
+class Raising:
+    @hookimpl
+    def mutate_pod(self, pod):
+        pod["metadata"]["labels"]["half"] = "done"
+        raise KeyError("no such thing")
+
+
+class Refusing:
+    @hookimpl
+    def mutate_pod(self, job_type):
+        raise Denied(f"{job_type} pods are not welcome")
+
+
+class Classifier:
+    @hookimpl
+    def classify_pod(self, pod):
+        return "sync" if pod["metadata"].get("labels", {}).get("app") == "ingest" else None
+
+
+@pytest.fixture
+def with_plugin(config):
+    """Register a temporary plugin on the config's manager; unregister it afterwards."""
+    registered = []
+
+    def register(plugin, name):
+        config.plugin_manager.register(plugin, name=name)
+        registered.append(name)
+        return config
+
+    yield register
+    for name in registered:
+        config.plugin_manager.unregister(name=name)
+
+
+def test_builtins_are_registered_from_one_tuple(config):
+    names = {name for name, plugin in config.plugin_manager.list_name_plugin() if plugin is not None}
+    assert {module.rpartition(".")[2] for module in BUILTIN_PLUGINS} <= names
+
+
+def test_hookimpl_is_importable_by_plugin_authors():
+    from webhook import hookimpl as exported
+    from webhook.hookspecs import hookimpl as marker
+
+    assert exported is marker
+
+
+def test_plugin_manager_is_built_per_config_not_shared():
+    first, second = load_config(environ={}), load_config(environ={})
+    assert first.plugin_manager is not second.plugin_manager
+
+
+def test_check_pending_catches_a_misspelled_hook():
+    class Misspelled:
+        @hookimpl
+        def mutate_pods(self, pod):
+            pass
+
+    pm = make_plugin_manager()
+    pm.register(Misspelled())
+    with pytest.raises(pluggy.PluginValidationError, match="mutate_pods"):
+        pm.check_pending()
+
+
+def test_disabled_plugin_is_not_called():
+    config = load_config(environ={}, overrides={"disable_plugins": ["init_container"]})
+    pod = admission.mutate(job_pod("sync"), config).pod
+    assert "initContainers" not in pod["spec"]
+    assert pod["spec"]["containers"][0]["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+
+
+def test_disabling_an_unknown_plugin_names_it():
+    with pytest.raises(ConfigError, match="disable_plugins.*'init_containr'"):
+        load_config(environ={}, overrides={"disable_plugins": ["init_containr"]})
+
+
+def test_a_plugin_classifier_runs_before_the_builtin_one(with_plugin):
+    config = with_plugin(Classifier(), "ingest")
+    mutation = admission.mutate(job_pod(None, labels={"app": "ingest"}), config)
+    assert mutation.job_type == "sync"
+
+
+def test_failing_plugin_in_ignore_mode_admits_the_pod_unpatched_and_warns(with_plugin, caplog):
+    config = with_plugin(Raising(), "raising")
+    answer = admission.review(review(job_pod("sync")), config)
+    response = answer["response"]
+    assert response["allowed"] is True
+    assert "patch" not in response
+    assert response["warnings"] == [
+        "podmutate: plugin 'raising' failed: KeyError: 'no such thing'; the pod was admitted unmutated"]
+    assert "pod jobs/source-pg-sync-1-0-abcde: plugin 'raising' failed" in caplog.text
+
+
+def test_failing_plugin_in_fail_mode_denies_naming_the_plugin(with_plugin):
+    config = with_plugin(Raising(), "raising")
+    object.__setattr__(config, "raw", {**config.raw, "failure_mode": "fail"})
+    response = admission.review(review(job_pod("sync")), config)["response"]
+    assert response["allowed"] is False
+    assert "plugin 'raising' failed" in response["status"]["message"]
+    assert "patch" not in response
+
+
+def test_a_plugin_can_deny_with_a_message(with_plugin):
+    config = with_plugin(Refusing(), "refusing")
+    response = admission.review(review(job_pod("check")), config)["response"]
+    assert response["allowed"] is False
+    assert response["status"] == {"code": 403, "message": "check pods are not welcome", "reason": "Forbidden"}
+
+
+def test_hooks_are_called_with_keywords_and_plugins_take_what_they_need(with_plugin):
+    seen = {}
+
+    class Recorder:
+        @hookimpl
+        def mutate_pod(self, request, job_type):
+            seen.update(job_type=job_type, dry_run=request.dry_run)
+
+    config = with_plugin(Recorder(), "recorder")
+    admission.review(review(job_pod("spec"), dry_run=True), config)
+    assert seen == {"job_type": "spec", "dry_run": True}
+
+
+def run_podmutate(*args, pythonpath, input=None):
+    env = {**os.environ, "PYTHONPATH": pythonpath}
+    env.pop("PODMUTATE_CONFIG", None)
+    return subprocess.run([*PODMUTATE, *args], capture_output=True, text=True, env=env, input=input)
+
+
+def test_an_installed_package_is_loaded_through_its_entry_point(example_plugins):
+    result = run_podmutate("plugins", "--json", pythonpath=example_plugins)
+    assert result.returncode == 0, result.stderr
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["team_labels"]["version"] == "1.2.3"
+    assert rows["team_labels"]["builtin"] is False
+    assert rows["team_labels"]["hooks"] == ["config_defaults", "mutate_pod", "parse_config"]
+    assert rows["profiles"]["builtin"] is True
+
+
+def test_an_installed_plugin_mutates_and_reads_its_own_section(example_plugins, tmp_path):
+    config_file = tmp_path / "podmutate.yaml"
+    config_file.write_text("team_labels:\n  team: ingestion\n")
+    result = run_podmutate("mutate", "-f", "-", "--config", str(config_file), "-o", "json",
+                           pythonpath=example_plugins, input=json.dumps(job_pod("sync")))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["metadata"]["labels"]["example.com/team"] == "ingestion"
+
+
+def test_an_installed_plugin_can_be_disabled(example_plugins, tmp_path):
+    config_file = tmp_path / "podmutate.yaml"
+    config_file.write_text("disable_plugins: [team_labels]\n")
+    result = run_podmutate("plugins", "--json", "--config", str(config_file), pythonpath=example_plugins)
+    rows = {row["name"]: row for row in json.loads(result.stdout)}
+    assert rows["team_labels"]["enabled"] is False
+    result = run_podmutate("mutate", "-f", "-", "--config", str(config_file), "-o", "json",
+                           pythonpath=example_plugins, input=json.dumps(job_pod("sync")))
+    assert "example.com/team" not in json.loads(result.stdout)["metadata"]["labels"]
+
+
+def test_applying_the_patch_gives_the_mutated_pod(config):
+    pod = job_pod("orchestrator", labels={"sync_step": "orchestrator-replication"})
+    answer = admission.review(review(pod), config)
+    assert apply_answer(pod, answer) == admission.mutate(pod, config).pod

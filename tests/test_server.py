@@ -1,0 +1,183 @@
+"""Through a real `podmutate serve`: gunicorn, TLS on 127.0.0.1, certificate verification on."""
+
+import json
+import socket
+import ssl
+import time
+
+import pytest
+import requests
+
+from tests.helpers import apply_answer, decode_patch, job_pod, review, serve
+
+CAP = 64 * 1024
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, example_plugins):
+    tmp_path = tmp_path_factory.mktemp("serve")
+    with serve(tmp_path, config={"max_body_bytes": CAP}, env={"PYTHONPATH": example_plugins}, workers=2) as served:
+        yield served
+
+
+def assert_still_serving(server):
+    assert server.get("/healthz").json() == {"status": "ok"}
+
+
+def test_a_job_pod_is_mutated_over_verified_https(server):
+    pod = job_pod("sync")
+    response = server.post("/mutate?timeout=10s", review(pod, uid="abc"))
+    assert response.status_code == 200
+    answer = response.json()
+    assert answer["response"]["uid"] == "abc"
+    mutated = apply_answer(pod, answer)
+    assert [container["name"] for container in mutated["spec"]["initContainers"]] == ["init"]
+    assert mutated["metadata"]["labels"]["example.com/team"] == "data-platform"
+
+
+def test_an_unverified_client_is_refused_by_tls(server):
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(server.url + "/healthz", timeout=5)
+
+
+def test_tls_below_1_2_is_refused(server):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(server.ca_file)
+    context.maximum_version = ssl.TLSVersion.TLSv1  # noqa: the point is to offer an old version
+    context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+        with pytest.raises(ssl.SSLError):
+            with context.wrap_socket(raw, server_hostname="127.0.0.1"):
+                pass
+
+
+BAD_BODIES = [
+    pytest.param(b"{not json", "body is not JSON", id="not-json"),
+    pytest.param(b"", "body is not JSON", id="empty"),
+    pytest.param(b'"just a string"', "expected an AdmissionReview object, got a string", id="json-string"),
+    pytest.param(json.dumps({"kind": "Pod", "apiVersion": "v1"}).encode(), "apiVersion: 'v1' is not supported",
+                 id="not-a-review"),
+    pytest.param(json.dumps({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview",
+                             "request": {"uid": "x"}}).encode(), "apiVersion: 'admission.k8s.io/v1beta1'",
+                 id="wrong-api-version"),
+]
+
+
+@pytest.mark.parametrize("body, message", BAD_BODIES)
+def test_bad_bodies_get_400_naming_the_problem(server, body, message):
+    response = server.post("/mutate", body)
+    assert response.status_code == 400
+    assert response.headers["Content-Type"] == "application/json"
+    assert message in response.json()["message"]
+    assert_still_serving(server)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("uid", None, "request.uid is missing"),
+    ("uid", 7, "request.uid: expected a string, got a number"),
+    ("operation", ["CREATE"], "request.operation: expected a string, got an array"),
+    ("dryRun", "true", "request.dryRun: expected a boolean, got a string"),
+    ("object", "pod", "request.object: expected an object or null, got a string"),
+])
+def test_missing_uid_and_fields_of_the_wrong_type_get_400(server, field, value, message):
+    body = review(job_pod("sync"))
+    if value is None:
+        del body["request"][field]
+    else:
+        body["request"][field] = value
+    response = server.post("/mutate", body)
+    assert response.status_code == 400
+    assert response.json()["message"] == message
+    assert_still_serving(server)
+
+
+def tls_socket(server):
+    context = ssl.create_default_context(cafile=server.ca_file)
+    return context.wrap_socket(socket.create_connection(("127.0.0.1", server.port), timeout=10),
+                               server_hostname="127.0.0.1")
+
+
+def test_a_body_over_the_cap_gets_413_before_it_is_sent(server):
+    # Announce a body larger than the cap and send almost none of it: the answer must come at
+    # once, from the Content-Length alone, without the server waiting to read the body.
+    with tls_socket(server) as connection:
+        connection.sendall(f"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                           f"Content-Length: {100 * CAP}\r\n\r\n{{".encode())
+        answer = b""
+        while b"}" not in answer.partition(b"\r\n\r\n")[2]:
+            answer += connection.recv(65536)
+    head, _, body = answer.decode().partition("\r\n\r\n")
+    assert head.startswith("HTTP/1.1 413")
+    assert json.loads(body)["error"] == "Request Entity Too Large"
+    assert_still_serving(server)
+
+
+def test_a_chunked_body_over_the_cap_gets_413(server):
+    def chunks():
+        for _ in range(CAP // 1024 + 8):
+            yield b" " * 1024
+
+    response = server.session.post(server.url + "/mutate", data=chunks(), timeout=10, verify=server.ca_file,
+                                   headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert_still_serving(server)
+
+
+def test_wrong_method_gets_a_json_405(server):
+    response = server.get("/mutate")
+    assert response.status_code == 405
+    assert response.json()["code"] == 405
+
+
+def test_a_raising_plugin_in_ignore_mode_admits_unpatched_with_a_warning(server):
+    pod = job_pod("sync", annotations={"example.com/explode": "true"})
+    answer = server.post("/mutate", review(pod)).json()["response"]
+    assert answer["allowed"] is True
+    assert "patch" not in answer
+    assert answer["warnings"] == ["podmutate: plugin 'explode' failed: RuntimeError: boom on purpose; "
+                                  "the pod was admitted unmutated"]
+    assert "plugin 'explode' failed" in server.log()
+    assert "jobs/source-pg-sync-1-0-abcde" in server.log()
+
+
+def test_a_raising_plugin_in_fail_mode_denies(tmp_path, example_plugins):
+    with serve(tmp_path, config="failure_mode: fail\n", env={"PYTHONPATH": example_plugins}) as failing:
+        pod = job_pod("sync", annotations={"example.com/explode": "true"})
+        answer = failing.post("/mutate", review(pod)).json()["response"]
+        assert answer["allowed"] is False
+        assert "plugin 'explode' failed" in answer["status"]["message"]
+        assert "patch" not in answer
+        assert failing.post("/mutate", review(job_pod("sync"))).json()["response"]["allowed"] is True
+
+
+def test_readyz_lists_the_plugins(server):
+    body = server.get("/readyz").json()
+    assert body["status"] == "ok"
+    assert {"profiles", "init_container", "team_labels"} <= set(body["plugins"])
+
+
+def wait_for(predicate, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_the_config_file_is_reloaded_and_a_bad_version_is_refused(tmp_path):
+    with serve(tmp_path, config="job_types:\n  sync:\n    labels: {tier: bronze}\n") as served:
+        config_path = tmp_path / "podmutate.yaml"
+
+        def tier():
+            answer = served.post("/mutate", review(job_pod("sync"))).json()
+            return apply_answer(job_pod("sync"), answer)["metadata"]["labels"].get("tier")
+
+        assert tier() == "bronze"
+        config_path.write_text("job_types:\n  sync:\n    labels: {tier: gold}\n")
+        assert wait_for(lambda: tier() == "gold")
+        config_path.write_text("job_types:\n  sync:\n    resources: {limits: {cpu: lots}}\n")
+        assert wait_for(lambda: "configuration" in served.log() and "refused" in served.log())
+        assert "job_types.sync.resources.limits.cpu: 'lots'" in served.log()
+        assert tier() == "gold"
+        assert decode_patch(served.post("/mutate", review(job_pod("sync"))).json())
