@@ -1,0 +1,159 @@
+"""A real kube-apiserver + etcd on 127.0.0.1, as envtest runs them, for the end-to-end tests."""
+
+import base64
+import os
+import shutil
+import subprocess
+import time
+
+import requests
+import yaml
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from certs import CA, key_pem
+from tests.helpers import free_port
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD_SCRIPT = os.path.join(REPO, "tools", "controlplane", "build.sh")
+BINARIES = ("kube-apiserver", "etcd")
+TOKEN = "podmutate-e2e-token"
+HOW_TO_GET = ("end-to-end tests need kube-apiserver and etcd: install Go (tools/controlplane/build.sh "
+              "builds them once), or set KUBEBUILDER_ASSETS to a directory holding both")
+
+
+def has_both(directory):
+    return bool(directory) and all(os.access(os.path.join(directory, name), os.X_OK) for name in BINARIES)
+
+
+def find_binaries():
+    """The directory holding both binaries, building them if Go is here; None when impossible."""
+    if has_both(os.environ.get("KUBEBUILDER_ASSETS")):
+        return os.environ["KUBEBUILDER_ASSETS"]
+    if shutil.which("go") is None and not os.environ.get("PODMUTATE_CONTROLPLANE_CACHE"):
+        return None
+    result = subprocess.run([BUILD_SCRIPT], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"building the control plane failed:\n{result.stderr[-4000:]}")
+    directory = result.stdout.strip().splitlines()[-1]
+    return directory if has_both(directory) else None
+
+
+class ControlPlane:
+    """etcd and kube-apiserver started in `workdir`; stop() ends both."""
+
+    def __init__(self, binaries, workdir):
+        self.binaries = binaries
+        self.workdir = str(workdir)
+        self.processes = {}
+        self.logs = {}
+        self.port = None
+        self.kubeconfig = os.path.join(self.workdir, "kubeconfig")
+
+    def start(self, timeout=90):
+        started = time.monotonic()
+        self._start_etcd()
+        self._start_apiserver()
+        self._wait_ready(timeout)
+        self._write_kubeconfig()
+        self.start_seconds = time.monotonic() - started
+        return self
+
+    def _spawn(self, name, command):
+        log_path = os.path.join(self.workdir, f"{name}.log")
+        self.logs[name] = log_path
+        with open(log_path, "wb") as log:
+            self.processes[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+    def _start_etcd(self):
+        client, peer = free_port(), free_port()
+        self.etcd_url = f"http://127.0.0.1:{client}"
+        self._spawn("etcd", [
+            os.path.join(self.binaries, "etcd"),
+            f"--data-dir={os.path.join(self.workdir, 'etcd')}",
+            f"--listen-client-urls={self.etcd_url}", f"--advertise-client-urls={self.etcd_url}",
+            f"--listen-peer-urls=http://127.0.0.1:{peer}", f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+            f"--initial-cluster=default=http://127.0.0.1:{peer}",
+            "--unsafe-no-fsync=true",
+        ])
+        self._wait(lambda: requests.get(f"{self.etcd_url}/health", timeout=2).ok, "etcd", 30)
+
+    def _start_apiserver(self):
+        ca = CA.create("podmutate e2e apiserver CA")
+        serving = ca.issue("127.0.0.1", "localhost")
+        self.ca_file = self._write("apiserver-ca.crt", ca.cert_pem())
+        cert_file = self._write("apiserver.crt", serving.cert_pem())
+        key_file = self._write("apiserver.key", serving.key_pem())
+        sa_key = self._write("sa.key", key_pem(rsa.generate_private_key(public_exponent=65537, key_size=2048)))
+        tokens = self._write("tokens.csv", f'{TOKEN},admin,admin-uid,"system:masters"\n'.encode())
+        self.port = free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+        self._spawn("kube-apiserver", [
+            os.path.join(self.binaries, "kube-apiserver"),
+            f"--etcd-servers={self.etcd_url}",
+            "--bind-address=127.0.0.1", f"--secure-port={self.port}",
+            f"--tls-cert-file={cert_file}", f"--tls-private-key-file={key_file}",
+            f"--cert-dir={os.path.join(self.workdir, 'apiserver-certs')}",
+            f"--token-auth-file={tokens}", "--authorization-mode=RBAC",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            f"--service-account-issuer=https://127.0.0.1:{self.port}",
+            f"--service-account-key-file={sa_key}", f"--service-account-signing-key-file={sa_key}",
+            "--disable-admission-plugins=ServiceAccount", "--allow-privileged=true",
+            "--feature-gates=MutatingAdmissionPolicy=true",
+            "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
+        ])
+
+    def _write(self, name, data):
+        path = os.path.join(self.workdir, name)
+        with open(path, "wb") as stream:
+            stream.write(data)
+        os.chmod(path, 0o600)
+        return path
+
+    def _wait(self, probe, name, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.processes[name].poll() is not None:
+                raise RuntimeError(f"{name} exited with {self.processes[name].returncode}:\n{self.tail(name)}")
+            try:
+                if probe():
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.25)
+        raise RuntimeError(f"{name} not ready after {timeout}s:\n{self.tail(name)}")
+
+    def _wait_ready(self, timeout):
+        self._wait(lambda: requests.get(f"{self.url}/readyz", verify=self.ca_file, timeout=2,
+                                        headers={"Authorization": f"Bearer {TOKEN}"}).ok,
+                   "kube-apiserver", timeout)
+
+    def _write_kubeconfig(self):
+        with open(self.ca_file, "rb") as stream:
+            ca_data = base64.b64encode(stream.read()).decode()
+        kubeconfig = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "e2e",
+            "clusters": [{"name": "e2e", "cluster": {"server": self.url, "certificate-authority-data": ca_data}}],
+            "users": [{"name": "admin", "user": {"token": TOKEN}}],
+            "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "admin"}}],
+        }
+        with open(self.kubeconfig, "w") as stream:
+            yaml.safe_dump(kubeconfig, stream)
+
+    def tail(self, name, lines=40):
+        try:
+            with open(self.logs[name], encoding="utf-8", errors="replace") as stream:
+                return "".join(stream.readlines()[-lines:])
+        except (KeyError, OSError):
+            return ""
+
+    def stop(self):
+        for name in ("kube-apiserver", "etcd"):
+            process = self.processes.get(name)
+            if process is None or process.poll() is not None:
+                continue
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
