@@ -81,10 +81,13 @@ def mutate(source, config_path, patch, output):
     """Mutate pods offline, as the webhook would: no cluster, no server."""
     config = load_or_exit(config_path)
     name = getattr(source, "name", "-")
+    documents = []
     try:
-        documents = [document for document in yaml.safe_load_all(source) if document is not None]
+        for document in yaml.safe_load_all(source):
+            documents.append(document)
     except yaml.YAMLError as error:
-        raise click.ClickException(f"{name}: document {count_documents(error)}: {yaml_problem(error)}") from None
+        raise click.ClickException(f"{name}: document {len(documents) + 1}: {yaml_problem(error)}") from None
+    documents = [document for document in documents if document is not None]
     results, failed = [], False
     for document in documents:
         try:
@@ -95,19 +98,6 @@ def mutate(source, config_path, patch, output):
     emit(results, patch, output)
     if failed:
         sys.exit(1)
-
-
-def count_documents(error):
-    mark = getattr(error, "problem_mark", None)
-    return "?" if mark is None else _document_number(mark)
-
-
-def _document_number(mark):
-    # Count the `---` separators before the error's line: the YAML error knows only its line.
-    lines = mark.buffer.split("\n")[: mark.line] if mark.buffer else []
-    separators = sum(1 for line in lines if line.startswith("---"))
-    starts_with_separator = bool(lines) and lines[0].startswith("---")
-    return separators + (0 if starts_with_separator else 1)
 
 
 def describe(document):
