@@ -201,3 +201,34 @@ def read_serving(directory):
     except FileNotFoundError:
         return None
     return ServingCert(cert, key)
+
+
+def describe(directory, at=None):
+    """What `podmutate certs show` prints, and whether the pair is good: (lines, ok)."""
+    at = at or now()
+    serving = read_serving(directory)
+    if serving is None:
+        return [f"{directory}: no {CERT_FILE} and {KEY_FILE}"], False
+    try:
+        with open(os.path.join(directory, CA_FILE), "rb") as stream:
+            bundle = load_bundle(stream.read())
+    except FileNotFoundError:
+        bundle = []
+    from certs.rotation import issued_by
+
+    days_left = (serving.not_after - at).total_seconds() / 86400
+    signed = any(issued_by(serving.cert, ca_cert) for ca_cert in bundle)
+    key_matches = serving.cert.public_key() == serving.key.public_key()
+    lines = [
+        f"subject:    {serving.cert.subject.rfc4514_string()}",
+        f"names:      {', '.join(serving.names)}",
+        f"issuer:     {serving.cert.issuer.rfc4514_string()}",
+        f"not after:  {serving.not_after:%Y-%m-%d %H:%M:%S} UTC ({days_left:.0f} days left)",
+        f"CA bundle:  {len(bundle)} certificate(s) in {CA_FILE}; "
+        + ("one of them issued this certificate" if signed else "NONE of them issued this certificate"),
+    ]
+    if not key_matches:
+        lines.append(f"key:        {KEY_FILE} does NOT match {CERT_FILE}")
+    if days_left <= 0:
+        lines.append("EXPIRED")
+    return lines, signed and key_matches and days_left > 0

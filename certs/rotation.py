@@ -3,6 +3,8 @@
 import datetime
 import logging
 import os
+import threading
+import time
 from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidSignature
@@ -113,3 +115,41 @@ def read_bundle(path):
         log.warning("%s is not a PEM bundle; starting a new CA", path)
         return []
 
+
+
+class Keeper:
+    """Runs `ensure` now and then from a daemon thread, and pushes a changed bundle to the cluster.
+
+    `publish(bundle)` is called after each change (and once at start) — for instance to inject
+    the caBundle of the webhook configuration; a failure is logged and retried next round.
+    """
+
+    def __init__(self, directory, names, *, publish=None, interval=3600.0, **ensure_options):
+        self.directory = directory
+        self.names = list(names)
+        self.publish = publish
+        self.interval = interval
+        self.ensure_options = ensure_options
+        self._published = None
+
+    def run_once(self):
+        outcome = ensure(self.directory, self.names, **self.ensure_options)
+        if self.publish is not None and outcome.bundle != self._published:
+            try:
+                self.publish(outcome.bundle)
+                self._published = outcome.bundle
+            except Exception as error:  # the API server may be briefly away; try again next round
+                log.error("publishing the CA bundle failed, retrying in %.0fs: %s", self.interval, error)
+        return outcome
+
+    def start(self):
+        def loop():
+            while True:
+                time.sleep(self.interval)
+                try:
+                    self.run_once()
+                except Exception:
+                    log.exception("certificate rotation in %s failed; retrying in %.0fs", self.directory,
+                                  self.interval)
+
+        threading.Thread(target=loop, name="podmutate-certificates", daemon=True).start()

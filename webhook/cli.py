@@ -51,24 +51,64 @@ def main(log_level):
               help="YAML configuration file, reloaded when it changes. [env: PODMUTATE_CONFIG]")
 @click.option("--workers", type=click.IntRange(1, 64), help="Worker processes. [default: cores, 2 to 4]")
 @click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 256), help="Threads per worker.")
-def serve(host, port, cert_dir, config_path, workers, threads):
-    """Serve the webhook over HTTPS (POST /mutate, GET /healthz, GET /readyz)."""
-    from certs import CA_FILE, CERT_FILE, KEY_FILE, default_names
-    from certs.rotation import ensure
+@click.option("--service", envvar="PODMUTATE_SERVICE", help="Service name the certificate must cover.")
+@click.option("--namespace", envvar="PODMUTATE_NAMESPACE", help="Namespace of --service.")
+@click.option("--webhook-config", envvar="PODMUTATE_WEBHOOK_CONFIG",
+              help="MutatingWebhookConfiguration whose caBundle to keep in step with the CA.")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG",
+              help="Credentials for --webhook-config outside a cluster.")
+@click.option("--rotate-every", default=3600.0, show_default=True, type=click.FloatRange(min=1),
+              help="Seconds between certificate checks, when podmutate manages its certificates.")
+def serve(host, port, cert_dir, config_path, workers, threads, service, namespace, webhook_config, kubeconfig,
+          rotate_every):
+    """Serve the webhook over HTTPS (POST /mutate, GET /healthz, GET /readyz).
+
+    When the certificate directory is empty or holds podmutate's own CA key, podmutate manages
+    the certificates: creates, renews before expiry and rolls the CA over. Otherwise (a mounted
+    cert-manager Secret, say) it only follows the files as they change.
+    """
+    from certs import CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE, default_names, service_names
+    from certs.rotation import Keeper
     from webhook.app import create_app
     from webhook.server import WebhookServer
 
     config = load_or_exit(config_path)
     cert_dir = cert_dir or os.path.join(default_state_dir(), "certs")
     cert_file, key_file = os.path.join(cert_dir, CERT_FILE), os.path.join(cert_dir, KEY_FILE)
-    if not (os.path.exists(cert_file) and os.path.exists(key_file)):
-        ensure(cert_dir, default_names())
-        log.info("created a CA and a serving certificate in %s; clients verify the server with %s",
+    names = default_names()
+    if service:
+        names += service_names(service, namespace or "default")
+    publish = None
+    if webhook_config:
+        publish = ca_bundle_publisher(webhook_config, kubeconfig)
+    on_ready = None
+    managed = not (os.path.exists(cert_file) and os.path.exists(key_file)) or \
+        os.path.exists(os.path.join(cert_dir, CA_KEY_FILE))
+    if managed:
+        keeper = Keeper(cert_dir, names, publish=publish, interval=rotate_every)
+        keeper.run_once()
+        on_ready = keeper.start
+        log.info("certificates in %s are managed by podmutate; clients verify the server with %s",
                  cert_dir, os.path.join(cert_dir, CA_FILE))
+    elif publish is not None and os.path.exists(os.path.join(cert_dir, CA_FILE)):
+        with open(os.path.join(cert_dir, CA_FILE), "rb") as stream:
+            publish(stream.read())
     log.info("serving https://%s:%d/mutate with plugins: %s", host, port,
              ", ".join(row["name"] for row in plugin_rows(config.plugin_manager)))
     WebhookServer(lambda: create_app(config, cert_dir=cert_dir, watch=True), host=host, port=port,
-                  cert_file=cert_file, key_file=key_file, workers=workers, threads=threads).run()
+                  cert_file=cert_file, key_file=key_file, workers=workers, threads=threads,
+                  on_ready=on_ready).run()
+
+
+def ca_bundle_publisher(webhook_config, kubeconfig):
+    from certs.inject import api_client, inject_ca_bundle
+
+    def publish(bundle):
+        changed = inject_ca_bundle(api_client(kubeconfig), webhook_config, bundle)
+        if changed:
+            log.info("caBundle of %s updated for %s", webhook_config, ", ".join(changed))
+
+    return publish
 
 
 @main.command()
@@ -161,3 +201,61 @@ def plugins(config_path, as_json):
     for row in rows:
         click.echo(f"{row['name']:<20} {row['version'] or '-':<10} {'yes' if row['enabled'] else 'no':<8} "
                    f"{', '.join(row['hooks'])}")
+
+
+@main.group()
+def certs():
+    """Create, inspect and publish the webhook's certificates."""
+
+
+@certs.command("create")
+@click.option("--out", "directory", required=True, type=click.Path(file_okay=False))
+@click.option("--dns", multiple=True, help="A DNS name to cover (repeatable).")
+@click.option("--ip", multiple=True, help="An IP address to cover (repeatable).")
+@click.option("--service", help="A Service name: covers S, S.N, S.N.svc, S.N.svc.cluster.local.")
+@click.option("--namespace", default="default", show_default=True, help="Namespace of --service.")
+@click.option("--key-type", default="ecdsa", show_default=True, type=click.Choice(["ecdsa", "rsa"]))
+def certs_create(directory, dns, ip, service, namespace, key_type):
+    """Create (or renew when due) a CA and a serving certificate in DIR: ca.crt, tls.crt, tls.key."""
+    from certs import service_names
+    from certs.rotation import ensure
+
+    names = [*dns, *ip, *(service_names(service, namespace) if service else [])]
+    if not names:
+        raise click.UsageError("name at least one --dns, --ip or --service")
+    outcome = ensure(directory, names, key_type=key_type)
+    for action in outcome.actions or ["certificates are valid; nothing to do"]:
+        click.echo(f"{directory}: {action}")
+
+
+@certs.command("show")
+@click.argument("directory", type=click.Path(file_okay=False, exists=True))
+def certs_show(directory):
+    """Show the serving certificate in DIRECTORY; exit 1 when expired or not issued by its CA."""
+    from certs import describe
+
+    lines, ok = describe(directory)
+    for line in lines:
+        click.echo(line)
+    if not ok:
+        sys.exit(1)
+
+
+@certs.command("inject")
+@click.option("--webhook-config", required=True, help="MutatingWebhookConfiguration name.")
+@click.option("--ca", "ca_file", required=True, type=click.File("rb"), help="CA bundle (PEM), e.g. DIR/ca.crt.")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
+def certs_inject(webhook_config, ca_file, kubeconfig):
+    """Set the caBundle of every webhook in a MutatingWebhookConfiguration (idempotent)."""
+    from certs.inject import api_client, inject_ca_bundle
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    bundle = ca_file.read()
+    try:
+        changed = inject_ca_bundle(api_client(kubeconfig), webhook_config, bundle)
+    except ApiException as error:
+        raise click.ClickException(f"{webhook_config}: {error.status} {error.reason}") from None
+    except HTTPError as error:
+        raise click.ClickException(f"cannot reach the API server: {error}") from None
+    click.echo(f"{webhook_config}: " + (f"caBundle set for {', '.join(changed)}" if changed else "already in step"))

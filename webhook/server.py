@@ -28,7 +28,7 @@ class WebhookServer(BaseApplication):
     """gunicorn, configured in code: one `app_factory()` call per worker, after the fork."""
 
     def __init__(self, app_factory, *, host, port, cert_file, key_file, workers=None, threads=4,
-                 graceful_timeout=30, log_level="info"):
+                 graceful_timeout=30, log_level="info", on_ready=None):
         self.app_factory = app_factory
         self.settings = {
             "bind": [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"],
@@ -45,6 +45,9 @@ class WebhookServer(BaseApplication):
             "errorlog": "-",
             "proc_name": "podmutate",
         }
+        if on_ready is not None:
+            # Runs in the master once it listens: what it starts is not copied into the workers.
+            self.settings["when_ready"] = lambda arbiter: on_ready()
         super().__init__()
 
     def load_config(self):

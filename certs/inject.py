@@ -1,0 +1,35 @@
+"""Keep the caBundle of a MutatingWebhookConfiguration in step with the CA bundle on disk."""
+
+import base64
+
+import kubernetes
+
+
+def api_client(kubeconfig=None):
+    """A Kubernetes API client: in-cluster credentials when running in a pod, else the kubeconfig."""
+    try:
+        kubernetes.config.load_incluster_config()
+        return kubernetes.client.ApiClient()
+    except kubernetes.config.ConfigException:
+        return kubernetes.config.new_client_from_config(config_file=kubeconfig)
+
+
+def inject_ca_bundle(client, webhook_config, bundle):
+    """Set `bundle` (PEM bytes) as the caBundle of every webhook of `webhook_config`.
+
+    Idempotent: returns the names of the webhooks it changed ([] when all were in step).
+    The patch tests each webhook's name, so a concurrent edit of the list fails it cleanly.
+    """
+    api = kubernetes.client.AdmissionregistrationV1Api(client)
+    configuration = api.read_mutating_webhook_configuration(webhook_config)
+    encoded = base64.b64encode(bundle).decode()
+    operations, changed = [], []
+    for index, webhook in enumerate(configuration.webhooks or []):
+        if webhook.client_config.ca_bundle == encoded:
+            continue
+        operations.append({"op": "test", "path": f"/webhooks/{index}/name", "value": webhook.name})
+        operations.append({"op": "add", "path": f"/webhooks/{index}/clientConfig/caBundle", "value": encoded})
+        changed.append(webhook.name)
+    if operations:
+        api.patch_mutating_webhook_configuration(webhook_config, operations)
+    return changed

@@ -1,0 +1,47 @@
+"""caBundle injection on a real API server: the CLI, and `podmutate serve` keeping it in step."""
+
+import base64
+import subprocess
+
+from certs import CA_FILE
+from certs.rotation import ensure
+from tests.e2e.conftest import register, wait_effective
+from tests.helpers import PODMUTATE, serve
+
+
+def ca_bundles(admissionregistration, name):
+    configuration = admissionregistration.read_mutating_webhook_configuration(name)
+    return [base64.b64decode(webhook.client_config.ca_bundle or "") for webhook in configuration.webhooks]
+
+
+def test_certs_inject_sets_and_keeps_the_ca_bundle(admissionregistration, kubectl, control_plane, podmutate,
+                                                    namespace, tmp_path):
+    name = register(admissionregistration, kubectl, podmutate.url, podmutate.ca_file, namespace)
+    ensure(tmp_path, ["127.0.0.1"])
+    command = [*PODMUTATE, "certs", "inject", "--webhook-config", name, "--ca", str(tmp_path / CA_FILE),
+               "--kubeconfig", control_plane.kubeconfig]
+    first = subprocess.run(command, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert f"caBundle set for {name}.podmutate.io" in first.stdout
+    assert ca_bundles(admissionregistration, name) == [(tmp_path / CA_FILE).read_bytes()]
+    again = subprocess.run(command, capture_output=True, text=True)
+    assert again.returncode == 0 and "already in step" in again.stdout
+    missing = subprocess.run([*command[:6], "no-such-config", *command[7:]], capture_output=True, text=True)
+    assert missing.returncode == 1
+    assert missing.stderr.strip() == "Error: no-such-config: 404 Not Found"
+
+
+def test_serve_injects_its_own_ca_and_the_api_server_then_trusts_it(admissionregistration, kubectl,
+                                                                   control_plane, namespace, tmp_path):
+    # Registered with a CA that did not issue the server's certificate: nothing would verify...
+    ensure(tmp_path / "other", ["127.0.0.1"])
+    name = register(admissionregistration, kubectl, "https://127.0.0.1:1", str(tmp_path / "other" / CA_FILE),
+                    namespace, probe=False)
+    # ...until `podmutate serve --webhook-config` publishes its own bundle.
+    args = ["--webhook-config", name, "--kubeconfig", control_plane.kubeconfig]
+    with serve(tmp_path, args=args) as served:
+        assert ca_bundles(admissionregistration, name) == [(tmp_path / "certs" / CA_FILE).read_bytes()]
+        configuration = admissionregistration.read_mutating_webhook_configuration(name)
+        configuration.webhooks[0].client_config.url = served.url + "/mutate"
+        admissionregistration.replace_mutating_webhook_configuration(name, configuration)
+        wait_effective(kubectl, namespace)
