@@ -11,7 +11,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from certs import CA, key_pem
-from tests.helpers import free_port
+from tests.helpers import free_port, stop_process
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD_SCRIPT = os.path.join(REPO, "tools", "controlplane", "build.sh")
@@ -148,12 +148,5 @@ class ControlPlane:
 
     def stop(self):
         for name in ("kube-apiserver", "etcd"):
-            process = self.processes.get(name)
-            if process is None or process.poll() is not None:
-                continue
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            if name in self.processes:
+                stop_process(self.processes[name])
