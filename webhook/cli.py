@@ -259,3 +259,64 @@ def certs_inject(webhook_config, ca_file, kubeconfig):
     except HTTPError as error:
         raise click.ClickException(f"cannot reach the API server: {error}") from None
     click.echo(f"{webhook_config}: " + (f"caBundle set for {', '.join(changed)}" if changed else "already in step"))
+
+
+def api_errors(action):
+    """Run `action()`; an API or connection error becomes one clear line, never a traceback."""
+    from kubernetes.client.exceptions import ApiException
+    from kubernetes.config import ConfigException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        return action()
+    except ApiException as error:
+        raise click.ClickException(f"{error.status} {error.reason}: {api_message(error)}") from None
+    except (HTTPError, ConfigException) as error:
+        raise click.ClickException(f"cannot reach the API server: {error}") from None
+
+
+def api_message(error):
+    try:
+        return json.loads(error.body).get("message", "")
+    except (TypeError, ValueError):
+        return ""
+
+
+@main.command()
+@click.option("-f", "--filename", "source", required=True, type=click.File("r"), help="Job description (YAML).")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
+def launch(source, kubeconfig):
+    """Launch a job pod: job_type, image, connection_id, job_id, attempt, namespace, command, args, env."""
+    from webhook.launcher import Job, core_api
+    from webhook.launcher import launch as launch_pod
+
+    try:
+        job = Job(**yaml.safe_load(source))
+    except (yaml.YAMLError, TypeError) as error:
+        raise click.ClickException(f"{source.name}: not a job description: {error}") from None
+    pod = api_errors(lambda: launch_pod(core_api(kubeconfig), job))
+    click.echo(f"pod/{pod.metadata.name} created in {job.namespace}")
+
+
+@main.command()
+@click.option("--connection", "connection_id", required=True, help="The connection whose pods to kill.")
+@click.option("--namespace", default="default", show_default=True)
+@click.option("--dry-run", is_flag=True, help="List the live pods without deleting them.")
+@click.option("--timeout", default=45.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--propagation", default="Foreground", show_default=True,
+              type=click.Choice(["Foreground", "Background"]), help="Deletion propagation policy.")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
+def kill(connection_id, namespace, dry_run, timeout, propagation, kubeconfig):
+    """Kill every live pod of a connection, across all its attempts."""
+    from webhook.launcher import KillTimeout, core_api, kill_connection
+
+    try:
+        names = api_errors(lambda: kill_connection(core_api(kubeconfig), namespace, connection_id,
+                                                   timeout=timeout, dry_run=dry_run, propagation=propagation))
+    except KillTimeout as error:
+        raise click.ClickException(str(error)) from None
+    verb = "would delete" if dry_run else "deleted"
+    for name in names:
+        click.echo(f"{verb} pod/{name}")
+    if not names:
+        click.echo(f"no live pods of connection {connection_id} in {namespace}")
