@@ -11,6 +11,7 @@ import tempfile
 from dataclasses import dataclass
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -191,6 +192,15 @@ def load_bundle(data):
     return x509.load_pem_x509_certificates(data) if data.strip() else []
 
 
+def issued_by(cert, ca_cert):
+    """True when `ca_cert` signed `cert`."""
+    try:
+        cert.verify_directly_issued_by(ca_cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
 def read_serving(directory):
     """The ServingCert in `directory`, or None when tls.crt or tls.key is missing."""
     try:
@@ -214,8 +224,6 @@ def describe(directory, at=None):
             bundle = load_bundle(stream.read())
     except FileNotFoundError:
         bundle = []
-    from certs.rotation import issued_by
-
     days_left = (serving.not_after - at).total_seconds() / 86400
     signed = any(issued_by(serving.cert, ca_cert) for ca_cert in bundle)
     key_matches = serving.cert.public_key() == serving.key.public_key()

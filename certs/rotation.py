@@ -7,11 +7,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from certs import CA, CA_FILE, CA_KEY_FILE, CA_DAYS, CA_RENEW_DAYS, CERT_FILE, KEY_FILE, SERVING_DAYS, \
-    SERVING_RENEW_DAYS, cert_pem, load_bundle, now, read_serving, write_atomically
+    SERVING_RENEW_DAYS, cert_pem, issued_by, load_bundle, now, read_serving, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -28,15 +27,6 @@ class Outcome:
     @property
     def changed(self):
         return bool(self.actions)
-
-
-def issued_by(cert, ca_cert):
-    """True when `ca_cert` signed `cert`."""
-    try:
-        cert.verify_directly_issued_by(ca_cert)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
 
 
 def ensure(directory, names, *, key_type="ecdsa", serving_days=SERVING_DAYS,
@@ -114,7 +104,6 @@ def read_bundle(path):
     except ValueError:
         log.warning("%s is not a PEM bundle; starting a new CA", path)
         return []
-
 
 
 class Keeper:

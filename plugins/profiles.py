@@ -206,12 +206,11 @@ def check_resources(key, raw):
 def resolve(job_type, own, default):
     """Fill what `own` leaves unset from `default`; resources fall back value by value."""
     settings = {name: own[name] if own[name] is not None else default[name] for name in SETTINGS}
-    resolved = {kind: {name: (own["resources"] or {}).get(kind, {}).get(name,
-                                                                         (default["resources"] or {}).get(kind, {}).get(name))
-                       for name in RESOURCE_NAMES}
-                for kind in RESOURCE_KINDS}
-    resolved = {kind: {name: value for name, value in values.items() if value is not None}
-                for kind, values in resolved.items()}
+    own_resources, default_resources = own["resources"] or {}, default["resources"] or {}
+    resolved = {}
+    for kind in RESOURCE_KINDS:
+        values = {**default_resources.get(kind, {}), **own_resources.get(kind, {})}
+        resolved[kind] = {name: value for name, value in values.items() if value is not None}
     for name in RESOURCE_NAMES:
         request, limit = resolved["requests"].get(name), resolved["limits"].get(name)
         if request is not None and limit is not None and kube.quantity(request) > kube.quantity(limit):

@@ -107,9 +107,9 @@ def test_failing_plugin_in_ignore_mode_admits_the_pod_unpatched_and_warns(with_p
     assert "pod jobs/source-pg-sync-1-0-abcde: plugin 'raising' failed" in caplog.text
 
 
-def test_failing_plugin_in_fail_mode_denies_naming_the_plugin(with_plugin):
-    config = with_plugin(Raising(), "raising")
-    object.__setattr__(config, "raw", {**config.raw, "failure_mode": "fail"})
+def test_failing_plugin_in_fail_mode_denies_naming_the_plugin():
+    config = load_config(environ={}, overrides={"failure_mode": "fail"})
+    config.plugin_manager.register(Raising(), name="raising")
     response = admission.review(review(job_pod("sync")), config)["response"]
     assert response["allowed"] is False
     assert "plugin 'raising' failed" in response["status"]["message"]

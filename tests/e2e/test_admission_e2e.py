@@ -1,8 +1,10 @@
 """podmutate called by a real kube-apiserver over verified TLS, checked with the real kubectl."""
 
+import base64
 import json
 import ssl
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -93,8 +95,6 @@ class SidecarInjector(BaseHTTPRequestHandler):
     """A second webhook that adds a container after podmutate ran (and is never re-invoked)."""
 
     def do_POST(self):
-        import base64
-
         review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         pod = review["request"]["object"]
         patch = []
@@ -143,11 +143,11 @@ def test_reinvocation_completes_the_pod_without_duplicates(admissionregistration
     register(admissionregistration, kubectl, url, ca_file, namespace, name=f"b-sidecar-{namespace}",
              path="/", reinvocation="Never", probe=False)
     manifest = json.dumps(job_pod_manifest("sync", name="reinvoked"))
-    for attempt in range(50):  # the second configuration takes a moment to take effect
-        dry = json.loads(kubectl("create", "-n", namespace, "--dry-run=server", "-o", "json", "-f", "-",
-                                 input=manifest).stdout)
-        if len(dry["spec"]["containers"]) == 2:
-            break
+    deadline = time.monotonic() + 30  # the second configuration takes a moment to take effect
+    while len(json.loads(kubectl("create", "-n", namespace, "--dry-run=server", "-o", "json", "-f", "-",
+                                 input=manifest).stdout)["spec"]["containers"]) < 2:
+        assert time.monotonic() < deadline, "the sidecar webhook did not take effect in 30 s"
+        time.sleep(0.3)
     kubectl("create", "-n", namespace, "-f", "-", input=manifest)
     stored = json.loads(kubectl("get", "pod", "reinvoked", "-n", namespace, "-o", "json").stdout)
     containers = {container["name"]: container for container in stored["spec"]["containers"]}
