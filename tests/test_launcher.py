@@ -1,8 +1,12 @@
-"""The launcher's pure parts: pod names and manifests."""
+"""The launcher's parts that need no API server: pod names, manifests, the upload protocol."""
 
+import io
 import re
+import tarfile
 
-from webhook.launcher import Job, image_short_name, pod_manifest, pod_name
+import pytest
+
+from webhook.launcher import Job, UploadError, image_short_name, pod_manifest, pod_name, upload
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -40,3 +44,63 @@ def test_manifest_carries_every_label_and_a_fresh_process_id():
     assert first["spec"]["containers"] == [{"name": "main", "image": "airbyte/source-pg:1",
                                             "args": ["check", "--config", "/config/c.json"],
                                             "env": [{"name": "LOG_LEVEL", "value": "INFO"}]}]
+
+
+class FakeExec:
+    """Stands in for an exec session into the init container: there is no kubelet here to run one.
+
+    It untars what is written to its stdin, as `tar -x` would, and records each archive.
+    """
+
+    def __init__(self, archives, fail_first=0):
+        self.archives = archives
+        self.fail_first = fail_first
+        self.stdin = b""
+        self.stdin_closed = False
+        self.returncode = None
+
+    def __call__(self, core, namespace, name, container, command):
+        assert (container, command) == ("init", ["tar", "-xmf", "-", "-C", "/config"])
+        return type(self)(self.archives, self.fail_first)
+
+    def write_stdin(self, data):
+        assert isinstance(data, bytes) and not self.stdin_closed
+        self.stdin += data
+
+    def close_channel(self, channel):
+        assert channel == 0
+        self.stdin_closed = True
+        with tarfile.open(fileobj=io.BytesIO(self.stdin)) as archive:
+            contents = {member.name: archive.extractfile(member).read() for member in archive.getmembers()}
+        failing = len(self.archives) < self.fail_first
+        self.archives.append(contents)
+        self.returncode = 2 if failing else 0
+
+    def is_open(self):
+        return not self.stdin_closed
+
+    def update(self, timeout):
+        pass
+
+    def read_stderr(self, timeout=0):
+        return b"tar: short read" if self.returncode else b""
+
+    def close(self):
+        pass
+
+
+def test_upload_sends_the_files_then_the_success_file_last():
+    archives = []
+    upload(None, "jobs", "pod", {"source_config.json": '{"host": "db"}', "catalog.json": b"{}"},
+           exec_session=FakeExec(archives))
+    assert archives == [{"source_config.json": b'{"host": "db"}', "catalog.json": b"{}"},
+                        {"FINISHED_UPLOADING": b""}]
+
+
+def test_upload_retries_a_failed_copy_and_gives_up_naming_the_files(monkeypatch):
+    monkeypatch.setattr("webhook.launcher.time.sleep", lambda seconds: None)
+    archives = []
+    upload(None, "jobs", "pod", {"a.json": "{}"}, exec_session=FakeExec(archives, fail_first=1))
+    assert [sorted(archive) for archive in archives] == [["a.json"], ["a.json"], ["FINISHED_UPLOADING"]]
+    with pytest.raises(UploadError, match=r"copying \['a.json'\] failed 3 times: tar exited with 2: tar: short read"):
+        upload(None, "jobs", "pod", {"a.json": "{}"}, exec_session=FakeExec([], fail_first=5))

@@ -284,18 +284,35 @@ def api_message(error):
 
 @main.command()
 @click.option("-f", "--filename", "source", required=True, type=click.File("r"), help="Job description (YAML).")
+@click.option("--wait", is_flag=True,
+              help="Wait for the init container, upload the job's files, wait for the end; exit with its code.")
+@click.option("--init-timeout", default=300.0, show_default=True, type=click.FloatRange(min=1),
+              help="Seconds each wait for the init container may take.")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
-def launch(source, kubeconfig):
-    """Launch a job pod: job_type, image, connection_id, job_id, attempt, namespace, command, args, env."""
-    from webhook.launcher import Job, core_api
+def launch(source, wait, init_timeout, kubeconfig):
+    """Launch a job pod from a job description (YAML).
+
+    Keys: job_type, image, connection_id, job_id, attempt, namespace, command, args, env, labels,
+    and files (name in /config -> content), uploaded with --wait.
+    """
+    from webhook.launcher import Job, UploadError, WaitTimeout, core_api, run
     from webhook.launcher import launch as launch_pod
 
     try:
         job = Job(**yaml.safe_load(source))
     except (yaml.YAMLError, TypeError) as error:
         raise click.ClickException(f"{source.name}: not a job description: {error}") from None
-    pod = api_errors(lambda: launch_pod(core_api(kubeconfig), job))
-    click.echo(f"pod/{pod.metadata.name} created in {job.namespace}")
+    core = api_errors(lambda: core_api(kubeconfig))
+    if not wait:
+        pod = api_errors(lambda: launch_pod(core, job))
+        click.echo(f"pod/{pod.metadata.name} created in {job.namespace}")
+        return
+    try:
+        name, code = api_errors(lambda: run(core, job, init_timeout=init_timeout))
+    except (WaitTimeout, UploadError) as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"pod/{name}: main exited with {code}")
+    sys.exit(code)
 
 
 @main.command()

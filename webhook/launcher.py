@@ -5,16 +5,21 @@ pods with the right labels; scheduling, resources, volumes and the init containe
 the webhook at admission.
 """
 
+import io
+import json
 import logging
 import random
 import re
 import string
+import tarfile
 import time
 import uuid
 from dataclasses import dataclass, field
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
+from kubernetes.stream import stream as kubernetes_stream
+from kubernetes.stream.ws_client import STDIN_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +27,27 @@ JOB_TYPE_LABEL = "podmutate.io/job-type"
 SWEEPER_LABEL = {"airbyte": "job-pod"}
 NAME_LIMIT = 63
 KILL_TIMEOUT = 45.0
+INIT_WAIT_TIMEOUT = 300.0
 TERMINAL_PHASES = ("Succeeded", "Failed")
+INIT_CONTAINER = "init"
+CONFIG_DIR = "/config"
+SUCCESS_FILE = "FINISHED_UPLOADING"
+STATUS_CHECK_ANNOTATION = "podmutate.io/status-check-interval"
+KILLED_EXIT_CODE = 143
+UPLOAD_ATTEMPTS = 3
+
+
+class WaitTimeout(TimeoutError):
+    """A wait on a pod ran out of time; says which wait. The pod's whole state has been logged."""
+
+    def __init__(self, pod_name, what, seconds):
+        self.pod_name = pod_name
+        self.what = what
+        super().__init__(f"pod {pod_name}: timed out after {seconds:.0f}s waiting for {what}")
+
+
+class UploadError(RuntimeError):
+    """Copying the job's files into the init container failed, after every retry."""
 
 
 class KillTimeout(RuntimeError):
@@ -47,6 +72,7 @@ class Job:
     args: list = field(default_factory=list)
     env: dict = field(default_factory=dict)
     labels: dict = field(default_factory=dict)
+    files: dict = field(default_factory=dict)  # name in /config -> text or bytes
 
 
 def image_short_name(image):
@@ -144,3 +170,186 @@ def kill_connection(core, namespace, connection_id, *, label_key="connection_id"
                 killed.append(pod.metadata.name)
                 log.info("deleted pod %s/%s of connection %s", namespace, pod.metadata.name, connection_id)
         time.sleep(poll)
+
+
+def wait_for_pod(core, namespace, name, predicate, what, timeout):
+    """Watch pod `name` until `predicate(pod)` is true; return the pod.
+
+    The pod is read first, then watched from that resourceVersion, so no change is missed.
+    On timeout, the whole pod state and its events are logged and WaitTimeout is raised.
+    """
+    deadline = time.monotonic() + timeout
+    selector = f"metadata.name={name}"
+    while True:
+        listed = core.list_namespaced_pod(namespace, field_selector=selector)
+        for pod in listed.items:
+            if predicate(pod):
+                return pod
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            log_pod_state(core, namespace, name, what)
+            raise WaitTimeout(name, what, timeout)
+        watch = kubernetes.watch.Watch()
+        for event in watch.stream(core.list_namespaced_pod, namespace, field_selector=selector,
+                                  resource_version=listed.metadata.resource_version,
+                                  timeout_seconds=max(1, int(remaining))):
+            if event["type"] != "DELETED" and predicate(event["object"]):
+                watch.stop()
+                return event["object"]
+            if time.monotonic() >= deadline:
+                watch.stop()
+        # The watch ended (its timeout, or the server closed it): read afresh and go on.
+
+
+def has_init_status(pod):
+    return bool(pod.status and pod.status.init_container_statuses)
+
+
+def init_running(pod):
+    for status in (pod.status.init_container_statuses or []) if pod.status else []:
+        if status.name == INIT_CONTAINER:
+            return status.state is not None and status.state.running is not None
+    return False
+
+
+def wait_for_init(core, namespace, name, timeout=INIT_WAIT_TIMEOUT):
+    """Wait until the init container has a status, then until it runs; each wait is bounded."""
+    log.info("pod %s: waiting for the init container to be ready before copying files", name)
+    wait_for_pod(core, namespace, name, has_init_status, "the init container to have a status", timeout)
+    log.info("pod %s: init container present", name)
+    pod = wait_for_pod(core, namespace, name, init_running, "the init container to run", timeout)
+    log.info("pod %s: init container running", name)
+    return pod
+
+
+def log_pod_state(core, namespace, name, what):
+    """Log everything known of the pod: phase, conditions, container statuses and its events."""
+    try:
+        pod = core.read_namespaced_pod(name, namespace)
+        state = core.api_client.sanitize_for_serialization(pod.status)
+    except ApiException as error:
+        state = f"cannot read the pod: {error.status} {error.reason}"
+    try:
+        events = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}").items
+        event_lines = [f"{event.type} {event.reason}: {event.message}" for event in events]
+    except ApiException as error:
+        event_lines = [f"cannot list events: {error.status} {error.reason}"]
+    log.error("pod %s/%s: gave up waiting for %s; status: %s; events: %s", namespace, name, what,
+              json.dumps(state, default=str), event_lines or "none")
+
+
+def tar_of(files):
+    """A tar archive of `files` (name -> text or bytes), as `kubectl cp` sends it."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, content in files.items():
+            data = content.encode() if isinstance(content, str) else content
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            info.mtime = int(time.time())
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def open_exec(core, namespace, name, container, command):
+    """An exec session in `container` of the pod, with binary stdin."""
+    return kubernetes_stream(core.connect_get_namespaced_pod_exec, name, namespace, container=container,
+                             command=command, stdin=True, stdout=True, stderr=True, tty=False,
+                             _preload_content=False, binary=True)
+
+
+def extract(session, archive, timeout=60.0):
+    """Send `archive` to a `tar -x` session, close its stdin, wait for it to end; return its code."""
+    for start in range(0, len(archive), 64 * 1024):
+        session.write_stdin(archive[start:start + 64 * 1024])
+    session.close_channel(STDIN_CHANNEL)
+    deadline = time.monotonic() + timeout
+    errors = b""
+    while session.is_open() and time.monotonic() < deadline:
+        session.update(timeout=1)
+        errors += session.read_stderr(timeout=0) or b""
+    errors += session.read_stderr(timeout=0) or b""  # what came with the end of the session
+    code = session.returncode
+    session.close()
+    if code != 0:
+        raise UploadError(f"tar exited with {code}: {errors.decode(errors='replace').strip()}")
+
+
+def upload(core, namespace, name, files, *, exec_session=open_exec, attempts=UPLOAD_ATTEMPTS):
+    """Copy `files` into /config of the init container, then FINISHED_UPLOADING, last and alone.
+
+    Each copy is a tar stream into `tar -x` (what `kubectl cp` does) and is retried on failure:
+    files are overwritten whole, so a retry is safe. The success file is sent only once every
+    other file is in, so the init container never starts the job on half its config.
+    """
+    for batch in (files, {SUCCESS_FILE: b""}):
+        if not batch:
+            continue
+        archive = tar_of(batch)
+        for attempt in range(1, attempts + 1):
+            try:
+                extract(exec_session(core, namespace, name, INIT_CONTAINER, ["tar", "-xmf", "-", "-C", CONFIG_DIR]),
+                        archive)
+                break
+            except (UploadError, ApiException, OSError) as error:
+                if attempt == attempts:
+                    raise UploadError(f"pod {name}: copying {sorted(batch)} failed {attempts} times: {error}") \
+                        from error
+                log.warning("pod %s: copying %s failed (attempt %d of %d): %s", name, sorted(batch), attempt,
+                            attempts, error)
+                time.sleep(attempt)
+
+
+def main_exit_code(pod):
+    """The exit code of the main container, or None while it has not terminated."""
+    for status in (pod.status.container_statuses or []) if pod.status else []:
+        if status.name == "main" and status.state is not None and status.state.terminated is not None:
+            return status.state.terminated.exit_code
+    return None
+
+
+def status_check_interval(pod, default=30):
+    try:
+        return max(1, int((pod.metadata.annotations or {}).get(STATUS_CHECK_ANNOTATION, default)))
+    except ValueError:
+        return default
+
+
+def wait_for_exit(core, namespace, name):
+    """Watch the pod until its main container ends; return its exit code (143 if the pod is deleted).
+
+    The resync period is the status-check interval the webhook wrote on the pod for its job type.
+    """
+    selector = f"metadata.name={name}"
+    while True:
+        listed = core.list_namespaced_pod(namespace, field_selector=selector)
+        if not listed.items:
+            return KILLED_EXIT_CODE
+        pod = listed.items[0]
+        code = main_exit_code(pod)
+        if code is not None:
+            return code
+        if pod.status is not None and pod.status.phase in TERMINAL_PHASES:
+            return 0 if pod.status.phase == "Succeeded" else 1
+        interval = status_check_interval(pod)
+        for event in kubernetes.watch.Watch().stream(core.list_namespaced_pod, namespace, field_selector=selector,
+                                                     resource_version=listed.metadata.resource_version,
+                                                     timeout_seconds=interval):
+            if event["type"] == "DELETED":
+                return KILLED_EXIT_CODE
+            code = main_exit_code(event["object"])
+            if code is not None:
+                return code
+
+
+def run(core, job, *, init_timeout=INIT_WAIT_TIMEOUT, exec_session=open_exec):
+    """Launch `job`, wait for its init container, upload its files, and wait for it to end.
+
+    Returns (pod name, exit code of the main container); 143 when the pod was deleted first.
+    """
+    pod = launch(core, job)
+    name = pod.metadata.name
+    wait_for_init(core, job.namespace, name, timeout=init_timeout)
+    upload(core, job.namespace, name, job.files, exec_session=exec_session)
+    return name, wait_for_exit(core, job.namespace, name)

@@ -6,12 +6,15 @@ foregroundDeletion finalizer that Foreground propagation, the default, puts on a
 here use Background propagation so that deleted pods go away as they do in a cluster."""
 
 import subprocess
+import threading
+import time
 
 import pytest
 
 from tests.e2e.conftest import register
 from tests.helpers import PODMUTATE
-from webhook.launcher import Job, KillTimeout, kill_connection, launch, pod_manifest
+from webhook.launcher import (KILLED_EXIT_CODE, Job, KillTimeout, WaitTimeout, kill_connection, launch, pod_manifest,
+                              run, wait_for_exit, wait_for_init)
 
 BACKGROUND = "Background"
 
@@ -77,3 +80,79 @@ def test_kill_cli_and_a_clear_error(control_plane, core, namespace, tmp_path):
     assert refused.returncode == 1
     assert refused.stderr.strip().splitlines()[-1].startswith("Error: cannot reach the API server:")
     assert "Traceback" not in refused.stderr
+
+
+def set_status(core, namespace, name, *, init=None, main=None):
+    """Write container states through pods/status, as a kubelet would (there is none here)."""
+    status = {}
+    if init is not None:
+        status["initContainerStatuses"] = [{"name": "init", "ready": False, "restartCount": 0,
+                                            "image": "busybox:1.35", "imageID": "", "state": init}]
+    if main is not None:
+        status["containerStatuses"] = [{"name": "main", "ready": False, "restartCount": 0,
+                                        "image": "airbyte/source-postgres:3.6.2", "imageID": "", "state": main}]
+    core.patch_namespaced_pod_status(name, namespace, {"status": status})
+
+
+def later(seconds, action):
+    timer = threading.Timer(seconds, action)
+    timer.start()
+    return timer
+
+
+STARTED = "2026-01-01T00:00:00Z"
+
+
+def test_init_wait_returns_once_the_init_container_runs(core, namespace):
+    name = create(core, namespace, "conn-w", 0)
+    later(0.5, lambda: set_status(core, namespace, name, init={"waiting": {"reason": "PodInitializing"}}))
+    later(1.5, lambda: set_status(core, namespace, name, init={"running": {"startedAt": STARTED}}))
+    began = time.monotonic()
+    pod = wait_for_init(core, namespace, name, timeout=20)
+    assert pod.status.init_container_statuses[0].state.running is not None
+    assert time.monotonic() - began >= 1.0
+
+
+def test_init_wait_times_out_saying_which_wait_and_logging_the_pod(core, namespace, caplog):
+    name = create(core, namespace, "conn-t", 0)
+    set_status(core, namespace, name, init={"waiting": {"reason": "ImagePullBackOff"}})
+    with pytest.raises(WaitTimeout, match=f"pod {name}: timed out after 2s waiting for the init container to run"):
+        wait_for_init(core, namespace, name, timeout=2)
+    assert f"pod {namespace}/{name}: gave up waiting for the init container to run" in caplog.text
+    assert "ImagePullBackOff" in caplog.text
+    assert "events:" in caplog.text
+
+
+def test_exit_code_of_main_and_143_for_a_deleted_pod(core, namespace):
+    done = create(core, namespace, "conn-x", 0)
+    later(0.5, lambda: set_status(core, namespace, done, main={"terminated": {"exitCode": 3, "startedAt": STARTED,
+                                                                               "finishedAt": STARTED}}))
+    assert wait_for_exit(core, namespace, done) == 3
+    deleted = create(core, namespace, "conn-x", 1)
+    later(0.5, lambda: core.delete_namespaced_pod(deleted, namespace))
+    assert wait_for_exit(core, namespace, deleted) == KILLED_EXIT_CODE
+
+
+def test_run_launches_waits_uploads_and_reports(admissionregistration, kubectl, podmutate, core, namespace):
+    # The exec into the init container is faked (no kubelet): FakeExec records what it receives.
+    from tests.test_launcher import FakeExec
+
+    register(admissionregistration, kubectl, podmutate.url, podmutate.ca_file, namespace)
+    archives = []
+    job = Job(job_type="check", image="airbyte/source-postgres:3.6.2", connection_id="c-run", job_id="5",
+              namespace=namespace, files={"source_config.json": "{}"})
+
+    def kubelet():
+        # Plays the kubelet's part: the init container starts, then main ends once the upload is in.
+        name = next(pod.metadata.name for pod in core.list_namespaced_pod(namespace).items)
+        set_status(core, namespace, name, init={"running": {"startedAt": STARTED}})
+        while len(archives) < 2:
+            time.sleep(0.1)
+        set_status(core, namespace, name, main={"terminated": {"exitCode": 0, "startedAt": STARTED,
+                                                               "finishedAt": STARTED}})
+
+    later(1.0, kubelet)
+    name, code = run(core, job, init_timeout=20, exec_session=FakeExec(archives))
+    assert code == 0
+    assert archives == [{"source_config.json": b"{}"}, {"FINISHED_UPLOADING": b""}]
+    assert core.read_namespaced_pod(name, namespace).metadata.annotations["podmutate.io/status-check-interval"] == "1"
