@@ -109,20 +109,25 @@ def read_bundle(path):
 class Keeper:
     """Runs `ensure` now and then from a daemon thread, and pushes a changed bundle to the cluster.
 
-    `publish(bundle)` is called after each change (and once at start) — for instance to inject
-    the caBundle of the webhook configuration; a failure is logged and retried next round.
+    With a `store` (a SecretStore), replicas share one set of certificates: each round takes the
+    stored ones first, and stores what `ensure` changed; when another replica stored first, its
+    certificates are taken instead. `publish(bundle)` is called after each change (and once at
+    start) — to inject the caBundle of the webhook configuration, say; a failure is logged and
+    retried next round.
     """
 
-    def __init__(self, directory, names, *, publish=None, interval=3600.0, **ensure_options):
+    def __init__(self, directory, names, *, publish=None, store=None, interval=3600.0, **ensure_options):
         self.directory = directory
         self.names = list(names)
         self.publish = publish
+        self.store = store
         self.interval = interval
         self.ensure_options = ensure_options
         self._published = None
 
     def run_once(self):
-        outcome = ensure(self.directory, self.names, **self.ensure_options)
+        outcome = self._ensure_shared() if self.store is not None else \
+            ensure(self.directory, self.names, **self.ensure_options)
         if self.publish is not None and outcome.bundle != self._published:
             try:
                 self.publish(outcome.bundle)
@@ -130,6 +135,15 @@ class Keeper:
             except Exception as error:  # the API server may be briefly away; try again next round
                 log.error("publishing the CA bundle failed, retrying in %.0fs: %s", self.interval, error)
         return outcome
+
+    def _ensure_shared(self):
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        for _ in range(3):
+            self.store.pull(self.directory)  # what the replicas agreed on, if anything
+            outcome = ensure(self.directory, self.names, **self.ensure_options)
+            if self.store.push(self.directory):  # a no-op when nothing changed
+                return outcome
+        raise RuntimeError(f"could not agree on certificates with the other replicas through {self.store.name}")
 
     def start(self):
         def loop():

@@ -55,12 +55,14 @@ def main(log_level):
 @click.option("--namespace", envvar="PODMUTATE_NAMESPACE", help="Namespace of --service.")
 @click.option("--webhook-config", envvar="PODMUTATE_WEBHOOK_CONFIG",
               help="MutatingWebhookConfiguration whose caBundle to keep in step with the CA.")
+@click.option("--cert-secret", envvar="PODMUTATE_CERT_SECRET",
+              help="Secret (in --namespace) where replicas share the certificates podmutate manages.")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG",
-              help="Credentials for --webhook-config outside a cluster.")
+              help="Credentials for --webhook-config and --cert-secret outside a cluster.")
 @click.option("--rotate-every", default=3600.0, show_default=True, type=click.FloatRange(min=1),
               help="Seconds between certificate checks, when podmutate manages its certificates.")
-def serve(host, port, cert_dir, config_path, workers, threads, service, namespace, webhook_config, kubeconfig,
-          rotate_every):
+def serve(host, port, cert_dir, config_path, workers, threads, service, namespace, webhook_config, cert_secret,
+          kubeconfig, rotate_every):
     """Serve the webhook over HTTPS (POST /mutate, GET /healthz, GET /readyz).
 
     When the certificate directory is empty or holds podmutate's own CA key, podmutate manages
@@ -85,8 +87,14 @@ def serve(host, port, cert_dir, config_path, workers, threads, service, namespac
     managed = not (os.path.exists(cert_file) and os.path.exists(key_file)) or \
         os.path.exists(os.path.join(cert_dir, CA_KEY_FILE))
     if managed:
-        keeper = Keeper(cert_dir, names, publish=publish, interval=rotate_every)
-        keeper.run_once()
+        store = None
+        if cert_secret:
+            from certs.inject import api_client
+            from certs.secret import SecretStore
+
+            store = SecretStore(api_client(kubeconfig), namespace or "default", cert_secret)
+        keeper = Keeper(cert_dir, names, publish=publish, store=store, interval=rotate_every)
+        api_errors(keeper.run_once)
         on_ready = keeper.start
         log.info("certificates in %s are managed by podmutate; clients verify the server with %s",
                  cert_dir, os.path.join(cert_dir, CA_FILE))

@@ -1,6 +1,7 @@
 """caBundle injection on a real API server: the CLI, and `podmutate serve` keeping it in step."""
 
 import base64
+import datetime
 import subprocess
 
 from certs import CA_FILE
@@ -45,3 +46,27 @@ def test_serve_injects_its_own_ca_and_the_api_server_then_trusts_it(admissionreg
         configuration.webhooks[0].client_config.url = served.url + "/mutate"
         admissionregistration.replace_mutating_webhook_configuration(name, configuration)
         wait_effective(kubectl, namespace)
+
+
+def test_replicas_share_one_set_of_certificates_through_a_secret(api_client, core, namespace, tmp_path):
+    from certs import CERT_FILE, read_serving
+    from certs.rotation import Keeper
+    from certs.secret import SecretStore
+
+    names = ["podmutate", f"podmutate.{namespace}.svc"]
+    first = Keeper(tmp_path / "a", names, store=SecretStore(api_client, namespace, "podmutate-tls"))
+    second = Keeper(tmp_path / "b", names, store=SecretStore(api_client, namespace, "podmutate-tls"))
+    first.run_once()
+    second.run_once()
+    assert (tmp_path / "a" / CERT_FILE).read_bytes() == (tmp_path / "b" / CERT_FILE).read_bytes()
+    secret = core.read_namespaced_secret("podmutate-tls", namespace)
+    assert secret.type == "kubernetes.io/tls"
+    assert sorted(secret.data) == ["ca.crt", "ca.key", "tls.crt", "tls.key"]
+
+    # One replica renews (its clock says the certificate is due); the other takes the renewal.
+    due = read_serving(tmp_path / "a").not_after - datetime.timedelta(days=1)
+    Keeper(tmp_path / "a", names, store=SecretStore(api_client, namespace, "podmutate-tls"), at=due).run_once()
+    renewed = (tmp_path / "a" / CERT_FILE).read_bytes()
+    assert renewed != (tmp_path / "b" / CERT_FILE).read_bytes()
+    second.run_once()
+    assert (tmp_path / "b" / CERT_FILE).read_bytes() == renewed
