@@ -1,0 +1,20 @@
+# The image manifests/base runs. Two stages: wheels are built with the build tools, and only
+# the installed wheels reach the final stage. No HEALTHCHECK: Kubernetes probes /healthz and
+# /readyz itself.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY webhook webhook
+COPY plugins plugins
+COPY certs certs
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+RUN useradd --system --uid 10001 --user-group --home-dir /nonexistent --shell /usr/sbin/nologin podmutate
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir --no-compile /wheels/*.whl && rm -rf /wheels
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PODMUTATE_STATE_DIR=/var/run/podmutate
+USER 10001:10001
+EXPOSE 8443
+ENTRYPOINT ["podmutate"]
+CMD ["serve"]
