@@ -345,3 +345,31 @@ def kill(connection_id, namespace, dry_run, timeout, propagation, kubeconfig):
         click.echo(f"{verb} pod/{name}")
     if not names:
         click.echo(f"no live pods of connection {connection_id} in {namespace}")
+
+
+@main.command()
+@click.option("-f", "--filename", "source", type=click.File("r"),
+              help="Rendered manifests (e.g. `kubectl kustomize manifests/base`), - for standard input; "
+                   "without it, the live cluster.")
+@click.option("--webhook-config", default="podmutate", show_default=True, help="The configuration to check.")
+@click.option("--namespace", help="podmutate's namespace. [default: its Service's]")
+@click.option("--url", help="Where to reach the webhook for the certificate check (a port-forward, say).")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
+def doctor(source, webhook_config, namespace, url, kubeconfig):
+    """Check a webhook configuration for what takes clusters down; exit 1 on any failure."""
+    from certs.inject import api_client
+    from webhook.doctor import check, from_cluster, from_documents
+
+    if source is not None:
+        try:
+            documents = list(yaml.safe_load_all(source))
+        except yaml.YAMLError as error:
+            raise click.ClickException(f"{source.name}: {yaml_problem(error)}") from None
+        configurations, namespaces = from_documents(documents)
+    else:
+        configurations, namespaces = api_errors(lambda: from_cluster(api_client(kubeconfig)))
+    findings = check(configurations, namespaces, name=webhook_config, own_namespace=namespace, url=url)
+    for finding in findings:
+        click.echo(str(finding))
+    if any(finding.level == "fail" for finding in findings):
+        sys.exit(1)

@@ -1,0 +1,58 @@
+"""The manifests on a real API server, and `podmutate doctor` against a live configuration."""
+
+import subprocess
+
+import pytest
+import yaml
+
+from certs import CA_FILE
+from certs.rotation import ensure
+from tests.e2e.conftest import register
+from tests.helpers import PODMUTATE
+from tests.test_manifests import MANIFESTS, VARIANTS, render
+
+# cert-manager's kinds need its CRDs, which this API server does not have: they are checked
+# for their fields in tests/test_manifests.py, and left out of the server-side dry run here.
+NEEDS_CRDS = {"cert-manager.io/v1"}
+
+
+@pytest.fixture(scope="module")
+def podmutate_namespace(core):
+    # A server-side dry run creates nothing, so the namespace the objects live in must exist.
+    if "podmutate-system" not in {item.metadata.name for item in core.list_namespace().items}:
+        core.create_namespace({"metadata": {"name": "podmutate-system"}})
+
+
+def test_kubectl_apply_k_base_is_accepted(kubectl, podmutate_namespace):
+    result = kubectl("apply", "-k", f"{MANIFESTS}/base", "--dry-run=server")
+    assert "mutatingwebhookconfiguration.admissionregistration.k8s.io/podmutate created (server dry run)" \
+        in result.stdout
+    assert "deployment.apps/podmutate created (server dry run)" in result.stdout
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_rendered_object_is_accepted_by_the_api_server(kubectl, podmutate_namespace, variant):
+    documents = [document for document in render(variant) if document["apiVersion"] not in NEEDS_CRDS]
+    result = kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(documents))
+    assert result.stdout.count("(server dry run)") == len(documents), result.stdout
+
+
+def doctor(control_plane, name, *args):
+    return subprocess.run([*PODMUTATE, "doctor", "--webhook-config", name, "--kubeconfig", control_plane.kubeconfig,
+                           *args], capture_output=True, text=True)
+
+
+def test_doctor_on_a_live_configuration_checks_the_served_certificate(admissionregistration, kubectl, control_plane,
+                                                                     podmutate, namespace, tmp_path):
+    name = register(admissionregistration, kubectl, podmutate.url, podmutate.ca_file, namespace)
+    good = doctor(control_plane, name)
+    assert good.returncode == 0, good.stdout
+    assert f"ok    {name}/{name}.podmutate.io: caBundle verifies the served certificate" in good.stdout
+
+    ensure(tmp_path / "other", ["127.0.0.1"])
+    wrong = register(admissionregistration, kubectl, podmutate.url, str(tmp_path / "other" / CA_FILE), namespace,
+                     name=f"wrong-{namespace}", probe=False)
+    result = doctor(control_plane, wrong)
+    assert result.returncode == 1
+    assert (f"fail  {wrong}/{wrong}.podmutate.io: caBundle does not verify the certificate served at "
+            f"{podmutate.url}/mutate") in result.stdout

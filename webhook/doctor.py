@@ -1,0 +1,231 @@
+"""Preflight checks of a webhook configuration, live or rendered: the mistakes that take clusters down."""
+
+import base64
+import itertools
+import socket
+import ssl
+import tempfile
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from cryptography import x509
+
+from certs import SERVING_RENEW_DAYS, now
+
+BUDGET_SECONDS = 10  # the API server's budget for a request's whole admission chain
+SAFE_SIDE_EFFECTS = ("None", "NoneOnDryRun")
+NAME_LABEL = "kubernetes.io/metadata.name"
+CA_INJECTION_ANNOTATION = "cert-manager.io/inject-ca-from"
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # ok, warn or fail
+    subject: str
+    message: str
+
+    def __str__(self):
+        return f"{self.level:<5} {self.subject}: {self.message}"
+
+
+def selector_matches(selector, labels):
+    """Whether a LabelSelector (dict, API form) selects an object with `labels`; None selects all."""
+    selector = selector or {}
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for requirement in selector.get("matchExpressions") or []:
+        key, operator, values = requirement["key"], requirement["operator"], requirement.get("values") or []
+        present = key in labels
+        if operator == "In" and not (present and labels[key] in values):
+            return False
+        if operator == "NotIn" and present and labels[key] in values:
+            return False
+        if operator == "Exists" and not present:
+            return False
+        if operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def requirements(selector):
+    """Per label key, what a selector demands: {"in": set} / {"notin": set} / {"exists": bool}."""
+    demands = {}
+    for key, value in ((selector or {}).get("matchLabels") or {}).items():
+        demands.setdefault(key, {})["in"] = {value}
+    for requirement in (selector or {}).get("matchExpressions") or []:
+        demand = demands.setdefault(requirement["key"], {})
+        operator, values = requirement["operator"], set(requirement.get("values") or [])
+        if operator == "In":
+            demand["in"] = demand.get("in", values) & values
+        elif operator == "NotIn":
+            demand["notin"] = demand.get("notin", set()) | values
+        elif operator == "Exists":
+            demand["exists"] = True
+        elif operator == "DoesNotExist":
+            demand["exists"] = False
+    return demands
+
+
+def disjoint(first, second):
+    """True when no object can be selected by both selectors."""
+    a, b = requirements(first), requirements(second)
+    for key in set(a) & set(b):
+        x, y = a[key], b[key]
+        needs_x = x.get("exists") or "in" in x
+        needs_y = y.get("exists") or "in" in y
+        if (needs_x and y.get("exists") is False) or (needs_y and x.get("exists") is False):
+            return True
+        if "in" in x and "in" in y and not x["in"] & y["in"]:
+            return True
+        if ("in" in x and x["in"] <= y.get("notin", set())) or ("in" in y and y["in"] <= x.get("notin", set())):
+            return True
+    return False
+
+
+def exclusive(first, second):
+    """True when no pod can be sent to both webhooks."""
+    return any(disjoint(first.get(selector), second.get(selector))
+               for selector in ("objectSelector", "namespaceSelector"))
+
+
+def calls_for_pod_create(webhook):
+    for rule in webhook.get("rules") or []:
+        if not ({"pods", "*"} & set(rule.get("resources") or [])):
+            continue
+        if {"CREATE", "*"} & set(rule.get("operations") or []) and {"", "*"} & set(rule.get("apiGroups") or []):
+            return True
+    return False
+
+
+def worst_case_seconds(webhooks):
+    """The longest the mutating webhooks can take on one pod creation, re-invocations included.
+
+    Webhooks whose object or namespace selectors exclude each other never run for the same
+    pod, so the worst case is the heaviest set of webhooks that can all match one pod.
+    """
+    costs = [(webhook, webhook.get("timeoutSeconds", 10) * (2 if webhook.get("reinvocationPolicy") == "IfNeeded"
+                                                             else 1))
+             for webhook in webhooks if calls_for_pod_create(webhook)]
+    if len(costs) > 16:
+        return sum(cost for _, cost in costs)
+    worst = 0
+    for size in range(1, len(costs) + 1):
+        for group in itertools.combinations(costs, size):
+            if not any(exclusive(a, b) for (a, _), (b, _) in itertools.combinations(group, 2)):
+                worst = max(worst, sum(cost for _, cost in group))
+    return worst
+
+
+def check(configurations, namespaces, *, name, own_namespace=None, url=None, renew_days=SERVING_RENEW_DAYS):
+    """Findings for the MutatingWebhookConfiguration `name` among `configurations` (dicts).
+
+    `namespaces` maps namespace names to their labels (the name label is implied). `url`
+    overrides where to reach the webhook for the certificate check (a port-forward, say).
+    """
+    target = next((item for item in configurations if item["metadata"]["name"] == name), None)
+    if target is None:
+        return [Finding("fail", name, "no such MutatingWebhookConfiguration")]
+    findings = []
+    for webhook in target.get("webhooks") or []:
+        subject = f"{name}/{webhook['name']}"
+        service = (webhook.get("clientConfig") or {}).get("service") or {}
+        own = own_namespace or service.get("namespace")
+        for namespace in ("kube-system", own):
+            if namespace is None:
+                continue
+            labels = {**namespaces.get(namespace, {}), NAME_LABEL: namespace}
+            if selector_matches(webhook.get("namespaceSelector"), labels):
+                findings.append(Finding("fail", subject, f"namespace {namespace} is not excluded: a webhook that is "
+                                        "down can then block the pods that would bring it back"))
+            else:
+                findings.append(Finding("ok", subject, f"namespace {namespace} is excluded"))
+        side_effects = webhook.get("sideEffects")
+        if side_effects in SAFE_SIDE_EFFECTS:
+            findings.append(Finding("ok", subject, f"sideEffects {side_effects}: kubectl --dry-run=server works"))
+        else:
+            findings.append(Finding("fail", subject, f"sideEffects {side_effects}: the API server refuses "
+                                    "--dry-run=server requests (\"does not support dry run\")"))
+        if "v1" not in (webhook.get("admissionReviewVersions") or []):
+            findings.append(Finding("fail", subject, "admissionReviewVersions lacks v1, the only one podmutate answers"))
+        if webhook.get("objectSelector") and (webhook["objectSelector"].get("matchLabels")
+                                              or webhook["objectSelector"].get("matchExpressions")):
+            findings.append(Finding("ok", subject, "objectSelector present: other pods never reach the webhook"))
+        else:
+            findings.append(Finding("warn", subject, "no objectSelector: every pod creation calls the webhook"))
+        findings += check_ca_bundle(target, webhook, subject, url, renew_days)
+    all_webhooks = [webhook for item in configurations for webhook in item.get("webhooks") or []]
+    worst = worst_case_seconds(all_webhooks)
+    if worst > BUDGET_SECONDS:
+        findings.append(Finding("fail", "mutating webhooks", f"up to {worst}s on one pod creation (timeouts, "
+                                f"re-invocations counted): more than the API server's {BUDGET_SECONDS}s"))
+    else:
+        findings.append(Finding("ok", "mutating webhooks", f"at most {worst}s on one pod creation, within "
+                                f"{BUDGET_SECONDS}s"))
+    return findings
+
+
+def check_ca_bundle(configuration, webhook, subject, url, renew_days):
+    client_config = webhook.get("clientConfig") or {}
+    encoded = client_config.get("caBundle") or ""
+    if not encoded:
+        if CA_INJECTION_ANNOTATION in ((configuration.get("metadata") or {}).get("annotations") or {}):
+            return [Finding("ok", subject, "caBundle left to cert-manager's cainjector")]
+        return [Finding("warn", subject, "caBundle empty: `podmutate serve --webhook-config` or "
+                        "`podmutate certs inject` must fill it")]
+    try:
+        bundle = base64.b64decode(encoded)
+        x509.load_pem_x509_certificates(bundle)
+    except ValueError:
+        return [Finding("fail", subject, "caBundle is not a base64 PEM bundle")]
+    service = client_config.get("service")
+    target = url or client_config.get("url")
+    if not target:
+        return [Finding("warn", subject, "serving certificate not checked: pass --url to reach the Service")]
+    parts = urlsplit(target)
+    hostname = f"{service['name']}.{service['namespace']}.svc" if service else parts.hostname
+    try:
+        served = served_certificate(parts.hostname, parts.port or 443, hostname, bundle)
+    except ssl.SSLCertVerificationError as error:
+        return [Finding("fail", subject, f"caBundle does not verify the certificate served at {target}: "
+                        f"{error.verify_message}")]
+    except OSError as error:
+        return [Finding("warn", subject, f"{target} not reachable, serving certificate not checked: {error}")]
+    days = (served.not_valid_after_utc - now()).total_seconds() / 86400
+    if days <= renew_days:
+        return [Finding("warn", subject, f"caBundle verifies the served certificate, which expires in {days:.0f} "
+                        f"days (renewal is due {renew_days} days before)")]
+    return [Finding("ok", subject, f"caBundle verifies the served certificate ({days:.0f} days left)")]
+
+
+def served_certificate(host, port, hostname, bundle):
+    """Handshake with the webhook, verifying against `bundle`; return the certificate it served."""
+    with tempfile.NamedTemporaryFile(suffix=".crt") as ca_file:
+        ca_file.write(bundle)
+        ca_file.flush()
+        context = ssl.create_default_context(cafile=ca_file.name)
+    with socket.create_connection((host, port), timeout=5) as raw:
+        with context.wrap_socket(raw, server_hostname=hostname) as tls:
+            return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+
+
+def from_documents(documents):
+    """(configurations, namespaces) from rendered manifests."""
+    configurations = [doc for doc in documents if isinstance(doc, dict)
+                      and doc.get("kind") == "MutatingWebhookConfiguration"]
+    namespaces = {doc["metadata"]["name"]: doc["metadata"].get("labels") or {} for doc in documents
+                  if isinstance(doc, dict) and doc.get("kind") == "Namespace"}
+    return configurations, namespaces
+
+
+def from_cluster(client):
+    """(configurations, namespaces) read from a live cluster."""
+    import kubernetes
+
+    serialize = client.sanitize_for_serialization
+    admission = kubernetes.client.AdmissionregistrationV1Api(client)
+    configurations = [serialize(item) for item in admission.list_mutating_webhook_configuration().items]
+    core = kubernetes.client.CoreV1Api(client)
+    namespaces = {item.metadata.name: item.metadata.labels or {} for item in core.list_namespace().items}
+    return configurations, namespaces
+
