@@ -1,14 +1,13 @@
 """The admission core: an AdmissionReview dict in, the response dict out, no web framework."""
 
 import base64
-import copy
-import json
 import logging
 from dataclasses import dataclass, field
 
-import jsonpatch
+import orjson
 
 from webhook.errors import Denied, ReviewError
+from webhook.patch import copy, diff
 
 log = logging.getLogger(__name__)
 
@@ -68,13 +67,13 @@ def mutate(pod, config, request=None, namespace=None):
         job_type = hook.classify_pod(pod=pod, namespace=namespace, config=config)
         if job_type is None:
             return Mutation(job_type=None, pod=pod, patch=[], warnings=list(request.warnings))
-        mutated = copy.deepcopy(pod)
+        mutated = copy(pod)
         hook.mutate_pod(pod=mutated, job_type=job_type, config=config, request=request)
     except Denied:
         raise
     except Exception as error:
         raise PluginError(blame(config.plugin_manager, error), error) from error
-    patch = jsonpatch.make_patch(pod, mutated).patch
+    patch = diff(pod, mutated)
     return Mutation(job_type=job_type, pod=mutated, patch=patch, warnings=list(request.warnings))
 
 
@@ -131,7 +130,7 @@ def response(uid, *, allowed=True, patch=None, warnings=(), message=None, code=N
     answer = {"uid": uid, "allowed": allowed}
     if patch:
         answer["patchType"] = "JSONPatch"
-        answer["patch"] = base64.b64encode(json.dumps(patch, separators=(",", ":")).encode()).decode()
+        answer["patch"] = base64.b64encode(orjson.dumps(patch)).decode()
     if warnings:
         answer["warnings"] = list(warnings)
     if not allowed:

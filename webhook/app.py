@@ -1,10 +1,10 @@
 """The Flask app factory and its thin views over the admission core."""
 
-import json
 import logging
 import os
 
-from flask import Flask, jsonify, request
+import orjson
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from webhook import admission
@@ -39,11 +39,12 @@ def create_app(config=None, *, config_path=None, environ=None, cert_dir=None, wa
     def mutate():
         body = read_body(watcher.current().max_body_bytes)
         try:
-            admission_review = json.loads(body)
-        except ValueError as error:
+            admission_review = orjson.loads(body)
+        except orjson.JSONDecodeError as error:
             return problem(400, "Bad Request", f"body is not JSON: {error}")
         try:
-            return jsonify(admission.review(admission_review, watcher.current()))
+            answer = admission.review(admission_review, watcher.current())
+            return Response(orjson.dumps(answer), mimetype="application/json")
         except ReviewError as error:
             return problem(400, "Bad Request", str(error))
 
