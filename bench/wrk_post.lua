@@ -1,7 +1,6 @@
 -- POSTs one AdmissionReview over and over; prints the figures the harness reads.
 --   PODMUTATE_BENCH_BODY      file holding the request body
 --   PODMUTATE_BENCH_DELAY_MS  pause per connection between requests (a fixed rate), 0 for none
---   PODMUTATE_BENCH_LIMIT     stop after this many responses (0: run for the duration)
 local file = assert(io.open(os.getenv("PODMUTATE_BENCH_BODY"), "rb"))
 wrk.method = "POST"
 wrk.body = file:read("*a")
@@ -9,21 +8,10 @@ file:close()
 wrk.headers["Content-Type"] = "application/json"
 
 local pause = tonumber(os.getenv("PODMUTATE_BENCH_DELAY_MS") or "0")
-local limit = tonumber(os.getenv("PODMUTATE_BENCH_LIMIT") or "0")
-local seen = 0
 
 if pause > 0 then
   function delay()
     return pause
-  end
-end
-
-if limit > 0 then
-  function response(status, headers, body)
-    seen = seen + 1
-    if seen >= limit then
-      wrk.thread:stop()
-    end
   end
 end
 

@@ -117,6 +117,7 @@ class Served:
 @contextlib.contextmanager
 def serve(tmp_path, *, config=None, env=None, args=(), workers=1):
     """Start `podmutate serve` with its own certificates; yield a Served once /readyz answers."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     cert_dir = tmp_path / "certs"
     command = [*PODMUTATE, "serve", "--host", "127.0.0.1", "--port", str(port := free_port()),
                "--cert-dir", str(cert_dir), "--workers", str(workers), *args]

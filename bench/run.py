@@ -1,0 +1,508 @@
+"""podmutate's benchmarks: one command prints a table and writes BENCHMARKS.md.
+
+    .venv/bin/python -m bench.run           # the full run, several minutes
+    .venv/bin/python -m bench.run --quick   # seconds: proves the harness works; figures meaningless
+
+Machines here are shared and noisy: every comparison is a ratio of two figures measured side by
+side in the same run; absolute numbers are context only. Needs wrk (Debian's package), kopf
+and pyinstrument (the `bench` extra), and the test control plane (tools/controlplane/build.sh).
+"""
+
+import argparse
+import base64
+import contextlib
+import copy
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jsonpatch
+import kubernetes
+import orjson
+
+from bench.pods import airbyte_pod, review
+from bench.policy import binding, mutating_admission_policy
+from certs.rotation import ensure
+from tests.e2e.controlplane import ControlPlane, find_binaries
+from tests.helpers import free_port, serve, stop_process
+from webhook import admission, patch
+from webhook.config import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+WRK_SCRIPT = ROOT / "bench" / "wrk_post.lua"
+JOB_TYPES = ["spec", "check", "discover", "sync", "orchestrator"]
+
+
+class Report:
+    """Sections of markdown, printed as they come and written to BENCHMARKS.md at the end."""
+
+    def __init__(self, quick):
+        self.quick = quick
+        self.parts = []
+        self.metrics = {}
+
+    def section(self, title, text=""):
+        self.parts.append(f"\n## {title}\n\n{text}".rstrip() + "\n")
+        print(f"\n== {title}", flush=True)
+
+    def table(self, header, rows):
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+        self.parts.append("\n".join(lines) + "\n")
+        print("\n".join(lines), flush=True)
+
+    def text(self, text):
+        self.parts.append(text.rstrip() + "\n")
+        print(text, flush=True)
+
+    def write(self, path, command):
+        head = [
+            "# podmutate benchmarks",
+            "",
+            f"Command: `{command}`" + (" (quick mode: figures are not meaningful)" if self.quick else ""),
+            "",
+            f"Machine: {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, "
+            f"{platform.system()} {platform.release()}; podmutate {version('podmutate')}, jsonpatch "
+            f"{version('jsonpatch')}, orjson {version('orjson')}, gunicorn {version('gunicorn')}, "
+            f"kopf {version('kopf')}, kube-apiserver v1.34.4, wrk {wrk_version()}.",
+            "",
+            "The machine is shared and noisy: read the ratios, measured side by side in one run; the",
+            "absolute figures are context only.",
+        ]
+        Path(path).write_text("\n".join(head) + "\n" + "".join(self.parts))
+
+
+def version(distribution):
+    from importlib.metadata import PackageNotFoundError, version as installed
+
+    try:
+        return installed(distribution)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def wrk_version():
+    result = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+    return (result.stdout + result.stderr).split()[1] if (result.stdout + result.stderr).split() else "?"
+
+
+def per_second(function, seconds):
+    """Calls per second of `function` over about `seconds`, and the mean time of one call in µs."""
+    count, started = 0, time.perf_counter()
+    deadline = started + seconds
+    while True:
+        for _ in range(20):
+            function()
+        count += 20
+        now = time.perf_counter()
+        if now >= deadline:
+            return count / (now - started), (now - started) / count * 1e6
+
+
+# -- in-process ------------------------------------------------------------------------------
+
+def floor_of(body):
+    """Parse the AdmissionReview and serialise a response: what any webhook must do."""
+
+    def floor():
+        parsed = orjson.loads(body)
+        return orjson.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                             "response": {"uid": parsed["request"]["uid"], "allowed": True}})
+
+    return floor
+
+
+def full_of(body, config):
+    return lambda: orjson.dumps(admission.review(orjson.loads(body), config))
+
+
+@contextlib.contextmanager
+def naive_patches():
+    """podmutate as it was first written: copy.deepcopy, then jsonpatch on the whole pod."""
+    saved = admission.copy, admission.diff
+    admission.copy = copy.deepcopy
+    admission.diff = lambda original, mutated: jsonpatch.make_patch(original, mutated).patch
+    try:
+        yield
+    finally:
+        admission.copy, admission.diff = saved
+
+
+def in_process(report, seconds):
+    config = load_config(environ={})
+    report.section("In-process: the admission core alone, one core",
+                   "Reviews per second of `admission.review` on a 5-container pod of each job type, "
+                   "against the floor of parsing the AdmissionReview and serialising a response "
+                   "(orjson, as the server does).")
+    rows = []
+    for job_type in JOB_TYPES:
+        body = orjson.dumps(review(airbyte_pod(job_type, containers=5)))
+        floor_rate, floor_us = per_second(floor_of(body), seconds)
+        full_rate, full_us = per_second(full_of(body, config), seconds)
+        rows.append([job_type, f"{full_rate:,.0f}", f"{full_us:.0f}", f"{floor_rate:,.0f}", f"{floor_us:.1f}",
+                     f"{full_us / floor_us:.1f}×"])
+        if job_type == "sync":
+            report.metrics["in_process"] = full_us / floor_us
+    report.table(["job type", "reviews/s", "µs/review", "floor/s", "floor µs", "review ÷ floor"], rows)
+
+    report.text("\nBefore and after computing the patch on what differs (same run, sync pods):\n")
+    rows = []
+    for containers in (5, 50):
+        body = orjson.dumps(review(airbyte_pod("sync", containers=containers)))
+        with naive_patches():
+            _, before = per_second(full_of(body, config), seconds)
+        _, after = per_second(full_of(body, config), seconds)
+        rows.append([containers, f"{before:.0f}", f"{after:.0f}", f"{before / after:.1f}×"])
+        report.metrics[f"speed_up_{containers}"] = before / after
+    report.table(["containers", "µs before (deepcopy + full diff)", "µs after", "speed-up"], rows)
+
+    pod = airbyte_pod("sync")
+    mutated = admission.mutate(pod, config).pod
+    operations = len(patch.diff(pod, mutated))
+    _, diff_us = per_second(lambda: patch.diff(pod, mutated), seconds)
+    _, review_us = per_second(full_of(orjson.dumps(review(pod)), config), seconds)
+    report.metrics.update(diff_share=diff_us / review_us, operations=operations, per_operation=diff_us / operations)
+    report.text(f"\nOf a 5-container sync review ({review_us:.0f} µs), computing the patch takes {diff_us:.0f} µs "
+                f"({diff_us / review_us:.0%}) for its {operations} operations.")
+
+
+def growth(report, seconds):
+    config = load_config(environ={})
+    report.section("Cost growth: review time against pod size",
+                   "µs per review of a sync pod; each row changes one dimension from the "
+                   "5-container, 20-env-var, 4-volume pod.")
+    rows, times = [], {}
+    cases = [("containers", {"containers": n}) for n in (1, 5, 20, 50)]
+    cases += [("env vars", {"env_vars": n}) for n in (20, 100, 500)]
+    cases += [("volumes", {"volumes": n}) for n in (4, 20, 100)]
+    for dimension, size in cases:
+        body = orjson.dumps(review(airbyte_pod("sync", **size)))
+        _, full_us = per_second(full_of(body, config), seconds)
+        _, floor_us = per_second(floor_of(body), seconds)
+        times[(dimension, next(iter(size.values())))] = full_us
+        rows.append([dimension, next(iter(size.values())), f"{len(body):,}", f"{full_us:.0f}", f"{floor_us:.1f}",
+                     f"{full_us / floor_us:.1f}×"])
+    report.table(["dimension", "size", "body bytes", "µs/review", "floor µs", "÷ floor"], rows)
+    ratio = times[("containers", 50)] / times[("containers", 5)]
+    report.metrics["growth"] = ratio
+    report.text(f"\n50 containers take {ratio:.1f}× the time of 5 (10× the containers): "
+                f"{'linear or better' if ratio <= 10 else 'worse than linear'}.")
+
+    from pyinstrument import Profiler
+
+    body = orjson.dumps(review(airbyte_pod("sync", containers=50)))
+    review_once = full_of(body, config)
+    profiler = Profiler(interval=0.0002)
+    profiler.start()
+    deadline = time.perf_counter() + max(seconds, 0.5)
+    while time.perf_counter() < deadline:
+        review_once()
+    profiler.stop()
+    text = profiler.output_text(unicode=False, color=False, show_all=False, short_mode=True)
+    top = "\n".join(line for line in text.splitlines() if line.strip())[:4000]
+    report.text("\nWhere a 50-container review's time goes (pyinstrument):\n\n```\n" + top + "\n```")
+
+
+# -- served ----------------------------------------------------------------------------------
+
+def wrk(url, body, connections, seconds, delay_ms=0):
+    """Run wrk against `url`; return requests/s, latency percentiles (ms) and errors."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as body_file:
+        body_file.write(body)
+        body_file.flush()
+        env = {**os.environ, "PODMUTATE_BENCH_BODY": body_file.name, "PODMUTATE_BENCH_DELAY_MS": str(delay_ms)}
+        result = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
+                                 "-s", str(WRK_SCRIPT), url], capture_output=True, text=True, env=env)
+    line = next((line for line in result.stdout.splitlines() if line.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result:\n{result.stdout}\n{result.stderr}")
+    figures = dict(item.split("=") for item in line.split()[1:])
+    duration = int(figures["duration_us"]) / 1e6
+    return {"rps": int(figures["requests"]) / duration, "requests": int(figures["requests"]),
+            "errors": int(figures["errors"]) + int(figures["status"]),
+            "p50": int(figures["p50"]) / 1000, "p95": int(figures["p95"]) / 1000, "p99": int(figures["p99"]) / 1000}
+
+
+def served_row(label, connections, figures):
+    return [label, connections, f"{figures['rps']:,.0f}", f"{figures['p50']:.1f}", f"{figures['p95']:.1f}",
+            f"{figures['p99']:.1f}", figures["errors"]]
+
+
+@contextlib.contextmanager
+def kopf_server(control_plane, workdir):
+    """The kopf peer (bench/kopf_peer.py) on its own port; yields its URL."""
+    certs = Path(workdir) / "kopf-certs"
+    ensure(certs, ["127.0.0.1"])
+    port = free_port()
+    env = {**os.environ, "KUBECONFIG": control_plane.kubeconfig, "PODMUTATE_BENCH_PORT": str(port),
+           "PODMUTATE_BENCH_CERTS": str(certs), "PYTHONPATH": str(ROOT)}
+    log = open(Path(workdir) / "kopf.log", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "kopf", "run", str(ROOT / "bench" / "kopf_peer.py"),
+                                "--standalone", "--all-namespaces", "--quiet"], env=env, stdout=log,
+                               stderr=subprocess.STDOUT)
+    url = f"https://127.0.0.1:{port}/podmutate"
+    try:
+        body = orjson.dumps(review(airbyte_pod("sync")))
+        deadline = time.monotonic() + 60
+        while True:
+            with contextlib.suppress(RuntimeError):
+                if wrk(url, body, 1, 1)["errors"] == 0:
+                    break
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"kopf did not come up:\n{(Path(workdir) / 'kopf.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        stop_process(process)
+        log.close()
+
+
+def served(report, control_plane, workdir, seconds, levels):
+    report.section("Served over HTTPS with keep-alive (wrk, one thread)",
+                   "`podmutate serve` with its defaults (2 gunicorn workers × 4 threads; the machine has "
+                   f"{os.cpu_count()} cores, shared with wrk). *Full*: the review of a 5-container sync pod, "
+                   "mutated by every plugin. *Floor*: the same server answering a review of a same-size pod "
+                   "that no plugin touches. *kopf*: the same mutations in a kopf admission handler on kopf's "
+                   "webhook server. Latencies in ms.")
+    full_body = orjson.dumps(review(airbyte_pod("sync")))
+    floor_body = orjson.dumps(review(airbyte_pod("sync", labelled=False)))
+    rows, results = [], {}
+    with serve(Path(workdir) / "served", workers=2) as server:
+        url = server.url + "/mutate"
+        for connections in levels:
+            for label, body in (("floor", floor_body), ("full", full_body)):
+                results[(label, connections)] = figures = wrk(url, body, connections, seconds)
+                rows.append(served_row(f"podmutate {label}", connections, figures))
+        peak = max(results[("full", connections)]["rps"] for connections in levels)
+        half_rate = peak / 2
+        paced_connections = 4
+        paced = wrk(url, full_body, paced_connections, seconds,
+                    delay_ms=max(1, round(paced_connections * 1000 / half_rate)))
+    with kopf_server(control_plane, workdir) as kopf_url:
+        for connections in levels:
+            results[("kopf", connections)] = figures = wrk(kopf_url, full_body, connections, seconds)
+            rows.append(served_row("kopf full", connections, figures))
+    report.table(["server", "connections", "requests/s", "p50", "p95", "p99", "errors"], rows)
+    ratios = []
+    for connections in levels:
+        full, floor, kopf = (results[(label, connections)] for label in ("full", "floor", "kopf"))
+        ratios.append([connections, f"{full['rps'] / floor['rps']:.2f}", f"{full['rps'] / kopf['rps']:.2f}",
+                       f"{full['p99']:.1f} vs {kopf['p99']:.1f}"])
+    report.text("\nRatios (same run):\n")
+    report.table(["connections", "full ÷ floor throughput", "podmutate ÷ kopf throughput", "p99 podmutate vs kopf"],
+                 ratios)
+    report.metrics["served"] = min(float(row[1]) for row in ratios)
+    report.metrics["kopf"] = min(float(row[2]) for row in ratios)
+    report.metrics["kopf_p99"] = all(results[("full", c)]["p99"] < results[("kopf", c)]["p99"] for c in levels)
+    report.metrics["tail"] = paced["p99"] / max(paced["p50"], 0.001)
+    report.text(f"\nAt half the peak throughput (about {half_rate:,.0f}/s offered over {paced_connections} connections, "
+                f"{paced['rps']:,.0f}/s served): p50 {paced['p50']:.1f} ms, p99 {paced['p99']:.1f} ms, "
+                f"p99 ÷ p50 = {paced['p99'] / max(paced['p50'], 0.001):.1f}; errors {paced['errors']}.")
+
+
+def memory(report, workdir, counts):
+    report.section("Memory: RSS of a worker",
+                   "One gunicorn worker serving full-mutation reviews of a 5-container sync pod.")
+    body = orjson.dumps(review(airbyte_pod("sync")))
+    rows = []
+    with serve(Path(workdir) / "memory", workers=1) as server:
+        worker = worker_pids(server.process.pid)[0]
+        rows.append(["after start", 0, f"{rss_mib(worker):.1f}"])
+        done, rate = 0, None
+        for count in counts:
+            while done < count:
+                # wrk runs for a duration, not a count: size each run from the rate seen so far.
+                seconds = 2 if rate is None else max(1, round((count - done) / rate))
+                figures = wrk(server.url + "/mutate", body, 4, seconds)
+                done += figures["requests"]
+                rate = figures["rps"]
+            rows.append([f"after {count:,} reviews", done, f"{rss_mib(worker):.1f}"])
+    report.table(["when", "reviews served", "RSS MiB"], rows)
+    first, last = float(rows[1][2]), float(rows[-1][2])
+    report.metrics["memory"] = abs(last - first) / first
+    report.text(f"\nRSS after {counts[-1]:,} reviews is {100 * (last - first) / first:+.1f} % of after {counts[0]:,}.")
+
+
+def worker_pids(master):
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == master:
+                    children.append(int(entry.name))
+    return sorted(children)
+
+
+def rss_mib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+# -- through the API server -------------------------------------------------------------------
+
+def api_server(report, control_plane, workdir, count):
+    report.section("Through a real API server: pod creation latency",
+                   f"{count} sequential pod creations per row with the Python client (the same client "
+                   "overhead in every row), as server-side dry runs and as real creates; ms. *none*: no "
+                   "mutation; *podmutate*: the webhook (over HTTPS on 127.0.0.1); *policy*: the "
+                   "MutatingAdmissionPolicy in bench/policy.py, which does what CEL can of the same "
+                   "mutations (its docstring lists what it cannot).")
+    client = kubernetes.config.new_client_from_config(config_file=control_plane.kubeconfig)
+    core = kubernetes.client.CoreV1Api(client)
+    dynamic = kubernetes.dynamic.DynamicClient(client)
+    rows, medians = [], {}
+    with serve(Path(workdir) / "api", workers=2) as server:
+        for variant in ("none", "podmutate", "policy"):
+            namespace = f"bench-{variant}"
+            core.create_namespace({"metadata": {"name": namespace}})
+            if variant == "podmutate":
+                register_webhook(client, namespace, server)
+            elif variant == "policy":
+                create_policy(dynamic, namespace)
+            pod = airbyte_pod("sync")
+            pod["metadata"]["namespace"] = namespace
+            pod["metadata"]["labels"]["podmutate.io/job-type"] = "sync"
+            wait_mutated(core, namespace, pod, expect=variant != "none")
+            for mode in ("dry run", "create"):
+                latencies = []
+                for index in range(count):
+                    pod["metadata"]["name"] = f"bench-{index}"
+                    started = time.perf_counter()
+                    core.create_namespaced_pod(namespace, pod, dry_run="All" if mode == "dry run" else None)
+                    latencies.append((time.perf_counter() - started) * 1000)
+                median = statistics.median(latencies)
+                p99 = sorted(latencies)[max(0, round(0.99 * len(latencies)) - 1)]
+                medians[(variant, mode)] = median
+                rows.append([variant, mode, f"{median:.2f}", f"{p99:.2f}"])
+    report.table(["mutation", "request", "median ms", "p99 ms"], rows)
+    ratios = [[mode, f"{medians[('podmutate', mode)] / medians[('policy', mode)]:.2f}",
+               f"{medians[('podmutate', mode)] / medians[('none', mode)]:.2f}",
+               f"{medians[('policy', mode)] / medians[('none', mode)]:.2f}"] for mode in ("dry run", "create")]
+    report.text("\nRatios of medians (same run):\n")
+    report.table(["request", "podmutate ÷ policy", "podmutate ÷ none", "policy ÷ none"], ratios)
+    report.metrics["policy"] = max(float(row[1]) for row in ratios)
+
+
+def register_webhook(client, namespace, server):
+    api = kubernetes.client.AdmissionregistrationV1Api(client)
+    api.create_mutating_webhook_configuration({
+        "metadata": {"name": f"podmutate-{namespace}"},
+        "webhooks": [{
+            "name": "job-type.podmutate.io", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+            "failurePolicy": "Fail", "reinvocationPolicy": "IfNeeded", "timeoutSeconds": 5,
+            "clientConfig": {"url": server.url + "/mutate",
+                             "caBundle": base64.b64encode(Path(server.ca_file).read_bytes()).decode()},
+            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+            "objectSelector": {"matchExpressions": [{"key": "podmutate.io/job-type", "operator": "Exists"}]},
+        }],
+    })
+
+
+def create_policy(dynamic, namespace):
+    kinds = "admissionregistration.k8s.io/v1beta1"
+    dynamic.resources.get(api_version=kinds, kind="MutatingAdmissionPolicy").create(body=mutating_admission_policy())
+    dynamic.resources.get(api_version=kinds, kind="MutatingAdmissionPolicyBinding").create(body=binding(namespace))
+
+
+def wait_mutated(core, namespace, pod, expect, timeout=30):
+    deadline = time.monotonic() + timeout
+    while True:
+        created = core.create_namespaced_pod(namespace, {**pod, "metadata": {**pod["metadata"], "name": "probe"}},
+                                             dry_run="All")
+        if bool(created.spec.init_containers) == expect:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"mutation in {namespace} did not take effect in {timeout}s")
+        time.sleep(0.3)
+
+
+TARGETS = [
+    ("served", "full-mutation throughput ÷ the floor's, same server (worst level)", "≥ 0.85", lambda v: v >= 0.85,
+     "{:.2f}"),
+    ("in_process", "in-process review ÷ parse-and-serialise floor, 5-container sync pod", "≤ 3", lambda v: v <= 3,
+     "{:.1f}"),
+    ("policy", "pod-create median with podmutate ÷ with the MutatingAdmissionPolicy", "≤ 1.3", lambda v: v <= 1.3,
+     "{:.2f}"),
+    ("kopf", "throughput ÷ kopf's at equal concurrency (worst level)", "≥ 2", lambda v: v >= 2, "{:.2f}"),
+    ("kopf_p99", "p99 below kopf's at every level", "yes", lambda v: v, "{}"),
+    ("growth", "50-container review ÷ 5-container review", "≤ 10", lambda v: v <= 10, "{:.1f}"),
+    ("memory", "RSS change from 10k to 100k reviews", "≤ 10 %", lambda v: v <= 0.10, "{:.1%}"),
+    ("tail", "p99 ÷ p50 at half the peak throughput", "≤ 3", lambda v: v <= 3, "{:.1f}"),
+]
+
+WHY_MISSED = {
+    "served": "the review itself costs {in_process:.0f}× the floor's parse-and-answer in process (first section), "
+              "{diff_share:.0%} of it in jsonpatch's diff; a server doing that work cannot keep 85 % of the "
+              "throughput of one that only parses and answers.",
+    "in_process": "jsonpatch's diff is pure Python: it walks, serialises (to match list items) and deep-copies "
+                  "what it compares and adds. Handing it only what differs (webhook/patch.py) made reviews "
+                  "{speed_up_5:.1f}× faster at 5 containers and {speed_up_50:.1f}× at 50 (table above); what "
+                  "remains is its cost per operation, {per_operation:.0f} µs for each of the {operations} "
+                  "operations a job pod needs (init container, volumes, mounts, annotation). The design keeps "
+                  "jsonpatch for the diff (no hand-written paths); going further means replacing it.",
+    "kopf_p99": "gunicorn's threads share the GIL and the two cores with wrk, so at some levels the tail of "
+                "the threaded server is wider than that of kopf's single event loop, which serves at least "
+                "{kopf:.1f}× fewer reviews.",
+    "tail": "two cores are shared by wrk, two gunicorn workers and their TLS; the tail at half load follows "
+            "the scheduler as much as podmutate. The fixed rate comes from wrk's delay(), which does not "
+            "correct for coordinated omission.",
+}
+
+
+def targets(report):
+    rows, notes = [], []
+    for key, name, goal, met, fmt in TARGETS:
+        if key not in report.metrics:
+            continue
+        value = report.metrics[key]
+        ok = met(value)
+        rows.append([name, goal, fmt.format(value), "met" if ok else "missed"])
+        if not ok and key in WHY_MISSED:
+            notes.append(f"- *{name}*: " + WHY_MISSED[key].format(**report.metrics))
+    report.section("Targets")
+    report.table(["target", "goal", "this run", ""], rows)
+    if notes:
+        report.text("\nWhy the missed ones are missed:\n\n" + "\n".join(notes))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="seconds, not minutes: proves the harness works")
+    parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"), help="where to write the report")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    report = Report(quick)
+    seconds = 0.2 if quick else 2.0
+    in_process(report, seconds)
+    growth(report, seconds)
+    binaries = find_binaries()
+    if binaries is None:
+        raise SystemExit("the control plane is needed (kopf's login, the API-server rows): tools/controlplane/build.sh")
+    with tempfile.TemporaryDirectory() as workdir:
+        control_plane = ControlPlane(binaries, Path(workdir) / "controlplane")
+        os.makedirs(control_plane.workdir)
+        control_plane.start()
+        try:
+            served(report, control_plane, workdir, 1 if quick else 10, [4] if quick else [4, 16, 64])
+            api_server(report, control_plane, workdir, 5 if quick else 300)
+            memory(report, workdir, [200, 1000] if quick else [10_000, 100_000])
+        finally:
+            control_plane.stop()
+    targets(report)
+    command = "python -m bench.run" + (" --quick" if quick else "")
+    report.write(args.output, command)
+    print(f"\nwritten: {args.output}")
+
+
+if __name__ == "__main__":
+    main()
