@@ -256,21 +256,19 @@ def certs_show(directory):
 def certs_inject(webhook_config, ca_file, kubeconfig):
     """Set the caBundle of every webhook in a MutatingWebhookConfiguration (idempotent)."""
     from certs.inject import api_client, inject_ca_bundle
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
 
     bundle = ca_file.read()
-    try:
-        changed = inject_ca_bundle(api_client(kubeconfig), webhook_config, bundle)
-    except ApiException as error:
-        raise click.ClickException(f"{webhook_config}: {error.status} {error.reason}") from None
-    except HTTPError as error:
-        raise click.ClickException(f"cannot reach the API server: {error}") from None
+    changed = api_errors(lambda: inject_ca_bundle(api_client(kubeconfig), webhook_config, bundle),
+                         subject=webhook_config)
     click.echo(f"{webhook_config}: " + (f"caBundle set for {', '.join(changed)}" if changed else "already in step"))
 
 
-def api_errors(action):
-    """Run `action()`; an API or connection error becomes one clear line, never a traceback."""
+def api_errors(action, subject=None):
+    """Run `action()`; an API or connection error becomes one clear line, never a traceback.
+
+    With a `subject` (the object the call was about), the line names it instead of quoting
+    the API server's message.
+    """
     from kubernetes.client.exceptions import ApiException
     from kubernetes.config import ConfigException
     from urllib3.exceptions import HTTPError
@@ -278,7 +276,9 @@ def api_errors(action):
     try:
         return action()
     except ApiException as error:
-        raise click.ClickException(f"{error.status} {error.reason}: {api_message(error)}") from None
+        detail = f"{subject}: {error.status} {error.reason}" if subject else \
+            f"{error.status} {error.reason}: {api_message(error)}"
+        raise click.ClickException(detail) from None
     except (HTTPError, ConfigException) as error:
         raise click.ClickException(f"cannot reach the API server: {error}") from None
 
