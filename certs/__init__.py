@@ -187,6 +187,15 @@ def write_atomically(path, data, mode=0o644):
         raise
 
 
+def read_bytes(path):
+    """The file's content; empty when it does not exist."""
+    try:
+        with open(path, "rb") as stream:
+            return stream.read()
+    except FileNotFoundError:
+        return b""
+
+
 def load_bundle(data):
     """Every certificate in a PEM bundle."""
     return x509.load_pem_x509_certificates(data) if data.strip() else []
@@ -219,11 +228,7 @@ def describe(directory, at=None):
     serving = read_serving(directory)
     if serving is None:
         return [f"{directory}: no {CERT_FILE} and {KEY_FILE}"], False
-    try:
-        with open(os.path.join(directory, CA_FILE), "rb") as stream:
-            bundle = load_bundle(stream.read())
-    except FileNotFoundError:
-        bundle = []
+    bundle = load_bundle(read_bytes(os.path.join(directory, CA_FILE)))
     days_left = (serving.not_after - at).total_seconds() / 86400
     signed = any(issued_by(serving.cert, ca_cert) for ca_cert in bundle)
     key_matches = serving.cert.public_key() == serving.key.public_key()

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives import serialization
 
 from certs import CA, CA_FILE, CA_KEY_FILE, CA_DAYS, CA_RENEW_DAYS, CERT_FILE, KEY_FILE, SERVING_DAYS, \
-    SERVING_RENEW_DAYS, cert_pem, issued_by, load_bundle, now, read_serving, write_atomically
+    SERVING_RENEW_DAYS, cert_pem, issued_by, load_bundle, now, read_bytes, read_serving, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +87,6 @@ def renewal_reason(serving, names, bundle, at, renew_before):
     if serving.not_after - at <= renew_before:
         return f"it expires {serving.not_after:%Y-%m-%d}"
     return None
-
-
-def read_bytes(path):
-    try:
-        with open(path, "rb") as stream:
-            return stream.read()
-    except FileNotFoundError:
-        return b""
 
 
 def read_bundle(path):

@@ -11,7 +11,7 @@ import os
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from certs import CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE, write_atomically
+from certs import CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE, read_bytes, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +45,13 @@ class SecretStore:
             return False
         for name, data in files.items():
             path = os.path.join(directory, name)
-            if read_file(path) != data:
+            if read_bytes(path) != data:
                 write_atomically(path, data, mode=0o600 if name in PRIVATE else 0o644)
         return True
 
     def push(self, directory):
         """Store the directory's files in the Secret; False when another replica changed it first."""
-        files = {name: read_file(os.path.join(directory, name)) for name in FILES}
+        files = {name: read_bytes(os.path.join(directory, name)) for name in FILES}
         current, version = self.read()
         if current == files:
             return True
@@ -73,11 +73,3 @@ class SecretStore:
             raise
         log.info("certificates stored in Secret %s/%s", self.namespace, self.name)
         return True
-
-
-def read_file(path):
-    try:
-        with open(path, "rb") as stream:
-            return stream.read()
-    except FileNotFoundError:
-        return b""
