@@ -156,3 +156,26 @@ def test_run_launches_waits_uploads_and_reports(admissionregistration, kubectl, 
     assert code == 0
     assert archives == [{"source_config.json": b"{}"}, {"FINISHED_UPLOADING": b""}]
     assert core.read_namespaced_pod(name, namespace).metadata.annotations["podmutate.io/status-check-interval"] == "1"
+
+
+def test_launch_cli_creates_a_mutated_job_pod(admissionregistration, kubectl, podmutate, control_plane, core,
+                                              namespace, tmp_path):
+    register(admissionregistration, kubectl, podmutate.url, podmutate.ca_file, namespace)
+    job = tmp_path / "job.yaml"
+    job.write_text(f"job_type: sync\nimage: airbyte/source-postgres:3.6.2\nconnection_id: conn-cli-launch\n"
+                   f"job_id: '42'\nattempt: 1\nnamespace: {namespace}\n")
+    result = subprocess.run([*PODMUTATE, "launch", "-f", str(job), "--kubeconfig", control_plane.kubeconfig],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    name = result.stdout.split()[0].removeprefix("pod/")
+    assert name.startswith("source-postgres-sync-42-1-")
+    pod = core.read_namespaced_pod(name, namespace)
+    assert pod.metadata.labels["connection_id"] == "conn-cli-launch"
+    assert [container.name for container in pod.spec.init_containers] == ["init"]
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("job_type: sync\nimage: x\nflavour: vanilla\n")
+    refused = subprocess.run([*PODMUTATE, "launch", "-f", str(bad), "--kubeconfig", control_plane.kubeconfig],
+                             capture_output=True, text=True)
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(f"Error: {bad}: not a job description:")
