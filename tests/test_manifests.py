@@ -143,3 +143,13 @@ def test_selectors():
                "timeoutSeconds": 3, "reinvocationPolicy": "IfNeeded"}
     assert worst_case_seconds([{**webhook, "objectSelector": exists}, {**webhook, "objectSelector": absent}]) == 6
     assert worst_case_seconds([{**webhook, "objectSelector": exists}, {**webhook, "objectSelector": sync}]) == 12
+
+
+def test_budget_counts_only_webhooks_that_can_meet_one_pod_however_many_there_are():
+    webhook = {"rules": [{"apiGroups": [""], "operations": ["CREATE"], "resources": ["pods"]}],
+               "timeoutSeconds": 3, "reinvocationPolicy": "IfNeeded"}
+    per_namespace = [{**webhook, "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": f"ns-{n}"}}}
+                     for n in range(40)]
+    assert worst_case_seconds(per_namespace) == 6
+    shared = {**webhook, "timeoutSeconds": 1, "reinvocationPolicy": "Never"}
+    assert worst_case_seconds([*per_namespace, shared]) == 7
