@@ -1,7 +1,6 @@
 """Preflight checks of a webhook configuration, live or rendered: the mistakes that take clusters down."""
 
 import base64
-import itertools
 import socket
 import ssl
 import tempfile
@@ -107,33 +106,25 @@ def worst_case_seconds(webhooks):
     costs = [(webhook, webhook.get("timeoutSeconds", 10) * (2 if webhook.get("reinvocationPolicy") == "IfNeeded"
                                                              else 1))
              for webhook in webhooks if calls_for_pod_create(webhook)]
-    # Webhooks that can meet one pod are linked; the heaviest group lies within one linked set.
+    # Webhooks that can meet one pod are linked: the worst case is the heaviest clique (Bron-Kerbosch;
+    # selectors leave few links, so this is quick at any number of webhooks a cluster has).
     linked = {index: {other for other in range(len(costs))
                       if other != index and not exclusive(costs[index][0], costs[other][0])}
               for index in range(len(costs))}
-    worst, seen = 0, set()
-    for start in range(len(costs)):
-        if start in seen:
-            continue
-        component, frontier = {start}, [start]
-        while frontier:
-            for other in linked[frontier.pop()] - component:
-                component.add(other)
-                frontier.append(other)
-        seen |= component
-        worst = max(worst, heaviest_group([costs[index] for index in sorted(component)]))
-    return worst
-
-
-def heaviest_group(costs):
-    """The largest total cost of webhooks that can all meet one pod (an upper bound past 16)."""
-    if len(costs) > 16:
-        return sum(cost for _, cost in costs)
     worst = 0
-    for size in range(1, len(costs) + 1):
-        for group in itertools.combinations(costs, size):
-            if not any(exclusive(a, b) for (a, _), (b, _) in itertools.combinations(group, 2)):
-                worst = max(worst, sum(cost for _, cost in group))
+
+    def expand(clique, candidates, excluded):
+        nonlocal worst
+        if not candidates and not excluded:
+            worst = max(worst, sum(costs[index][1] for index in clique))
+            return
+        pivot = max(candidates | excluded, key=lambda index: len(linked[index] & candidates))
+        for index in list(candidates - linked[pivot]):
+            expand(clique | {index}, candidates & linked[index], excluded & linked[index])
+            candidates = candidates - {index}
+            excluded = excluded | {index}
+
+    expand(set(), set(range(len(costs))), set())
     return worst
 
 
