@@ -67,6 +67,17 @@ def default_names():
     return names
 
 
+def serving_names(service=None, namespace="default"):
+    """The names podmutate's serving certificate covers: this machine's, or a Service's.
+
+    For a Service, the pod's own host name is left out: every replica then asks for the same
+    names, so a pair one replica issued satisfies the others.
+    """
+    if service:
+        return ["localhost", "127.0.0.1", *service_names(service, namespace)]
+    return default_names()
+
+
 def general_name(name):
     try:
         return x509.IPAddress(ipaddress.ip_address(name))

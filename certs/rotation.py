@@ -130,10 +130,10 @@ class Keeper:
 
     def _ensure_shared(self):
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        for _ in range(3):
-            self.store.pull(self.directory)  # what the replicas agreed on, if anything
+        for _ in range(5):
+            seen = self.store.pull(self.directory)  # what the replicas agreed on, if anything
             outcome = ensure(self.directory, self.names, **self.ensure_options)
-            if self.store.push(self.directory):  # a no-op when nothing changed
+            if self.store.push(self.directory, seen):  # a no-op when nothing changed
                 return outcome
         raise RuntimeError(f"could not agree on certificates with the other replicas through {self.store.name}")
 

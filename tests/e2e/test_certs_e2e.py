@@ -70,3 +70,37 @@ def test_replicas_share_one_set_of_certificates_through_a_secret(api_client, cor
     assert renewed != (tmp_path / "b" / CERT_FILE).read_bytes()
     second.run_once()
     assert (tmp_path / "b" / CERT_FILE).read_bytes() == renewed
+
+
+def test_replicas_that_start_together_agree_on_one_ca(api_client, namespace, tmp_path):
+    """Both replicas read 'no Secret' before either stores one: the second must adopt, not overwrite."""
+    import threading
+
+    from certs import CA_FILE, CERT_FILE
+    from certs.rotation import Keeper
+    from certs.secret import SecretStore
+
+    both_read = threading.Barrier(2, timeout=20)
+
+    class RacingStore(SecretStore):
+        first_pull = True
+
+        def pull(self, directory):
+            seen = super().pull(directory)
+            if self.first_pull:
+                self.first_pull = False
+                both_read.wait()
+            return seen
+
+    names = ["podmutate", f"podmutate.{namespace}.svc"]
+    keepers = [Keeper(tmp_path / replica, names, store=RacingStore(api_client, namespace, "podmutate-tls"))
+               for replica in ("a", "b")]
+    threads = [threading.Thread(target=keeper.run_once) for keeper in keepers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    stored, _ = SecretStore(api_client, namespace, "podmutate-tls").read()
+    for replica in ("a", "b"):
+        assert (tmp_path / replica / CA_FILE).read_bytes() == stored[CA_FILE]
+        assert (tmp_path / replica / CERT_FILE).read_bytes() == stored[CERT_FILE]
