@@ -5,6 +5,7 @@ import contextlib
 import copy
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -69,6 +70,14 @@ def decode_patch(answer):
 def apply_answer(pod, answer):
     """`pod` with the answer's patch applied, as the API server would."""
     return jsonpatch.apply_patch(copy.deepcopy(pod), decode_patch(answer))
+
+
+def kubectl_binary():
+    """A kubectl within one minor version of the 1.34 API servers of the tests, when the machine has one."""
+    for name in ("kubectl.1.34", "kubectl.1.35", "kubectl.1.33", "kubectl"):
+        if shutil.which(name):
+            return name
+    return None
 
 
 def free_port():

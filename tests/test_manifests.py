@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import yaml
 
-from tests.helpers import PODMUTATE, HERE
+from tests.helpers import HERE, PODMUTATE, kubectl_binary
 from webhook.doctor import check, disjoint, from_documents, selector_matches, worst_case_seconds
 
 MANIFESTS = f"{HERE}/../manifests"
@@ -15,10 +15,7 @@ VARIANTS = ["base", "overlays/self-signed", "overlays/cert-manager", "overlays/f
 
 
 def kubectl():
-    for name in ("kubectl.1.34", "kubectl.1.33", "kubectl"):
-        if shutil.which(name):
-            return name
-    pytest.fail("kubectl is not installed")
+    return kubectl_binary() or pytest.fail("kubectl is not installed")
 
 
 def render(variant):

@@ -1,5 +1,6 @@
 """The `podmutate` command: serve, mutate offline, list plugins, manage certificates."""
 
+import datetime
 import json
 import logging
 import os
@@ -8,6 +9,7 @@ import sys
 import click
 import yaml
 
+from certs import SERVING_DAYS, SERVING_RENEW_DAYS
 from webhook import admission
 from webhook.config import ConfigError, load_config, yaml_problem
 from webhook.plugins import plugin_rows
@@ -61,15 +63,19 @@ def main(log_level):
               help="Credentials for --webhook-config and --cert-secret outside a cluster.")
 @click.option("--rotate-every", default=3600.0, show_default=True, type=click.FloatRange(min=1),
               help="Seconds between certificate checks, when podmutate manages its certificates.")
+@click.option("--cert-validity", default=SERVING_DAYS * 86400.0, show_default=True, type=click.FloatRange(min=60),
+              help="Seconds a serving certificate podmutate issues is valid.")
+@click.option("--cert-renew-before", default=SERVING_RENEW_DAYS * 86400.0, show_default=True,
+              type=click.FloatRange(min=1), help="Renew a serving certificate this many seconds before it expires.")
 def serve(host, port, cert_dir, config_path, workers, threads, service, namespace, webhook_config, cert_secret,
-          kubeconfig, rotate_every):
+          kubeconfig, rotate_every, cert_validity, cert_renew_before):
     """Serve the webhook over HTTPS (POST /mutate, GET /healthz, GET /readyz).
 
     When the certificate directory is empty or holds podmutate's own CA key, podmutate manages
     the certificates: creates, renews before expiry and rolls the CA over. Otherwise (a mounted
     cert-manager Secret, say) it only follows the files as they change.
     """
-    from certs import CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE, default_names, service_names
+    from certs import CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE, serving_names
     from certs.rotation import Keeper
     from webhook.app import create_app
     from webhook.server import WebhookServer
@@ -77,9 +83,7 @@ def serve(host, port, cert_dir, config_path, workers, threads, service, namespac
     config = load_or_exit(config_path)
     cert_dir = cert_dir or os.path.join(default_state_dir(), "certs")
     cert_file, key_file = os.path.join(cert_dir, CERT_FILE), os.path.join(cert_dir, KEY_FILE)
-    names = default_names()
-    if service:
-        names += service_names(service, namespace or "default")
+    names = serving_names(service, namespace or "default")
     publish = None
     if webhook_config:
         publish = ca_bundle_publisher(webhook_config, kubeconfig)
@@ -93,7 +97,9 @@ def serve(host, port, cert_dir, config_path, workers, threads, service, namespac
             from certs.secret import SecretStore
 
             store = SecretStore(api_client(kubeconfig), namespace or "default", cert_secret)
-        keeper = Keeper(cert_dir, names, publish=publish, store=store, interval=rotate_every)
+        keeper = Keeper(cert_dir, names, publish=publish, store=store, interval=rotate_every,
+                        serving_days=cert_validity / 86400,
+                        renew_before=datetime.timedelta(seconds=min(cert_renew_before, cert_validity / 2)))
         api_errors(keeper.run_once)
         on_ready = keeper.start
         log.info("certificates in %s are managed by podmutate; clients verify the server with %s",
@@ -301,7 +307,8 @@ def launch(source, wait, init_timeout, kubeconfig):
     """Launch a job pod from a job description (YAML).
 
     Keys: job_type, image, connection_id, job_id, attempt, namespace, command, args, env, labels,
-    and files (name in /config -> content), uploaded with --wait.
+    security_context (the main container's), and files (name in /config -> content), uploaded
+    with --wait.
     """
     from webhook.launcher import Job, UploadError, WaitTimeout, core_api, run
     from webhook.launcher import launch as launch_pod

@@ -73,6 +73,7 @@ class Job:
     env: dict = field(default_factory=dict)
     labels: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)  # name in /config -> text or bytes
+    security_context: dict = field(default_factory=dict)  # the main container's securityContext
 
 
 def image_short_name(image):
@@ -99,6 +100,8 @@ def pod_manifest(job, *, process_id=None, suffix=None):
         container["args"] = list(job.args)
     if job.env:
         container["env"] = [{"name": name, "value": str(value)} for name, value in job.env.items()]
+    if job.security_context:
+        container["securityContext"] = dict(job.security_context)
     labels = {**job.labels, **SWEEPER_LABEL, JOB_TYPE_LABEL: job.job_type,
               "connection_id": job.connection_id, "job_id": str(job.job_id), "attempt_id": str(job.attempt),
               "process_id": process_id or str(uuid.uuid4())}

@@ -53,6 +53,10 @@ class WebhookServer(BaseApplication):
     def load_config(self):
         for name, value in self.settings.items():
             self.cfg.set(name, value)
+        # gunicorn 24+ opens a control socket under $HOME: podmutate needs none, and under a
+        # read-only root filesystem it only logs an error at every start.
+        if "control_socket_disable" in self.cfg.settings:
+            self.cfg.set("control_socket_disable", True)
 
     def load(self):
         return self.app_factory()

@@ -1,6 +1,5 @@
 import base64
 import json
-import shutil
 import subprocess
 import time
 import uuid
@@ -9,7 +8,7 @@ import kubernetes
 import pytest
 
 from tests.e2e.controlplane import HOW_TO_GET, ControlPlane, find_binaries
-from tests.helpers import serve
+from tests.helpers import kubectl_binary, serve
 
 pytestmark = pytest.mark.e2e
 
@@ -69,17 +68,9 @@ def namespace(core):
     return name
 
 
-def kubectl_binary():
-    # A kubectl within one minor version of the 1.34 API server, when the machine has one.
-    for name in ("kubectl.1.34", "kubectl.1.35", "kubectl.1.33", "kubectl"):
-        if shutil.which(name):
-            return name
-    pytest.skip("kubectl is not installed")
-
-
 @pytest.fixture(scope="session")
 def kubectl(control_plane):
-    binary = kubectl_binary()
+    binary = kubectl_binary() or pytest.skip("kubectl is not installed")
 
     def run(*args, input=None, check=True):
         result = subprocess.run([binary, "--kubeconfig", control_plane.kubeconfig, *args],
