@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import serialization
 
-from certs import CA, CA_FILE, CA_KEY_FILE, CA_DAYS, CA_RENEW_DAYS, CERT_FILE, KEY_FILE, SERVING_DAYS, \
+from certs import CA, CA_FILE, CA_KEY_FILE, CA_DAYS, CA_RENEW_DAYS, CERT_FILE, CLOCK_SKEW, KEY_FILE, SERVING_DAYS, \
     SERVING_RENEW_DAYS, cert_pem, issued_by, load_bundle, now, read_bytes, read_serving, write_atomically
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,8 @@ def ensure(directory, names, *, key_type="ecdsa", serving_days=SERVING_DAYS,
             actions.append("dropped expired CAs from the bundle")
 
     serving = read_serving(directory)
-    reason = renewal_reason(serving, names, bundle, at, renew_before)
+    reason = renewal_reason(serving, names, bundle, at, renew_before,
+                            datetime.timedelta(days=serving_days) + CLOCK_SKEW)
     if reason:
         serving = ca.issue(*names, key_type=key_type, days=serving_days)
         write_atomically(os.path.join(directory, KEY_FILE), serving.key_pem(), mode=0o600)
@@ -74,8 +75,12 @@ def ensure(directory, names, *, key_type="ecdsa", serving_days=SERVING_DAYS,
     return Outcome(bundle=bundle_data, serving_names=serving.names, not_after=serving.not_after, actions=actions)
 
 
-def renewal_reason(serving, names, bundle, at, renew_before):
-    """Why the serving pair must be issued anew, or None when it is good."""
+def renewal_reason(serving, names, bundle, at, renew_before, longest=None):
+    """Why the serving pair must be issued anew, or None when it is good.
+
+    A pair valid for longer than `longest` from `at` was issued under a longer validity than
+    the one now configured: it is replaced, so that shortening the validity takes effect.
+    """
     if serving is None:
         return "none found"
     if serving.cert.public_key() != serving.key.public_key():
@@ -85,7 +90,9 @@ def renewal_reason(serving, names, bundle, at, renew_before):
     if not any(issued_by(serving.cert, ca_cert) for ca_cert in bundle):
         return "no CA of the bundle issued it"
     if serving.not_after - at <= renew_before:
-        return f"it expires {serving.not_after:%Y-%m-%d}"
+        return f"it expires {serving.not_after:%Y-%m-%d %H:%M:%S}"
+    if longest is not None and serving.not_after - at > longest:
+        return f"it is valid until {serving.not_after:%Y-%m-%d}, longer than the configured validity"
     return None
 
 

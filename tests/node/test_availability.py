@@ -128,8 +128,8 @@ def test_every_job_pod_is_created_and_mutated_while_podmutate_restarts_crashes_a
     finally:
         stream.stop()
         runner.join(60)
-    print(f"\navailability under failurePolicy Fail ({RATE:.0f}/s, {time.monotonic() - started:.0f}s, "
-          f"{len(serving_pairs)} serving pairs seen): {stream.counts}")
+        print(f"\navailability under failurePolicy Fail ({RATE:.0f}/s, {time.monotonic() - started:.0f}s, "
+              f"{len(serving_pairs)} serving pairs seen): {stream.counts}")
     assert stream.failures == []
     assert all(counts["unmutated"] == 0 and counts["created"] > 0 for counts in stream.counts.values()), stream.counts
     assert set(stream.counts) >= {"rollout restart", "worker SIGKILL", "certificate rotation"}

@@ -50,6 +50,14 @@ def container_state(core, name, container, init=False):
     return next((status.state for status in statuses if status.name == container), None)
 
 
+def terminated(core, name, container, init=False, timeout=90):
+    """The terminated state of a container, once it has one."""
+    def state():
+        found = container_state(core, name, container, init)
+        return found is not None and found.terminated
+    return wait_for(state, f"{container} of pod {name} to end", timeout=timeout)
+
+
 def start(core, description):
     """Launch a job, hand it its (empty) config, and wait until its main container runs."""
     name = launch(core, description).metadata.name
@@ -81,8 +89,7 @@ def test_an_init_container_whose_files_never_arrive_fails_after_the_timeout(jobs
     name = launch(core, job(connection())).metadata.name
     wait_for_init(core, JOBS, name, timeout=60)
     timeout = INIT_TIMEOUT_MINUTES * 60
-    state = wait_for(lambda: (found := container_state(core, name, "init", init=True)) is not None
-                     and found.terminated, "the init container to give up", timeout=timeout + 60).terminated
+    state = terminated(core, name, "init", init=True, timeout=timeout + 60)
     assert state.exit_code == 1
     assert (state.finished_at - state.started_at).total_seconds() >= timeout - 1
     assert "Timeout after 12s" in core.read_namespaced_pod_log(name, JOBS, container="init")
@@ -101,8 +108,7 @@ def test_a_slow_upload_that_keeps_writing_is_not_cut_off(jobs, core):
         time.sleep(pause)
     assert time.monotonic() - started > INIT_TIMEOUT_MINUTES * 60
     upload(core, JOBS, name, {})
-    state = wait_for(lambda: (found := container_state(core, name, "main")) is not None and found.terminated,
-                     "the main container to finish", timeout=60).terminated
+    state = terminated(core, name, "main")
     assert state.exit_code == 0
     assert container_state(core, name, "init", init=True).terminated.exit_code == 0
 
@@ -139,8 +145,7 @@ def test_fix_permissions_lets_a_non_root_main_container_write_its_volume(jobs, c
                                      "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
                      "volumes": [{"name": "data", "hostPath": {"path": host_dir, "type": "Directory"}}]},
         })
-        state = wait_for(lambda: (found := container_state(core, name, "main")) is not None and found.terminated,
-                         f"pod {name} to finish", timeout=90).terminated
+        state = terminated(core, name, "main")
         outcomes[fixed] = state.exit_code
         if fixed:
             assert os.stat(os.path.join(host_dir, "out")).st_uid == 1000

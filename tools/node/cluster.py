@@ -35,8 +35,7 @@ TOOLS = os.path.join(REPO, "tools")
 DEFAULT_DIR = os.path.join(os.environ.get("TMPDIR", "/tmp"), "podmutate-node")
 
 NODE_NAME = "podmutate-node"
-NODE_LINK = "pmnode0"                 # a dummy interface that carries the node's address
-NODE_IP = "10.254.0.1"
+NODE_IP = "10.254.0.1"                # on lo: a node address of its own, the host's network untouched
 POD_CIDR = "10.244.0.0/16"            # not 10.88/16: buildah's default CNI network lives there
 SERVICE_CIDR = "10.0.0.0/24"
 API_SERVICE_IP = "10.0.0.1"
@@ -160,9 +159,7 @@ class Cluster:
         for key, value in (("net.ipv4.ip_forward", "1"), ("net.bridge.bridge-nf-call-iptables", "1")):
             with open(f"/proc/sys/{key.replace('.', '/')}", "w") as stream:
                 stream.write(value)
-        run("ip", "link", "add", NODE_LINK, "type", "dummy")
-        run("ip", "addr", "add", f"{NODE_IP}/32", "dev", NODE_LINK)
-        run("ip", "link", "set", NODE_LINK, "up")
+        run("ip", "addr", "add", f"{NODE_IP}/32", "dev", "lo")
         os.makedirs("/var/lib/kubelet/device-plugins", exist_ok=True)
 
     def _pki_path(self, name):
@@ -339,17 +336,18 @@ state = "{root}/state"
         self._spawn("kube-proxy", [os.path.join(binaries, "kube-proxy"), f"--config={config}"])
 
     def _get(self, path):
+        """The body of a GET as the cluster admin; None unless it answered 200."""
         context = ssl.create_default_context(cafile=self._pki_path("ca.crt"))
         request = urllib.request.Request(f"{self.url}{path}", headers={"Authorization": f"Bearer {TOKEN}"})
         try:
             with urllib.request.urlopen(request, context=context, timeout=3) as response:
-                return json.loads(response.read() or b"{}") if response.status == 200 else None
-        except (OSError, ValueError):
+                return response.read() if response.status == 200 else None
+        except OSError:
             return None
 
     def _node_ready(self):
-        node = self._get(f"/api/v1/nodes/{NODE_NAME}")
-        conditions = ((node or {}).get("status") or {}).get("conditions") or []
+        node = json.loads(self._get(f"/api/v1/nodes/{NODE_NAME}") or b"{}")
+        conditions = (node.get("status") or {}).get("conditions") or []
         return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
     def _wait(self, probe, name, timeout):
@@ -463,8 +461,8 @@ state = "{root}/state"
                             pass
 
     def _remove_network(self):
-        for link in (BRIDGE, NODE_LINK):
-            run("ip", "link", "delete", link, check=False)
+        run("ip", "link", "delete", BRIDGE, check=False)
+        run("ip", "addr", "delete", f"{NODE_IP}/32", "dev", "lo", check=False)
         for save, restore in (("iptables-save", "iptables-restore"), ("ip6tables-save", "ip6tables-restore")):
             if shutil.which(save) is None:
                 continue
@@ -532,7 +530,11 @@ def main(argv=None):
     cluster = Cluster(options.dir)
     try:
         if options.action == "up":
-            cluster.start()
+            try:
+                cluster.start()
+            except ClusterError:
+                cluster.stop()
+                raise
             print(f"KUBECONFIG={cluster.kubeconfig}")
             print(f"node Ready in {cluster.timings['start']:.1f}s (builds and images {cluster.timings['build']:.1f}s)",
                   file=sys.stderr)
