@@ -1,10 +1,11 @@
-"""Which pods are job pods: podmutate's own job-type label, else Airbyte's labels."""
+"""Which pods are job pods: podmutate's own job-type label, else Airbyte's labels (1.x and 2.x)."""
 
 from webhook import hookimpl
 from webhook.pods import label
 
 JOB_TYPE_LABEL = "podmutate.io/job-type"
 AIRBYTE_JOB_TYPES = ("spec", "check", "discover", "sync")
+NORMALIZATION_STEPS = ("normalize", "normalise")  # the 2022 spelling is `normalise`
 
 
 @hookimpl(trylast=True)
@@ -16,8 +17,15 @@ def classify_pod(pod, config):
 
 
 def airbyte_job_type(pod):
-    """The job type Airbyte's labels give: an orchestrator's `sync_step` carries no `job_type`."""
-    if str(label(pod, "sync_step", "")).startswith("orchestrator"):
+    """The job type Airbyte's labels give: an orchestrator's `sync_step` carries no `job_type`.
+
+    A 2.x sync pod (`sync_step: replication`, containers orchestrator, source and destination)
+    is a `sync` pod; a normalization step's pod is a `normalization` pod.
+    """
+    step = str(label(pod, "sync_step", ""))
+    if step.startswith("orchestrator"):
         return "orchestrator"
+    if step in NORMALIZATION_STEPS:
+        return "normalization"
     job_type = label(pod, "job_type")
     return job_type if job_type in AIRBYTE_JOB_TYPES else None

@@ -1,30 +1,36 @@
-"""Volume ownership for pods that run as non-root: a first init container chowns named volumes.
+"""Volume ownership for pods that run as non-root: an init container chowns named volumes.
 
 Unlike the chart it comes from, the container is not privileged: it runs as root with every
-capability dropped but CHOWN.
+capability dropped but CHOWN. Pod Security `restricted` admits no such container, so for a pod
+written for it (runAsNonRoot everywhere) the pod's fsGroup is set instead, which makes the
+kubelet give the volumes to that group.
 """
 
 from webhook import ConfigError, hookimpl
-from webhook.pods import add_init_container, annotation, containers, init_container, main_container, mount_of, \
-    volume
+from webhook import kube
+from webhook.pods import INJECTED_RESOURCES, add_init_container, helper_resources, annotation, container_name_taken, containers, \
+    init_container, mount_of, run_as, runs_restricted, spec, volume
 
 ANNOTATION = "podmutate.io/fix-permissions"
 CONTAINER_NAME = "fix-permissions"
+VOLUMES_DIR = "/volumes"  # each volume is mounted at VOLUMES_DIR/<name>: one path per volume, always
 
 
 @hookimpl
 def config_defaults():
-    return {"fix_permissions": {"image": "busybox:1.35"}}
+    return {"fix_permissions": {"image": "busybox:1.35", "resources": INJECTED_RESOURCES}}
 
 
 @hookimpl
 def parse_config(config):
     raw = config.raw["fix_permissions"]
-    if set(raw) - {"image"}:
-        raise ConfigError("fix_permissions", raw, "a mapping with image")
+    unknown = sorted(set(raw) - {"image", "resources"})
+    if unknown:
+        raise ConfigError(f"fix_permissions.{unknown[0]}", raw[unknown[0]], "image or resources")
     if not isinstance(raw["image"], str) or not raw["image"].strip():
         raise ConfigError("fix_permissions.image", raw["image"], "an image reference such as busybox:1.35")
-    return {"fix_permissions": dict(raw)}
+    return {"fix_permissions": {"image": raw["image"],
+                                "resources": kube.check_resources("fix_permissions.resources", raw["resources"])}}
 
 
 @hookimpl
@@ -32,25 +38,29 @@ def mutate_pod(pod, config, request):
     wanted = annotation(pod, ANNOTATION)
     if not wanted or init_container(pod, CONTAINER_NAME):
         return
-    names = [name.strip() for name in str(wanted).split(",") if name.strip()]
-    owner = run_as(pod)
-    if owner is None:
+    uid, gid = run_as(pod)
+    if uid is None or gid is None:
         request.warn(f"podmutate: {ANNOTATION} ignored: the pod sets no runAsUser and runAsGroup")
         return
-    mounts = []
-    for name in names:
-        mount = next((found for container in containers(pod) if (found := mount_of(container, name))), None)
-        if volume(pod, name) is None or mount is None:
+    names = []
+    for name in dict.fromkeys(name.strip() for name in str(wanted).split(",") if name.strip()):
+        if volume(pod, name) is None or not any(mount_of(container, name) for container in containers(pod)):
             request.warn(f"podmutate: {ANNOTATION}: volume {name!r} is not a mounted volume of this pod; skipped")
-            continue
-        mounts.append({"name": name, "mountPath": mount["mountPath"]})
-    if not mounts:
+        else:
+            names.append(name)
+    if not names:
         return
-    uid, gid = owner
+    if runs_restricted(pod):
+        give_volumes_to_group(pod, gid, request)
+        return
+    if container_name_taken(pod, CONTAINER_NAME):
+        request.warn(f"podmutate: {ANNOTATION} ignored: the pod already has a container named {CONTAINER_NAME!r}")
+        return
+    settings = config.settings["fix_permissions"]
     add_init_container(pod, {
         "name": CONTAINER_NAME,
-        "image": config.settings["fix_permissions"]["image"],
-        "command": ["chown", "-R", f"{uid}:{gid}", *(mount["mountPath"] for mount in mounts)],
+        "image": settings["image"],
+        "command": ["chown", "-R", f"{uid}:{gid}", *(f"{VOLUMES_DIR}/{name}" for name in names)],
         "securityContext": {
             "runAsUser": 0,
             "runAsNonRoot": False,
@@ -58,17 +68,22 @@ def mutate_pod(pod, config, request):
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]},
         },
-        "volumeMounts": mounts,
-    }, first=True)
+        **helper_resources(pod, settings["resources"]),
+        "volumeMounts": [{"name": name, "mountPath": f"{VOLUMES_DIR}/{name}"} for name in names],
+    })
 
 
-def run_as(pod):
-    """(runAsUser, runAsGroup) of the main container, falling back to the pod's; None if unset."""
-    pod_context = (pod.get("spec") or {}).get("securityContext") or {}
-    container = main_container(pod) or {}
-    context = container.get("securityContext") or {}
-    uid = context.get("runAsUser", pod_context.get("runAsUser"))
-    gid = context.get("runAsGroup", pod_context.get("runAsGroup"))
-    if uid is None or gid is None:
-        return None
-    return uid, gid
+def give_volumes_to_group(pod, gid, request):
+    """The restricted way: fsGroup, which Pod Security `restricted` admits (a root container it does not)."""
+    pod_spec = spec(pod)
+    if pod_spec.get("securityContext") is None:
+        pod_spec["securityContext"] = {}
+    context = pod_spec["securityContext"]
+    if context.get("fsGroup") not in (None, gid):
+        request.warn(f"podmutate: {ANNOTATION} ignored: the pod runs as non-root only, where a root chown "
+                     f"container is refused, and its fsGroup {context['fsGroup']} is not its runAsGroup {gid}")
+        return
+    if context.get("fsGroup") is None:
+        context["fsGroup"] = gid
+        request.warn(f"podmutate: {ANNOTATION}: the pod runs as non-root only, where a root chown container "
+                     f"is refused; fsGroup {gid} set instead (the kubelet gives supported volumes to that group)")

@@ -4,8 +4,9 @@ import math
 from importlib import resources
 
 from webhook import ConfigError, hookimpl
-from webhook.pods import add_init_container, add_mount, add_volume, annotation, init_container, main_container, \
-    opted_out
+from webhook import kube
+from webhook.pods import INJECTED_RESOURCES, add_init_container, helper_resources, add_mount, add_volume, annotation, \
+    container_name_taken, init_container, main_container, opted_out, restricted_security_context
 
 OPT_OUT_ANNOTATION = "podmutate.io/init-wait"
 USES_STDIN_ANNOTATION = "podmutate.io/uses-stdin"
@@ -25,7 +26,8 @@ def init_script():
 
 @hookimpl
 def config_defaults():
-    return {"init_container": {"enabled": True, "image": "busybox:1.35", "timeout_minutes": 5}}
+    return {"init_container": {"enabled": True, "image": "busybox:1.35", "timeout_minutes": 5,
+                               "resources": INJECTED_RESOURCES}}
 
 
 @hookimpl
@@ -45,9 +47,10 @@ def config_from_environ(environ):
 @hookimpl
 def parse_config(config):
     raw = config.raw["init_container"]
-    unknown = sorted(set(raw) - {"enabled", "image", "timeout_minutes"})
+    unknown = sorted(set(raw) - set(config_defaults()["init_container"]))
     if unknown:
-        raise ConfigError(f"init_container.{unknown[0]}", raw[unknown[0]], "enabled, image or timeout_minutes")
+        raise ConfigError(f"init_container.{unknown[0]}", raw[unknown[0]],
+                          "enabled, image, timeout_minutes or resources")
     if not isinstance(raw["enabled"], bool):
         raise ConfigError("init_container.enabled", raw["enabled"], "true or false")
     if not isinstance(raw["image"], str) or not raw["image"].strip():
@@ -56,13 +59,18 @@ def parse_config(config):
     if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not 0 < minutes <= 24 * 60:
         raise ConfigError("init_container.timeout_minutes", minutes, "a number of minutes above 0, at most a day")
     return {"init_container": {"enabled": raw["enabled"], "image": raw["image"],
-                               "timeout_seconds": math.ceil(minutes * 60), "script": init_script()}}
+                               "timeout_seconds": math.ceil(minutes * 60), "script": init_script(),
+                               "resources": kube.check_resources("init_container.resources", raw["resources"])}}
 
 
 @hookimpl
-def mutate_pod(pod, config):
+def mutate_pod(pod, config, request):
     settings = config.settings["init_container"]
     if not settings["enabled"] or opted_out(pod, OPT_OUT_ANNOTATION) or init_container(pod, INIT_CONTAINER_NAME):
+        return  # an `init` init container is ours from an earlier call, or Airbyte's own, which does the same
+    if container_name_taken(pod, INIT_CONTAINER_NAME):
+        request.warn(f"podmutate: no init container added: the pod has a container named {INIT_CONTAINER_NAME!r}, "
+                     f"the name the launcher waits for")
         return
     pipes = add_volume(pod, dict(PIPES_VOLUME, emptyDir={}))
     config_volume = add_volume(pod, dict(CONFIG_VOLUME, emptyDir=dict(CONFIG_VOLUME["emptyDir"])))
@@ -83,6 +91,8 @@ def mutate_pod(pod, config):
             {"name": pipes["name"], "mountPath": PIPES_DIR},
             {"name": config_volume["name"], "mountPath": CONFIG_DIR},
         ],
+        **helper_resources(pod, settings["resources"]),
+        "securityContext": restricted_security_context(pod),
     })
     main = main_container(pod)
     if main is not None:

@@ -8,20 +8,19 @@ from dataclasses import dataclass
 
 from webhook import ConfigError, hookimpl
 from webhook import kube
-from webhook.pods import annotations, labels, main_container, spec
+from webhook.kube import RESOURCE_KINDS, RESOURCE_NAMES
+from webhook.pods import annotations, containers, labels, main_container, spec
 
 STATUS_CHECK_ANNOTATION = "podmutate.io/status-check-interval"
 MODES = ("fill", "override")
-RESOURCE_KINDS = ("requests", "limits")
-RESOURCE_NAMES = ("cpu", "memory")
-SETTINGS = ("mode", "node_selector", "tolerations", "resources", "image_pull_secrets",
+SETTINGS = ("mode", "node_selector", "tolerations", "resources", "container_resources", "image_pull_secrets",
             "image_pull_policy", "annotations", "labels", "env", "status_check_interval")
 
 # Airbyte's environment variables: which job types have their own, under which prefix.
 SELECTOR_PREFIXES = {"spec": "SPEC", "check": "CHECK", "discover": "DISCOVER"}
 LABEL_PREFIXES = {"spec": "SPEC", "check": "CHECK", "discover": "DISCOVER", "sync": "REPLICATION"}
 RESOURCE_PREFIXES = {"default": "JOB_MAIN_CONTAINER", "check": "CHECK_JOB_MAIN_CONTAINER",
-                     "orchestrator": "REPLICATION_ORCHESTRATOR"}
+                     "normalization": "NORMALIZATION_JOB_MAIN_CONTAINER", "orchestrator": "REPLICATION_ORCHESTRATOR"}
 DEFAULT_ENV_PREFIX = "JOB_DEFAULT_ENV_"
 
 
@@ -33,6 +32,7 @@ class Profile:
     node_selector: dict | None = None
     tolerations: list | None = None
     resources: dict | None = None
+    container_resources: dict | None = None  # container name -> resources, for pods of several workloads
     image_pull_secrets: list | None = None
     image_pull_policy: str | None = None
     annotations: dict | None = None
@@ -161,7 +161,15 @@ def check_profile(job_type, raw):
         checked["tolerations"] = [kube.check_toleration(f"{key}.tolerations[{index}]", toleration)
                                   for index, toleration in enumerate(raw["tolerations"])]
     if raw.get("resources") is not None:
-        checked["resources"] = check_resources(f"{key}.resources", raw["resources"])
+        checked["resources"] = kube.check_resources(f"{key}.resources", raw["resources"])
+    if raw.get("container_resources") is not None:
+        per_container = raw["container_resources"]
+        if not isinstance(per_container, dict) or not all(isinstance(name, str) for name in per_container):
+            raise ConfigError(f"{key}.container_resources", per_container,
+                              "a mapping of container names (orchestrator, source, ...) to resources")
+        checked["container_resources"] = {
+            name: kube.check_resources(f"{key}.container_resources.{name}", value)
+            for name, value in per_container.items() if value is not None}
     if raw.get("image_pull_secrets") is not None:
         secrets = raw["image_pull_secrets"]
         if not isinstance(secrets, list):
@@ -189,36 +197,29 @@ def check_profile(job_type, raw):
     return checked
 
 
-def check_resources(key, raw):
-    if not isinstance(raw, dict) or set(raw) - set(RESOURCE_KINDS):
-        raise ConfigError(key, raw, "a mapping with requests and/or limits")
-    checked = {}
-    for kind, values in raw.items():
-        if values is None:
-            continue
-        if not isinstance(values, dict) or set(values) - set(RESOURCE_NAMES):
-            raise ConfigError(f"{key}.{kind}", values, "a mapping with cpu and/or memory")
-        checked[kind] = {name: kube.check_quantity(f"{key}.{kind}.{name}", value)
-                         for name, value in values.items() if value is not None}
-    return checked
-
-
 def resolve(job_type, own, default):
     """Fill what `own` leaves unset from `default`; resources fall back value by value."""
     settings = {name: own[name] if own[name] is not None else default[name] for name in SETTINGS}
-    own_resources, default_resources = own["resources"] or {}, default["resources"] or {}
-    resolved = {}
-    for kind in RESOURCE_KINDS:
-        values = {**default_resources.get(kind, {}), **own_resources.get(kind, {})}
-        resolved[kind] = {name: value for name, value in values.items() if value is not None}
+    key = f"job_types.{job_type}"
+    settings["resources"] = merge_resources(f"{key}.resources", default["resources"], own["resources"])
+    own_containers, default_containers = own["container_resources"] or {}, default["container_resources"] or {}
+    settings["container_resources"] = {
+        name: merge_resources(f"{key}.container_resources.{name}", default_containers.get(name),
+                              own_containers.get(name))
+        for name in {**default_containers, **own_containers}} or None
+    settings["mode"] = settings["mode"] or "fill"
+    return Profile(**settings)
+
+
+def merge_resources(key, default, own):
+    """`own` over `default`, value by value; a request above its limit is a ConfigError."""
+    default, own = default or {}, own or {}
+    resolved = {kind: {**default.get(kind, {}), **own.get(kind, {})} for kind in RESOURCE_KINDS}
     for name in RESOURCE_NAMES:
         request, limit = resolved["requests"].get(name), resolved["limits"].get(name)
         if request is not None and limit is not None and kube.quantity(request) > kube.quantity(limit):
-            raise ConfigError(f"job_types.{job_type}.resources.requests.{name}", request,
-                              f"a request no larger than the limit {limit}")
-    settings["resources"] = {kind: values for kind, values in resolved.items() if values} or None
-    settings["mode"] = settings["mode"] or "fill"
-    return Profile(**settings)
+            raise ConfigError(f"{key}.requests.{name}", request, f"a request no larger than the limit {limit}")
+    return {kind: values for kind, values in resolved.items() if values} or None
 
 
 @hookimpl
@@ -241,12 +242,25 @@ def mutate_pod(pod, job_type, config, request):
     main = main_container(pod)
     if main is None:
         return
-    if profile.image_pull_policy and (override or not main.get("imagePullPolicy")):
+    # Always, as Airbyte did: the API server defaults imagePullPolicy before admission, so a
+    # policy the pod "sets" cannot be told from the default, and `fill` would never apply it.
+    if profile.image_pull_policy:
         main["imagePullPolicy"] = profile.image_pull_policy
     if profile.env:
         set_env(main, profile.env, override)
-    if profile.resources:
-        set_resources(main, profile.resources, override, request)
+    if not (profile.resources or profile.container_resources):
+        return
+    if pod_spec.get("resources") is not None:
+        request.warn("podmutate: container resources left as they are: the pod sets pod-level resources, "
+                     "which bound every container's")
+        return
+    per_container = profile.container_resources or {}
+    for container in containers(pod):
+        wanted = per_container.get(container.get("name"))
+        if wanted is None and container is main:
+            wanted = profile.resources
+        if wanted:
+            set_resources(container, wanted, override, request)
 
 
 def put_all(parent, field, values, override):

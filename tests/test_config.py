@@ -18,7 +18,7 @@ def profile(config, job_type):
 def test_defaults_alone_are_valid(config):
     assert config.failure_mode == "ignore"
     assert config.max_body_bytes == 3 * 1024 * 1024
-    assert config.job_types == {"spec", "check", "discover", "sync", "orchestrator"}
+    assert config.job_types == {"spec", "check", "discover", "sync", "normalization", "orchestrator"}
     assert profile(config, "check").status_check_interval == 1
     assert profile(config, "sync").status_check_interval == 30
 

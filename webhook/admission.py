@@ -8,6 +8,7 @@ import orjson
 
 from webhook.errors import Denied, ReviewError
 from webhook.patch import copy, diff
+from webhook.validity import problems
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +70,34 @@ def mutate(pod, config, request=None, namespace=None):
             return Mutation(job_type=None, pod=pod, patch=[], warnings=list(request.warnings))
         mutated = copy(pod)
         hook.mutate_pod(pod=mutated, job_type=job_type, config=config, request=request)
+        if problems(mutated) - problems(pod):
+            mutated = mutate_validly(pod, job_type, config, request)
     except Denied:
         raise
     except Exception as error:
         raise PluginError(blame(config.plugin_manager, error), error) from error
     patch = diff(pod, mutated)
     return Mutation(job_type=job_type, pod=mutated, patch=patch, warnings=list(request.warnings))
+
+
+def mutate_validly(pod, job_type, config, request):
+    """Run the plugins one at a time, in their usual order, undoing any whose change the API
+    server would refuse (with a warning naming it), so that a valid pod never comes back invalid."""
+    pm = config.plugin_manager
+    baseline = problems(pod)
+    mutated = copy(pod)
+    for impl in reversed(pm.hook.mutate_pod.get_hookimpls()):  # pluggy calls the last registered first
+        others = [other.plugin for other in pm.hook.mutate_pod.get_hookimpls() if other is not impl]
+        trial = copy(mutated)
+        pm.subset_hook_caller("mutate_pod", remove_plugins=others)(
+            pod=trial, job_type=job_type, config=config, request=request)
+        introduced = problems(trial) - baseline
+        if introduced:
+            request.warn(f"podmutate: {impl.plugin_name} made no change: the API server would refuse "
+                         f"the result ({sorted(introduced)[0]})")
+        else:
+            mutated = trial
+    return mutated
 
 
 def blame(pm, error):

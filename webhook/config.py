@@ -24,7 +24,8 @@ HOST_DEFAULTS = {
     "failure_mode": "ignore",
     "max_body_bytes": 3 * 1024 * 1024,
     "disable_plugins": [],
-    "job_types": {name: {} for name in ("default", "spec", "check", "discover", "sync", "orchestrator")},
+    "job_types": {name: {} for name in ("default", "spec", "check", "discover", "sync", "normalization",
+                                        "orchestrator")},
 }
 
 

@@ -14,6 +14,8 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+RESOURCE_KINDS = ("requests", "limits")
+RESOURCE_NAMES = ("cpu", "memory")
 TOLERATION_OPERATORS = ("Exists", "Equal")
 TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
@@ -80,6 +82,21 @@ def check_quantity(key, value):
     if amount < 0:
         raise ConfigError(key, value, "a quantity that is not negative")
     return str(value)
+
+
+def check_resources(key, raw):
+    """Check {requests: {cpu, memory}, limits: {cpu, memory}}; return it with quantities as strings."""
+    if not isinstance(raw, dict) or set(raw) - set(RESOURCE_KINDS):
+        raise ConfigError(key, raw, "a mapping with requests and/or limits")
+    checked = {}
+    for kind, values in raw.items():
+        if values is None:
+            continue
+        if not isinstance(values, dict) or set(values) - set(RESOURCE_NAMES):
+            raise ConfigError(f"{key}.{kind}", values, "a mapping with cpu and/or memory")
+        checked[kind] = {name: check_quantity(f"{key}.{kind}.{name}", value)
+                         for name, value in values.items() if value is not None}
+    return checked
 
 
 def quantity(value):

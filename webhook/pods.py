@@ -1,6 +1,49 @@
 """Small helpers for plugins that edit a pod dict: find, add once, never duplicate."""
 
+import posixpath
+
 MAIN_CONTAINER = "main"
+CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
+# What an injected helper container asks for by default: Airbyte's init container's resources.
+# Without them, a namespace whose ResourceQuota covers CPU or memory refuses the pod.
+INJECTED_RESOURCES = {"requests": {"cpu": "100m", "memory": "25Mi"}, "limits": {"cpu": "200m", "memory": "50Mi"}}
+NON_ROOT_USER = 1000  # Airbyte's rootless uid, for a helper in a pod that names none
+
+
+def helper_resources(pod, resources):
+    """The `resources` field for a helper container: none when the pod sets pod-level resources,
+    which then bound the helper too (its own could exceed them, and the API server would refuse)."""
+    return {} if spec(pod).get("resources") is not None or not resources else {"resources": resources}
+
+
+def restricted_security_context(pod, container=None):
+    """A securityContext that Pod Security `restricted` admits, for a helper container of `pod`.
+
+    The helper runs as the pod's (or `container`'s) non-root user, else as NON_ROOT_USER: an
+    image such as busybox would otherwise run as root, which `runAsNonRoot` forbids.
+    """
+    context = {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "readOnlyRootFilesystem": True,
+               "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+    user, _group = run_as(pod, container)
+    if not user:  # unset, or root
+        context["runAsUser"] = NON_ROOT_USER
+    return context
+
+
+def run_as(pod, container=None):
+    """(runAsUser, runAsGroup) of `container` (the main one by default), falling back to the pod's."""
+    pod_context = (pod.get("spec") or {}).get("securityContext") or {}
+    container = container if container is not None else main_container(pod) or {}
+    context = container.get("securityContext") or {}
+    return (context.get("runAsUser", pod_context.get("runAsUser")),
+            context.get("runAsGroup", pod_context.get("runAsGroup")))
+
+
+def runs_restricted(pod):
+    """Whether the pod is written for Pod Security `restricted`: runAsNonRoot for every container."""
+    pod_context = (pod.get("spec") or {}).get("securityContext") or {}
+    return all((container.get("securityContext") or {}).get("runAsNonRoot", pod_context.get("runAsNonRoot")) is True
+               for container in all_containers(pod))
 
 
 def metadata(pod):
@@ -44,6 +87,18 @@ def containers(pod):
     return spec(pod).get("containers") or []
 
 
+def all_containers(pod):
+    """Every container of the pod: init, regular and ephemeral."""
+    pod_spec = pod.get("spec") or {}
+    return [container for field in CONTAINER_LISTS for container in pod_spec.get(field) or []
+            if isinstance(container, dict)]
+
+
+def container_name_taken(pod, name):
+    """Whether any container of the pod (init, regular or ephemeral) is called `name`."""
+    return any(container.get("name") == name for container in all_containers(pod))
+
+
 def main_container(pod):
     """The container named `main`, else the first one; None for a pod without containers."""
     found = containers(pod)
@@ -73,13 +128,25 @@ def add_volume(pod, new_volume):
     return new_volume
 
 
+def clean_path(path):
+    """A container path in one spelling: `/tmp/`, `//tmp` and `/tmp/.` are all `/tmp`."""
+    return posixpath.normpath("/" + str(path)) if path else ""
+
+
 def mount_at(container, path):
-    """The volume mount of `container` at `path` (trailing slashes ignored), or None."""
-    wanted = path.rstrip("/") or "/"
+    """The volume mount of `container` at `path` (in any spelling), or None."""
+    wanted = clean_path(path)
     for mount in container.get("volumeMounts") or []:
-        if (mount.get("mountPath", "").rstrip("/") or "/") == wanted:
+        if clean_path(mount.get("mountPath", "")) == wanted:
             return mount
     return None
+
+
+def path_in_use(container, path):
+    """Whether `container` already uses `path`, as a volume mount or as a block device."""
+    wanted = clean_path(path)
+    return mount_at(container, path) is not None or any(
+        clean_path(device.get("devicePath", "")) == wanted for device in container.get("volumeDevices") or [])
 
 
 def mount_of(container, volume_name):
@@ -91,8 +158,8 @@ def mount_of(container, volume_name):
 
 
 def add_mount(container, volume_name, path):
-    """Mount `volume_name` at `path` unless something is mounted there already."""
-    if mount_at(container, path) is not None:
+    """Mount `volume_name` at `path` unless the container uses that path already (mount or device)."""
+    if path_in_use(container, path):
         return
     if container.get("volumeMounts") is None:
         container["volumeMounts"] = []
@@ -106,17 +173,18 @@ def init_container(pod, name):
     return None
 
 
-def add_init_container(pod, container, *, first=False):
-    """Add `container` to the init containers (first or last) unless one of that name exists."""
-    if init_container(pod, container["name"]) is not None:
+def add_init_container(pod, container):
+    """Append `container` to the init containers unless a container of that name exists (of any kind).
+
+    Appended, never inserted: the init containers already there (Airbyte's own `init` among
+    them, which its launcher reads as `initContainerStatuses[0]`) keep their places.
+    """
+    if container_name_taken(pod, container["name"]):
         return False
     pod_spec = spec(pod)
     if pod_spec.get("initContainers") is None:
         pod_spec["initContainers"] = []
-    if first:
-        pod_spec["initContainers"].insert(0, container)
-    else:
-        pod_spec["initContainers"].append(container)
+    pod_spec["initContainers"].append(container)
     return True
 
 

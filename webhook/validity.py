@@ -1,0 +1,102 @@
+"""What the API server would refuse in a pod, among the rules a mutation can break.
+
+The webhook answers `allowed` with a patch, so a patched pod the API server then refuses fails
+the create whatever the failurePolicy says. The admission core compares `problems` of the pod
+before and after the plugins: a plugin whose change adds a problem has that change undone.
+This is a subset of Kubernetes' pod validation — the part podmutate's edits touch (container
+and volume names, mount paths and devices, volume references, requests against limits, and
+pod-level resources) — not a second API server; the e2e suite holds it to the real one.
+"""
+
+from collections import Counter
+
+from webhook.kube import RESOURCE_KINDS, quantity
+from webhook.pods import CONTAINER_LISTS, clean_path
+
+
+def problems(pod: dict) -> set[str]:
+    """One line per rule the pod breaks; empty when none of the checked rules is broken."""
+    pod_spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
+    found = set()
+    volume_names = Counter(volume.get("name") for volume in _dicts(pod_spec.get("volumes")))
+    found.update(f"volume name {name!r} is used {count} times" for name, count in volume_names.items() if count > 1)
+    container_names = Counter()
+    for field in CONTAINER_LISTS:
+        for container in _dicts(pod_spec.get(field)):
+            container_names[container.get("name")] += 1
+            found.update(container_problems(container, volume_names))
+    found.update(f"container name {name!r} is used {count} times"
+                 for name, count in container_names.items() if count > 1)
+    found.update(pod_resource_problems(pod_spec))
+    return found
+
+
+def container_problems(container: dict, volume_names: Counter) -> set[str]:
+    name = container.get("name")
+    found = set()
+    mounts = _dicts(container.get("volumeMounts"))
+    devices = _dicts(container.get("volumeDevices"))
+    mount_paths = Counter(clean_path(mount.get("mountPath")) for mount in mounts)
+    found.update(f"container {name!r}: {path} is mounted {count} times"
+                 for path, count in mount_paths.items() if count > 1)
+    for device in devices:
+        if clean_path(device.get("devicePath")) in mount_paths:
+            found.add(f"container {name!r}: {clean_path(device.get('devicePath'))} is both a device and a mount")
+    for reference in [*mounts, *devices]:
+        if reference.get("name") not in volume_names:
+            found.add(f"container {name!r}: volume {reference.get('name')!r} is not a volume of the pod")
+    requests, limits = (_amounts(container.get("resources"), kind) for kind in RESOURCE_KINDS)
+    for resource, request in requests.items():
+        if resource in limits and request > limits[resource]:
+            found.add(f"container {name!r}: the {resource} request is above its limit")
+    return found
+
+
+def pod_resource_problems(pod_spec: dict) -> set[str]:
+    """Pod-level resources (1.34): no container limit above the pod's, requests within the pod's."""
+    if not isinstance(pod_spec.get("resources"), dict):
+        return set()
+    pod_requests, pod_limits = (_amounts(pod_spec["resources"], kind) for kind in RESOURCE_KINDS)
+    found = set()
+    everything = [*_dicts(pod_spec.get("initContainers")), *_dicts(pod_spec.get("containers"))]
+    for container in everything:
+        for resource, limit in _amounts(container.get("resources"), "limits").items():
+            if resource in pod_limits and limit > pod_limits[resource]:
+                found.add(f"container {container.get('name')!r}: its {resource} limit is above the pod's")
+    for resource, total in aggregate_requests(pod_spec).items():
+        if resource in pod_requests and total > pod_requests[resource]:
+            found.add(f"the containers' {resource} requests add up to more than the pod's")
+    return found
+
+
+def aggregate_requests(pod_spec: dict) -> dict:
+    """What the containers request in all, as the scheduler counts it: the running containers
+    and sidecars together, or the largest init container with the sidecars started before it."""
+    running, peak, sidecars = Counter(), Counter(), Counter()
+    for container in _dicts(pod_spec.get("initContainers")):
+        requests = _amounts(container.get("resources"), "requests")
+        if container.get("restartPolicy") == "Always":
+            sidecars.update(requests)
+            running.update(requests)
+        else:
+            for resource, amount in requests.items():
+                peak[resource] = max(peak[resource], amount + sidecars[resource])
+    for container in _dicts(pod_spec.get("containers")):
+        running.update(_amounts(container.get("resources"), "requests"))
+    return {resource: max(running[resource], peak[resource]) for resource in set(running) | set(peak)}
+
+
+def _amounts(resources, kind) -> dict:
+    values = (resources or {}).get(kind) if isinstance(resources, dict) else None
+    amounts = {}
+    for resource, value in (values or {}).items() if isinstance(values, dict) else ():
+        try:
+            amounts[resource] = quantity(value)
+        except (ValueError, TypeError, ArithmeticError):
+            continue  # not a quantity: the API server refuses the pod as it came, not for podmutate
+    return amounts
+
+
+def _dicts(items) -> list:
+    return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+
