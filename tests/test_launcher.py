@@ -26,6 +26,17 @@ def test_a_long_name_is_trimmed_from_the_front_to_a_valid_dns_label():
     assert DNS_LABEL.match(name), name
 
 
+def test_an_orchestrator_has_airbytes_fixed_name():
+    job = Job(job_type="orchestrator", image="airbyte/container-orchestrator:1.0", connection_id="c", job_id="42",
+              attempt=3)
+    assert pod_name(job) == pod_name(job) == "orchestrator-repl-job-42-attempt-3"
+
+
+def test_a_name_that_would_start_with_a_digit_starts_with_the_job_type():
+    job = Job(job_type="sync", image="registry.local/1234:5", connection_id="c", job_id="42", attempt=1)
+    assert pod_name(job, suffix="abcde") == "sync-42-1-abcde"
+
+
 def test_image_short_name():
     assert image_short_name("source-faker") == "source-faker"
     assert image_short_name("ghcr.io/a/b/destination-s3:1.0@sha256:00") == "destination-s3"

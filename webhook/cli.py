@@ -302,15 +302,17 @@ def api_message(error):
               help="Wait for the init container, upload the job's files, wait for the end; exit with its code.")
 @click.option("--init-timeout", default=300.0, show_default=True, type=click.FloatRange(min=1),
               help="Seconds each wait for the init container may take.")
+@click.option("--keep-running", is_flag=True,
+              help="Do not kill the connection's live pods first (by default there is one live run per connection).")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
-def launch(source, wait, init_timeout, kubeconfig):
+def launch(source, wait, init_timeout, keep_running, kubeconfig):
     """Launch a job pod from a job description (YAML).
 
     Keys: job_type, image, connection_id, job_id, attempt, namespace, command, args, env, labels,
     security_context (the main container's), and files (name in /config -> content), uploaded
     with --wait.
     """
-    from webhook.launcher import Job, UploadError, WaitTimeout, core_api, run
+    from webhook.launcher import Job, KillTimeout, UploadError, WaitTimeout, core_api, run
     from webhook.launcher import launch as launch_pod
 
     try:
@@ -318,13 +320,14 @@ def launch(source, wait, init_timeout, kubeconfig):
     except (yaml.YAMLError, TypeError) as error:
         raise click.ClickException(f"{source.name}: not a job description: {error}") from None
     core = api_errors(lambda: core_api(kubeconfig))
-    if not wait:
-        pod = api_errors(lambda: launch_pod(core, job))
-        click.echo(f"pod/{pod.metadata.name} created in {job.namespace}")
-        return
+    kill_running = not keep_running
     try:
-        name, code = api_errors(lambda: run(core, job, init_timeout=init_timeout))
-    except (WaitTimeout, UploadError) as error:
+        if not wait:
+            pod = api_errors(lambda: launch_pod(core, job, kill_running=kill_running))
+            click.echo(f"pod/{pod.metadata.name} created in {job.namespace}")
+            return
+        name, code = api_errors(lambda: run(core, job, init_timeout=init_timeout, kill_running=kill_running))
+    except (WaitTimeout, UploadError, KillTimeout) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"pod/{name}: main exited with {code}")
     sys.exit(code)

@@ -34,6 +34,8 @@ CONFIG_DIR = "/config"
 SUCCESS_FILE = "FINISHED_UPLOADING"
 STATUS_CHECK_ANNOTATION = "podmutate.io/status-check-interval"
 KILLED_EXIT_CODE = 143
+ORCHESTRATOR_JOB_TYPE = "orchestrator"
+ORCHESTRATOR_POD_PREFIX = "orchestrator-repl"  # Airbyte's ReplicationLauncherWorker.POD_NAME_PREFIX
 UPLOAD_ATTEMPTS = 3
 
 
@@ -83,12 +85,20 @@ def image_short_name(image):
 
 
 def pod_name(job, suffix=None):
-    """Airbyte's rule: `<image-short-name>-<type>-<job>-<attempt>-<5 random letters>`, trimmed
-    from the front to 63 characters and made a valid DNS label."""
+    """Airbyte's names.
+
+    An orchestrator gets a fixed name, `orchestrator-repl-job-<job>-attempt-<n>`, so that a
+    running one can be found again. Any other pod is `<image-short-name>-<type>-<job>-<attempt>-<5
+    random letters>`, trimmed from the front to 63 characters, and starts at its first letter
+    (an image named `1234` gives `sync-...`), as Airbyte's KubeProcessFactory names them.
+    """
+    if job.job_type == ORCHESTRATOR_JOB_TYPE:
+        name = f"{ORCHESTRATOR_POD_PREFIX}-job-{job.job_id}-attempt-{job.attempt}".lower()
+        return re.sub(r"[^a-z0-9-]+", "-", name)[:NAME_LIMIT].rstrip("-")
     suffix = suffix or "".join(random.choices(string.ascii_lowercase, k=5))
     name = f"{image_short_name(job.image)}-{job.job_type}-{job.job_id}-{job.attempt}-{suffix}".lower()
     name = re.sub(r"[^a-z0-9-]+", "-", name)[-NAME_LIMIT:]
-    return name.lstrip("-") or suffix
+    return re.sub(r"^[^a-z]+", "", name) or suffix
 
 
 def pod_manifest(job, *, process_id=None, suffix=None):
@@ -120,8 +130,14 @@ def core_api(kubeconfig=None):
     return kubernetes.client.CoreV1Api(api_client(kubeconfig))
 
 
-def launch(core, job):
-    """Create the pod of `job`; return it as the API server stored it (mutated by the webhook)."""
+def launch(core, job, *, kill_running=True, propagation="Foreground"):
+    """Create the pod of `job`; return it as the API server stored it (mutated by the webhook).
+
+    First, unless told not to, every live pod of the job's connection is killed, as Airbyte's
+    LauncherWorker did before each run: one live run per connection.
+    """
+    if kill_running:
+        kill_connection(core, job.namespace, job.connection_id, propagation=propagation)
     manifest = pod_manifest(job)
     created = core.create_namespaced_pod(job.namespace, manifest)
     log.info("launched pod %s/%s for connection %s", job.namespace, created.metadata.name, job.connection_id)
@@ -346,12 +362,13 @@ def wait_for_exit(core, namespace, name):
                 return code
 
 
-def run(core, job, *, init_timeout=INIT_WAIT_TIMEOUT, exec_session=open_exec):
+def run(core, job, *, init_timeout=INIT_WAIT_TIMEOUT, exec_session=open_exec, kill_running=True,
+        propagation="Foreground"):
     """Launch `job`, wait for its init container, upload its files, and wait for it to end.
 
     Returns (pod name, exit code of the main container); 143 when the pod was deleted first.
     """
-    pod = launch(core, job)
+    pod = launch(core, job, kill_running=kill_running, propagation=propagation)
     name = pod.metadata.name
     wait_for_init(core, job.namespace, name, timeout=init_timeout)
     upload(core, job.namespace, name, job.files, exec_session=exec_session)

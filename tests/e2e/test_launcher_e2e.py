@@ -56,6 +56,18 @@ def test_kill_removes_exactly_the_live_pods_of_one_connection(core, namespace):
     assert kill_connection(core, namespace, "conn-a", poll=0.1, propagation=BACKGROUND) == []
 
 
+def test_launch_kills_the_connections_live_pods_first_unless_told_not_to(core, namespace):
+    def job(attempt):
+        return Job(job_type="sync", image="airbyte/source-postgres:3.6.2", connection_id="conn-run", job_id="8",
+                   attempt=attempt, namespace=namespace)
+
+    first = launch(core, job(0), propagation=BACKGROUND).metadata.name
+    kept = launch(core, job(1), kill_running=False).metadata.name
+    assert names(core, namespace) == sorted([first, kept])
+    last = launch(core, job(2), propagation=BACKGROUND).metadata.name
+    assert names(core, namespace) == [last]
+
+
 def test_kill_names_the_pods_it_could_not_remove(core, namespace):
     name = create(core, namespace, "conn-stuck", 0)
     # A finalizer keeps the pod from going away, as a stuck node would.

@@ -60,7 +60,7 @@ def terminated(core, name, container, init=False, timeout=90):
 
 def start(core, description):
     """Launch a job, hand it its (empty) config, and wait until its main container runs."""
-    name = launch(core, description).metadata.name
+    name = launch(core, description, kill_running=False).metadata.name
     wait_for_init(core, JOBS, name, timeout=60)
     upload(core, JOBS, name, {})
     wait_for(lambda: (state := container_state(core, name, "main")) is not None and state.running,
@@ -126,6 +126,14 @@ def test_kill_stops_every_live_pod_of_a_connection_and_only_those(jobs, core, cl
     assert remaining.isdisjoint(doomed_pods)
     assert live_pods(core, JOBS, doomed) == []
     assert container_state(core, spared_pod, "main").running is not None
+
+
+def test_launch_kills_the_connections_live_run_first(jobs, core):
+    connection_id = connection()
+    first = start(core, job(connection_id, attempt=0))
+    second = launch(core, job(connection_id, attempt=1)).metadata.name  # as Airbyte: one live run per connection
+    assert first not in {pod.metadata.name for pod in core.list_namespaced_pod(JOBS).items}
+    assert [pod.metadata.name for pod in live_pods(core, JOBS, connection_id)] == [second]
 
 
 def test_fix_permissions_lets_a_non_root_main_container_write_its_volume(jobs, core, tmp_path):
