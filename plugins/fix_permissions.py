@@ -9,7 +9,7 @@ kubelet give the volumes to that group.
 from webhook import ConfigError, hookimpl
 from webhook import kube
 from webhook.pods import INJECTED_RESOURCES, add_init_container, helper_resources, annotation, container_name_taken, containers, \
-    init_container, mount_of, run_as, runs_restricted, spec, volume
+    init_container, run_as, runs_restricted, spec
 
 ANNOTATION = "podmutate.io/fix-permissions"
 CONTAINER_NAME = "fix-permissions"
@@ -42,9 +42,12 @@ def mutate_pod(pod, config, request):
     if uid is None or gid is None:
         request.warn(f"podmutate: {ANNOTATION} ignored: the pod sets no runAsUser and runAsGroup")
         return
+    # Indexes, not a search per name: the annotation may name thousands of volumes.
+    volumes = {entry.get("name") for entry in spec(pod).get("volumes") or []}
+    mounted = {mount.get("name") for container in containers(pod) for mount in container.get("volumeMounts") or []}
     names = []
     for name in dict.fromkeys(name.strip() for name in str(wanted).split(",") if name.strip()):
-        if volume(pod, name) is None or not any(mount_of(container, name) for container in containers(pod)):
+        if name not in volumes or name not in mounted:
             request.warn(f"podmutate: {ANNOTATION}: volume {name!r} is not a mounted volume of this pod; skipped")
         else:
             names.append(name)

@@ -28,10 +28,12 @@ class AdmissionRequest:
     dry_run: bool = False
     user_info: dict = field(default_factory=dict)
     warnings: list = field(default_factory=list)
+    _warned: set = field(default_factory=set, repr=False, compare=False)
 
     def warn(self, message):
-        """Add a warning the API server shows to whoever created the pod (kubectl prints it)."""
-        if message not in self.warnings:
+        """Add a warning the API server shows to whoever created the pod (kubectl prints it); once each."""
+        if message not in self._warned:  # a set: a crafted pod's thousands of warnings stay linear
+            self._warned.add(message)
             self.warnings.append(message)
 
 

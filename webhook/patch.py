@@ -1,64 +1,68 @@
-"""RFC 6902 patches as diffs of the mutated pod against the original, computed by jsonpatch.
+"""RFC 6902 patches as diffs of the mutated pod against the original, emitted by one walk.
 
-jsonpatch walks and serialises every member of both documents, which made it 80 % of a
-review's time, though most of a pod is left as it was. So jsonpatch is given only what
-differs, in a form that keeps every path as it is:
+A review's patch used to be computed by jsonpatch, whose diff serialises and compares every
+member and made 80 % of a review's time. The walk below emits the operations as it finds
+what differs, so a patch costs what the change costs:
 
-- equal members of a mapping are left out of both sides (the other members keep their paths);
-- equal items of a list are replaced, on both sides, by a marker unique to their place (the
-  other items keep their indexes);
-- items of two lists of the same length that differ are pruned the same way, and each gets a
-  marker member unique to its place, so jsonpatch pairs them by position and by nothing else.
+- a mapping: `remove` for a member gone, `add` for a new one, a walk into one that changed
+  (`replace` when it changed kind);
+- a list that only grew at its end: an `add` per new item, at its index;
+- two lists of the same length: item by item, as above;
+- any other list (shrunk, reordered, grown in the middle): `replace`d whole;
+- anything else that differs: `replace`.
 
-A marker is never part of a correct patch: if one shows up in it (an item added whole after
-all), the full diff is taken instead.
+The operations touch only paths that changed, keep every unchanged item where it is, and
+escape `~` and `/` in member names (`~0`, `~1`). The tests hold this to jsonpatch: applied with
+`jsonpatch.apply_patch`, every patch gives exactly the mutated document.
 """
 
-import itertools
-
-import jsonpatch
 import orjson
 
-MARKER = "\ue000podmutate-unchanged-"
+JSON = dict | list | str | int | float | bool | None
 
 
-def copy(document):
+def copy(document: JSON) -> JSON:
     """A deep copy of a JSON document (several times faster than copy.deepcopy)."""
     return orjson.loads(orjson.dumps(document))
 
 
-def diff(original, mutated):
+def diff(original: JSON, mutated: JSON) -> list[dict]:
     """The JSONPatch (a list of operations) that turns `original` into `mutated`."""
-    if original == mutated:
-        return []
-    source, target = prune(original, mutated, itertools.count())
-    patch = jsonpatch.make_patch(source, target).patch
-    if MARKER.encode() in orjson.dumps(patch):
-        return jsonpatch.make_patch(original, mutated).patch
-    return patch
+    operations = []
+    _walk(original, mutated, "", operations)
+    return operations
 
 
-def prune(source, target, counter):
-    """`source` and `target` with what they have in common left out or marked (see above)."""
+def pointer_token(key: str) -> str:
+    """A member name as one JSON Pointer reference token (RFC 6901)."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def same(source: JSON, target: JSON) -> bool:
+    """Equal as JSON: Python's == alone takes `true` for `1` and `1.0` for `1`."""
+    return source == target and orjson.dumps(source) == orjson.dumps(target)
+
+
+def _walk(source, target, path, operations):
+    if same(source, target):
+        return
     if isinstance(source, dict) and isinstance(target, dict):
-        pruned_source, pruned_target = {}, {}
-        for key in itertools.chain(source, (key for key in target if key not in source)):
+        for key in source:
             if key not in target:
-                pruned_source[key] = source[key]
-            elif key not in source:
-                pruned_target[key] = target[key]
-            elif source[key] != target[key]:
-                pruned_source[key], pruned_target[key] = prune(source[key], target[key], counter)
-        return pruned_source, pruned_target
+                operations.append({"op": "remove", "path": f"{path}/{pointer_token(key)}"})
+        for key, value in target.items():
+            if key not in source:
+                operations.append({"op": "add", "path": f"{path}/{pointer_token(key)}", "value": value})
+            else:
+                _walk(source[key], value, f"{path}/{pointer_token(key)}", operations)
+        return
     if isinstance(source, list) and isinstance(target, list):
-        pruned_source, pruned_target = list(source), list(target)
-        same_length = len(source) == len(target)
-        for index in range(min(len(source), len(target))):
-            marker = f"{MARKER}{next(counter)}"
-            if source[index] == target[index]:
-                pruned_source[index] = pruned_target[index] = marker
-            elif same_length and isinstance(source[index], dict) and isinstance(target[index], dict):
-                pruned_source[index], pruned_target[index] = prune(source[index], target[index], counter)
-                pruned_source[index][marker] = pruned_target[index][marker] = 0
-        return pruned_source, pruned_target
-    return source, target
+        if len(target) >= len(source) and same(target[:len(source)], source):
+            operations.extend({"op": "add", "path": f"{path}/{index}", "value": target[index]}
+                              for index in range(len(source), len(target)))
+            return
+        if len(source) == len(target):
+            for index, (old, new) in enumerate(zip(source, target)):
+                _walk(old, new, f"{path}/{index}", operations)
+            return
+    operations.append({"op": "replace", "path": path, "value": target})
