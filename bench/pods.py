@@ -61,3 +61,25 @@ def review(pod):
             "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
         },
     }
+
+
+def hostile_pod(kind, size):
+    """A crafted job pod whose cost must stay linear in `size`.
+
+    `volumes`: a fix-permissions annotation naming `size` volumes (and as many that do not
+    exist, each worth a warning); `containers`: `size` containers, each given a /tmp mount.
+    """
+    metadata = {"name": f"hostile-{kind}-{size}", "namespace": "jobs",
+                "labels": {"podmutate.io/job-type": "sync", "connection_id": CONNECTION_ID}}
+    if kind == "volumes":
+        names = [f"v{index}" for index in range(size)]
+        metadata["annotations"] = {"podmutate.io/fix-permissions": ",".join(
+            [*names, *(f"absent-{index}" for index in range(size))])}
+        pod_spec = {"securityContext": {"runAsUser": 1000, "runAsGroup": 1000},
+                    "containers": [{"name": "main", "image": "airbyte/source-postgres:3.6.2",
+                                    "volumeMounts": [{"name": name, "mountPath": f"/v/{name}"} for name in names]}],
+                    "volumes": [{"name": name, "emptyDir": {}} for name in names]}
+    else:
+        pod_spec = {"containers": [{"name": f"c{index}", "image": "airbyte/source-postgres:3.6.2"}
+                                   for index in range(size)]}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": {"restartPolicy": "Never", **pod_spec}}

@@ -1,5 +1,6 @@
 """Kubernetes value formats podmutate checks before it writes them: a patch must never be refused."""
 
+import functools
 import re
 from decimal import Decimal
 
@@ -99,6 +100,7 @@ def check_resources(key, raw):
     return checked
 
 
+@functools.lru_cache(maxsize=4096)  # pods repeat the same few quantities; parsing them is not free
 def quantity(value):
     """The Decimal amount of a quantity string (for comparing requests with limits)."""
     return Decimal(parse_quantity(value))

@@ -1,5 +1,6 @@
 """Small helpers for plugins that edit a pod dict: find, add once, never duplicate."""
 
+import functools
 import posixpath
 
 MAIN_CONTAINER = "main"
@@ -130,7 +131,12 @@ def add_volume(pod, new_volume):
 
 def clean_path(path):
     """A container path in one spelling: `/tmp/`, `//tmp` and `/tmp/.` are all `/tmp`."""
-    return posixpath.normpath("/" + str(path)) if path else ""
+    return _clean_path(path) if isinstance(path, str) and path else ""
+
+
+@functools.lru_cache(maxsize=4096)
+def _clean_path(path):
+    return posixpath.normpath("/" + path)
 
 
 def mount_at(container, path):

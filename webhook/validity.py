@@ -18,12 +18,12 @@ def problems(pod: dict) -> set[str]:
     """One line per rule the pod breaks; empty when none of the checked rules is broken."""
     pod_spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
     found = set()
-    volume_names = Counter(volume.get("name") for volume in _dicts(pod_spec.get("volumes")))
+    volume_names = Counter(_name(volume) for volume in _dicts(pod_spec.get("volumes")))
     found.update(f"volume name {name!r} is used {count} times" for name, count in volume_names.items() if count > 1)
     container_names = Counter()
     for field in CONTAINER_LISTS:
         for container in _dicts(pod_spec.get(field)):
-            container_names[container.get("name")] += 1
+            container_names[_name(container)] += 1
             found.update(container_problems(container, volume_names))
     found.update(f"container name {name!r} is used {count} times"
                  for name, count in container_names.items() if count > 1)
@@ -43,7 +43,7 @@ def container_problems(container: dict, volume_names: Counter) -> set[str]:
         if clean_path(device.get("devicePath")) in mount_paths:
             found.add(f"container {name!r}: {clean_path(device.get('devicePath'))} is both a device and a mount")
     for reference in [*mounts, *devices]:
-        if reference.get("name") not in volume_names:
+        if _name(reference) not in volume_names:
             found.add(f"container {name!r}: volume {reference.get('name')!r} is not a volume of the pod")
     requests, limits = (_amounts(container.get("resources"), kind) for kind in RESOURCE_KINDS)
     for resource, request in requests.items():
@@ -95,6 +95,12 @@ def _amounts(resources, kind) -> dict:
         except (ValueError, TypeError, ArithmeticError):
             continue  # not a quantity: the API server refuses the pod as it came, not for podmutate
     return amounts
+
+
+def _name(item: dict):
+    """The `name` of a pod part, hashable whatever a malformed pod holds there."""
+    name = item.get("name")
+    return name if isinstance(name, str) else repr(name)
 
 
 def _dicts(items) -> list:
