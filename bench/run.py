@@ -231,6 +231,23 @@ def hostile(report, quick):
     report.table(["crafted", "N", "body bytes", "CPU ms/review", "µs per item"], rows)
 
 
+def fuzzing(report, quick):
+    from bench import fuzz
+
+    counts = (3000, 300) if quick else (100_000, 10_000)
+    results = fuzz.run(*counts)
+    report.section("Fuzzing: damaged AdmissionReviews",
+                   "Real-shaped reviews with seeded random damage (`bench/fuzz.py`): values of another type "
+                   "anywhere, members deleted or added, lists emptied. Every answer must be 200, 400 or 413, "
+                   "never 5xx; a 200 must echo the uid and carry a patch that applies.")
+    rows = []
+    for where, (statuses, broken) in results.items():
+        rows.append([where, f"{sum(statuses.values()):,}", ", ".join(f"{code}: {count:,}" for code, count in
+                                                                     sorted(statuses.items())), len(broken)])
+        report.metrics[f"fuzz {where}"] = sum(statuses[code] for code in statuses if code >= 500) + len(broken)
+    report.table(["through", "reviews", "statuses", "broken answers"], rows)
+
+
 def cpu_seconds(function):
     started = time.process_time()
     function()
@@ -466,6 +483,8 @@ TARGETS = [
     ("growth", "50-container review ÷ 5-container review", "≤ 10", lambda v: v <= 10, "{:.1f}"),
     ("hostile volumes", "CPU per named volume, 20,000 ÷ 1,250 (crafted fix-permissions)", "≤ 2",
      lambda v: v <= 2, "{:.2f}"),
+    ("fuzz in process", "fuzzed reviews in process answered 5xx or malformed", "0", lambda v: v == 0, "{}"),
+    ("fuzz over HTTPS", "fuzzed reviews over HTTPS answered 5xx or malformed", "0", lambda v: v == 0, "{}"),
     ("hostile containers", "CPU per container, 20,000 ÷ 1,250 (crafted pod)", "≤ 2", lambda v: v <= 2, "{:.2f}"),
     ("memory", "RSS change from 10k to 100k reviews", "≤ 10 %", lambda v: v <= 0.10, "{:.1%}"),
     ("tail", "p99 ÷ p50 at half the peak throughput", "≤ 3", lambda v: v <= 3, "{:.1f}"),
@@ -515,6 +534,7 @@ def main(argv=None):
     in_process(report, seconds)
     growth(report, seconds)
     hostile(report, quick)
+    fuzzing(report, quick)
     binaries = find_binaries()
     if binaries is None:
         raise SystemExit("the control plane is needed (kopf's login, the API-server rows): tools/controlplane/build.sh")

@@ -1,6 +1,7 @@
 """Configuration: defaults, file, Airbyte's variables, one-line errors naming the key, reload."""
 
 import os
+import re
 import time
 
 import pytest
@@ -107,12 +108,37 @@ def test_watcher_reloads_a_changed_file_and_keeps_the_last_good_one(tmp_path, ca
     watcher = ConfigWatcher(load_config(str(path), environ={}), environ={}, interval=0)
     path.write_text("failure_mode: fail\n")
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000))
+    assert watcher.current().failure_mode == "ignore"  # never read on the request path
+    assert watcher.check() is True
     assert watcher.current().failure_mode == "fail"
     path.write_text("failure_mode: sometimes\n")
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 2_000_000))
     assert watcher.check() is False
     assert watcher.current().failure_mode == "fail"
     assert "refused, keeping the last good one: failure_mode: 'sometimes'" in caplog.text
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "the file is empty"),
+    ("# only a comment\n", "the file is empty"),
+    ("tmp_volum: {enabled: false}\n", "tmp_volum: {'enabled': False} is not valid: expected one of the sections"),
+    ("disable_plugins: [profiles]\ntmp_volum: {enabled: false}\n", "tmp_volum"),
+    ("disable_plugins: [tmp_volume]\ntmp_volume: {enabeld: false}\n", "tmp_volume.enabeld"),
+])
+def test_an_empty_file_or_a_misspelling_is_an_error_whatever_is_disabled(tmp_path, content, message):
+    path = tmp_path / "podmutate.yaml"
+    path.write_text(content)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(str(path), environ={})
+
+
+def test_a_fifo_is_refused_at_once(tmp_path):
+    fifo = tmp_path / "podmutate.yaml"
+    os.mkfifo(fifo)
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_config(str(fifo), environ={})
+    assert time.monotonic() - started < 5
 
 
 def test_connection_id_required_denies_a_pod_without_one():

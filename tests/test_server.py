@@ -91,6 +91,22 @@ def test_missing_uid_and_fields_of_the_wrong_type_get_400(server, field, value, 
     assert_still_serving(server)
 
 
+@pytest.mark.parametrize("part, value, message", [
+    ("metadata", ["name", "x"], "request.object.metadata: expected an object, got an array"),
+    ("metadata", "x", "request.object.metadata: expected an object, got a string"),
+    ("spec", 7, "request.object.spec: expected an object, got a number"),
+    ("labels", ["job_type=sync"], "request.object.metadata.labels: expected an object, got an array"),
+])
+def test_object_parts_of_the_wrong_type_get_400_not_500(server, part, value, message):
+    body = review(job_pod("sync"))
+    pod = body["request"]["object"]
+    (pod["metadata"] if part == "labels" else pod)[part] = value
+    response = server.post("/mutate", body)
+    assert response.status_code == 400
+    assert response.json()["message"] == message
+    assert_still_serving(server)
+
+
 def tls_socket(server):
     context = ssl.create_default_context(cafile=server.ca_file)
     return context.wrap_socket(socket.create_connection(("127.0.0.1", server.port), timeout=10),

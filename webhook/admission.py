@@ -216,7 +216,21 @@ def check_review(admission_review):
         for key, value in request_body.get(name, {}).items():
             if not isinstance(value, str):
                 raise ReviewError(f"request.{name}.{key}: expected a string, got {json_type(value)}")
+    check_object_shape(request_body.get("object"))
     return request_body
+
+
+def check_object_shape(pod):
+    """The parts of the object every plugin reads must be objects (or absent): else a 400, never a 500."""
+    if not isinstance(pod, dict):
+        return
+    for name in ("metadata", "spec"):
+        if pod.get(name) is not None and not isinstance(pod[name], dict):
+            raise ReviewError(f"request.object.{name}: expected an object, got {json_type(pod[name])}")
+    metadata = pod.get("metadata") or {}
+    for name in ("labels", "annotations"):
+        if metadata.get(name) is not None and not isinstance(metadata[name], dict):
+            raise ReviewError(f"request.object.metadata.{name}: expected an object, got {json_type(metadata[name])}")
 
 
 def json_type(value):

@@ -3,6 +3,7 @@
 import copy
 import logging
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ log = logging.getLogger(__name__)
 
 CONFIG_ENV = "PODMUTATE_CONFIG"
 FAILURE_MODES = ("ignore", "fail")
+MAX_FILE_BYTES = 1024 * 1024  # a configuration is a few KiB; a larger file is a mistake, not a config
 
 # The host's own keys. `job_types` lists the job types podmutate knows; each is a profile whose
 # settings the profiles plugin defines, with `default` as the fallback of every other type.
@@ -76,16 +78,30 @@ def merge(base, overlay):
 
 
 def read_config_file(path):
-    """Return the mapping in the YAML file at `path` ({} for an empty file)."""
+    """Return the mapping in the YAML file at `path`.
+
+    Bounded in time and size: the file is opened without blocking and must be a regular file
+    (a FIFO or a device would hang the reader) of at most MAX_FILE_BYTES. An empty file is an
+    error, not "all defaults": a file truncated by a bad deploy must not reset every profile.
+    """
     try:
-        with open(path, encoding="utf-8") as stream:
-            loaded = yaml.safe_load(stream)
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as error:
         raise ConfigFileError(path, error.strerror or str(error)) from None
+    with os.fdopen(descriptor, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise ConfigFileError(path, "not a regular file")
+        text = stream.read(MAX_FILE_BYTES + 1)
+    if len(text) > MAX_FILE_BYTES:
+        raise ConfigFileError(path, f"larger than {MAX_FILE_BYTES} bytes")
+    try:
+        loaded = yaml.safe_load(text.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigFileError(path, "not UTF-8 text") from None
     except yaml.YAMLError as error:
         raise ConfigFileError(path, yaml_problem(error)) from None
     if loaded is None:
-        return {}
+        raise ConfigFileError(path, "the file is empty (no setting at all); write {} to run on the defaults")
     if not isinstance(loaded, dict):
         raise ConfigFileError(path, f"expected a mapping of sections, got {type(loaded).__name__}")
     return loaded
@@ -114,19 +130,25 @@ def load_config(path=None, *, overrides=None, environ=None):
     disabled = overrides.get("disable_plugins", from_file.get("disable_plugins", []))
     if not isinstance(disabled, list) or not all(isinstance(name, str) for name in disabled):
         raise ConfigError("disable_plugins", disabled, "a list of plugin names")
-    pm = make_plugin_manager(disabled, environ=environ)
+    if disabled:
+        # Every section and key is checked, a disabled plugin's too: a misspelling must not pass
+        # because some plugin happens to be off.
+        assemble(make_plugin_manager((), environ=environ), from_file, environ, overrides, path)
+    return assemble(make_plugin_manager(disabled, environ=environ), from_file, environ, overrides, path)
 
+
+def assemble(pm, from_file, environ, overrides, path):
+    """The layers merged and checked with the plugins of `pm`; raises ConfigError naming the first bad key."""
     raw = copy.deepcopy(HOST_DEFAULTS)
     for defaults in reversed(pm.hook.config_defaults()):
         raw = merge(raw, defaults)
-    known_sections = set(raw)
+    known_sections = set(raw) | {name for name in from_file if name in HOST_DEFAULTS}
     raw = merge(raw, from_file)
     for from_environ in reversed(pm.hook.config_from_environ(environ=environ)):
         raw = merge(raw, from_environ or {})
     raw = merge(raw, overrides)
-
     unknown = sorted(set(raw) - known_sections)
-    if unknown and not disabled:
+    if unknown:
         raise ConfigError(unknown[0], raw[unknown[0]], f"one of the sections {sorted(known_sections)}")
     check_host_keys(raw)
     config = Config(raw=raw, settings={}, plugin_manager=pm, path=path)
@@ -187,9 +209,7 @@ class ConfigWatcher:
             threading.Thread(target=loop, name="podmutate-config-watch", daemon=True).start()
 
     def current(self):
-        """The configuration in force, reloaded first if the file changed (checked once per interval)."""
-        if self.config.path and time.monotonic() - self._checked_at >= self._interval:
-            self.check()
+        """The configuration in force. Never reads the file: reloads happen off the request path (watch)."""
         return self.config
 
     def check(self):
