@@ -48,8 +48,12 @@ def ensure(directory, names, *, key_type="ecdsa", serving_days=SERVING_DAYS,
     ca = None
     ca_key = read_bytes(ca_key_path)
     if bundle and ca_key:
-        key = serialization.load_pem_private_key(ca_key, None)
-        if key.public_key() == bundle[0].public_key():
+        try:
+            key = serialization.load_pem_private_key(ca_key, None)
+        except (ValueError, TypeError):
+            log.warning("%s is not a readable private key; a new CA replaces it", ca_key_path)
+            key = None
+        if key is not None and key.public_key() == bundle[0].public_key():
             ca = CA(bundle[0], key)
     if ca is None or ca.cert.not_valid_after_utc - at <= ca_renew_before:
         ca = CA.create(key_type=key_type, days=ca_days)
@@ -62,7 +66,11 @@ def ensure(directory, names, *, key_type="ecdsa", serving_days=SERVING_DAYS,
         if not actions:
             actions.append("dropped expired CAs from the bundle")
 
-    serving = read_serving(directory)
+    try:
+        serving = read_serving(directory)
+    except (ValueError, TypeError):
+        serving = None
+        log.warning("the serving pair in %s is unreadable; it is issued anew", directory)
     reason = renewal_reason(serving, names, bundle, at, renew_before,
                             datetime.timedelta(days=serving_days) + CLOCK_SKEW)
     if reason:

@@ -197,3 +197,85 @@ def test_rotation_under_load_fails_no_request_and_a_broken_pair_is_refused(tmp_p
         time.sleep(2.5)
         assert handshake(served.port, served.ca_file).serial_number == fresh.cert.serial_number
         assert "refused, the last good one keeps serving" in served.log()
+
+
+def issue_with_validity(ca, not_before, not_after):
+    """A serving pair from `ca` valid between the two times (which may both lie in the past or future)."""
+    from cryptography.hazmat.primitives import hashes
+
+    from certs import ServingCert, new_key
+
+    key = new_key()
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "localhost")]))
+            .issuer_name(ca.cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(not_before).not_valid_after(not_after)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .sign(ca.key, hashes.SHA256()))
+    return ServingCert(cert, key)
+
+
+def served_serial(reloading):
+    """The serial number of the certificate a handshake with `reloading`'s context presents."""
+    server_side, client_side = socket.socketpair()
+    client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
+    result = {}
+
+    def serve_one():
+        try:
+            with reloading.context().wrap_socket(server_side, server_side=True):
+                pass
+        except (ssl.SSLError, OSError):
+            pass
+
+    thread = threading.Thread(target=serve_one)
+    thread.start()
+    with client.wrap_socket(client_side) as tls:
+        result["serial"] = x509.load_der_x509_certificate(tls.getpeercert(binary_form=True)).serial_number
+    thread.join(10)
+    return result["serial"]
+
+
+def write_pair(directory, serving):
+    write_atomically(str(directory / KEY_FILE), serving.key_pem(), mode=0o600)
+    write_atomically(str(directory / CERT_FILE), serving.cert_pem())
+
+
+@pytest.mark.parametrize("badness", ["expired", "not yet valid", "from another CA", "unreadable"])
+def test_a_pair_unfit_to_serve_is_refused_and_the_last_good_one_serves_new_workers_too(tmp_path, badness):
+    from certs.reload import ReloadingContext
+
+    ca = CA.create()
+    (tmp_path / CA_FILE).write_bytes(ca.cert_pem())
+    good = ca.issue("localhost")
+    write_pair(tmp_path, good)
+    last_good = tmp_path / "last-good"
+    reloading = ReloadingContext(str(tmp_path / CERT_FILE), str(tmp_path / KEY_FILE), interval=0,
+                                 last_good_dir=str(last_good))
+    at = datetime.datetime.now(datetime.timezone.utc)
+    hour = datetime.timedelta(hours=1)
+    if badness == "expired":
+        write_pair(tmp_path, issue_with_validity(ca, at - 2 * hour, at - hour))
+    elif badness == "not yet valid":
+        write_pair(tmp_path, issue_with_validity(ca, at + hour, at + 2 * hour))
+    elif badness == "from another CA":
+        write_pair(tmp_path, CA.create().issue("localhost"))
+    else:
+        write_atomically(str(tmp_path / CERT_FILE), b"-----BEGIN CERTIFICATE-----\ngarbage\n")
+    assert reloading.check() is False
+    assert served_serial(reloading) == good.cert.serial_number
+    # A worker respawned now, with the bad pair on disk, starts from the last good copy.
+    respawned = ReloadingContext(str(tmp_path / CERT_FILE), str(tmp_path / KEY_FILE), last_good_dir=str(last_good))
+    assert served_serial(respawned) == good.cert.serial_number
+
+
+@pytest.mark.parametrize("corrupt", [CERT_FILE, "ca.key"])
+def test_a_corrupt_managed_directory_is_repaired_not_a_crash(tmp_path, corrupt, caplog):
+    ensure(tmp_path, ["localhost"])
+    (tmp_path / corrupt).write_bytes(b"-----BEGIN JUNK-----\nnot base64 at all\n")
+    outcome = ensure(tmp_path, ["localhost"])
+    assert outcome.changed
+    lines, ok = describe(str(tmp_path))
+    assert ok, lines
+    assert "issued anew" in caplog.text or "a new CA replaces it" in caplog.text

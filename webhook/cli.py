@@ -4,6 +4,7 @@ import datetime
 import json
 import logging
 import os
+import ssl
 import sys
 
 import click
@@ -76,6 +77,7 @@ def serve(host, port, cert_dir, config_path, workers, threads, service, namespac
     cert-manager Secret, say) it only follows the files as they change.
     """
     from certs import CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE, serving_names
+    from certs.reload import PairRefused
     from certs.rotation import Keeper
     from webhook.app import create_app
     from webhook.server import WebhookServer
@@ -109,9 +111,13 @@ def serve(host, port, cert_dir, config_path, workers, threads, service, namespac
             publish(stream.read())
     log.info("serving https://%s:%d/mutate with plugins: %s", host, port,
              ", ".join(row["name"] for row in plugin_rows(config.plugin_manager)))
-    WebhookServer(lambda: create_app(config, cert_dir=cert_dir, watch=True), host=host, port=port,
-                  cert_file=cert_file, key_file=key_file, workers=workers, threads=threads,
-                  on_ready=on_ready).run()
+    try:
+        server = WebhookServer(lambda: create_app(config, cert_dir=cert_dir, watch=True), host=host, port=port,
+                               cert_file=cert_file, key_file=key_file, workers=workers, threads=threads,
+                               on_ready=on_ready)
+    except (PairRefused, ssl.SSLError, OSError) as error:
+        raise click.ClickException(f"cannot serve the certificate pair in {cert_dir}: {error}") from None
+    server.run()
 
 
 def ca_bundle_publisher(webhook_config, kubeconfig):

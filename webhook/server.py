@@ -2,6 +2,7 @@
 
 import logging
 import multiprocessing
+import tempfile
 
 from gunicorn.app.base import BaseApplication
 
@@ -10,13 +11,16 @@ from certs.reload import ReloadingContext
 log = logging.getLogger(__name__)
 
 _contexts = {}
+# Where every process keeps a copy of the last pair that took effect: made by the master before
+# it forks, so a worker respawned while the files on disk are bad still starts serving.
+_last_good = {"dir": None}
 
 
 def reloading_ssl_context(conf, default_ssl_context_factory):
     """gunicorn's ssl_context hook: called per connection, answers from the per-process cache."""
     key = (conf.certfile, conf.keyfile)
     if key not in _contexts:
-        _contexts[key] = ReloadingContext(conf.certfile, conf.keyfile)
+        _contexts[key] = ReloadingContext(conf.certfile, conf.keyfile, last_good_dir=_last_good["dir"])
     return _contexts[key].context()
 
 
@@ -45,6 +49,8 @@ class WebhookServer(BaseApplication):
             "errorlog": "-",
             "proc_name": "podmutate",
         }
+        _last_good["dir"] = tempfile.mkdtemp(prefix="podmutate-last-good-")
+        ReloadingContext(cert_file, key_file, last_good_dir=_last_good["dir"])  # fail fast, and keep the pair
         if on_ready is not None:
             # Runs in the master once it listens: what it starts is not copied into the workers.
             self.settings["when_ready"] = lambda arbiter: on_ready()
