@@ -5,15 +5,6 @@ import base64
 import kubernetes
 
 
-def api_client(kubeconfig=None):
-    """A Kubernetes API client: in-cluster credentials when running in a pod, else the kubeconfig."""
-    try:
-        kubernetes.config.load_incluster_config()
-        return kubernetes.client.ApiClient()
-    except kubernetes.config.ConfigException:
-        return kubernetes.config.new_client_from_config(config_file=kubeconfig)
-
-
 def inject_ca_bundle(client, webhook_config, bundle):
     """Set `bundle` (PEM bytes) as the caBundle of every webhook of `webhook_config`.
 

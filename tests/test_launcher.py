@@ -37,6 +37,30 @@ def test_a_name_that_would_start_with_a_digit_starts_with_the_job_type():
     assert pod_name(job, suffix="abcde") == "sync-42-1-abcde"
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"command": "sleep 10"}, "command: expected a list of strings, e.g. [sh, -c, 'sleep 10'], got a string 'sleep 10'"),
+    ({"env": ["A=1"]}, "env: expected a mapping of names to values, got a list ['A=1']"),
+    ({"connection_id": 42}, "connection_id: expected a string (quote ids in YAML), got a number 42"),
+    ({"job_id": None}, "job_id: expected a string (quote ids in YAML), got null None"),
+    ({"attempt": "1"}, "attempt: expected a whole number from 0, got a string '1'"),
+    ({"image": None, "job_type": None}, "job_type: expected a string such as sync, got null None"),
+])
+def test_a_bad_job_description_is_one_line_naming_the_field(change, message):
+    from webhook.launcher import JobError
+
+    description = {"job_type": "sync", "image": "busybox:1.35", "connection_id": "c", "job_id": "1", **change}
+    with pytest.raises(JobError) as raised:
+        Job.from_mapping(description)
+    assert str(raised.value) == message
+
+
+def test_a_missing_field_is_named():
+    from webhook.launcher import JobError
+
+    with pytest.raises(JobError, match=r"^connection_id: missing \(expected a string"):
+        Job.from_mapping({"job_type": "sync", "image": "busybox:1.35", "job_id": "1"})
+
+
 def test_image_short_name():
     assert image_short_name("source-faker") == "source-faker"
     assert image_short_name("ghcr.io/a/b/destination-s3:1.0@sha256:00") == "destination-s3"

@@ -95,7 +95,7 @@ def serve(host, port, cert_dir, config_path, workers, threads, service, namespac
     if managed:
         store = None
         if cert_secret:
-            from certs.inject import api_client
+            from webhook.kubeapi import api_client
             from certs.secret import SecretStore
 
             store = SecretStore(api_client(kubeconfig), namespace or "default", cert_secret)
@@ -121,7 +121,8 @@ def serve(host, port, cert_dir, config_path, workers, threads, service, namespac
 
 
 def ca_bundle_publisher(webhook_config, kubeconfig):
-    from certs.inject import api_client, inject_ca_bundle
+    from certs.inject import inject_ca_bundle
+    from webhook.kubeapi import api_client
 
     def publish(bundle):
         changed = inject_ca_bundle(api_client(kubeconfig), webhook_config, bundle)
@@ -267,7 +268,8 @@ def certs_show(directory):
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
 def certs_inject(webhook_config, ca_file, kubeconfig):
     """Set the caBundle of every webhook in a MutatingWebhookConfiguration (idempotent)."""
-    from certs.inject import api_client, inject_ca_bundle
+    from certs.inject import inject_ca_bundle
+    from webhook.kubeapi import api_client
 
     bundle = ca_file.read()
     changed = api_errors(lambda: inject_ca_bundle(api_client(kubeconfig), webhook_config, bundle),
@@ -285,21 +287,14 @@ def api_errors(action, subject=None):
     from kubernetes.config import ConfigException
     from urllib3.exceptions import HTTPError
 
+    from webhook.kubeapi import one_line
+
     try:
         return action()
-    except ApiException as error:
-        detail = f"{subject}: {error.status} {error.reason}" if subject else \
-            f"{error.status} {error.reason}: {api_message(error)}"
-        raise click.ClickException(detail) from None
-    except (HTTPError, ConfigException) as error:
-        raise click.ClickException(f"cannot reach the API server: {error}") from None
-
-
-def api_message(error):
-    try:
-        return json.loads(error.body).get("message", "")
-    except (TypeError, ValueError):
-        return ""
+    except (ApiException, HTTPError) as error:
+        raise click.ClickException(one_line(error, subject)) from None
+    except ConfigException as error:
+        raise click.ClickException(f"no credentials for the API server: {error}") from None
 
 
 @main.command()
@@ -310,29 +305,36 @@ def api_message(error):
               help="Seconds each wait for the init container may take.")
 @click.option("--keep-running", is_flag=True,
               help="Do not kill the connection's live pods first (by default there is one live run per connection).")
+@click.option("--keep-pod", is_flag=True, help="With --wait: keep the pod when a wait or the upload gives up.")
+@click.option("--request-timeout", default=30.0, show_default=True, type=click.FloatRange(min=1),
+              help="Seconds to wait for the API server to answer one call.")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
-def launch(source, wait, init_timeout, keep_running, kubeconfig):
+def launch(source, wait, init_timeout, keep_running, keep_pod, request_timeout, kubeconfig):
     """Launch a job pod from a job description (YAML).
 
     Keys: job_type, image, connection_id, job_id, attempt, namespace, command, args, env, labels,
     security_context (the main container's), and files (name in /config -> content), uploaded
     with --wait.
     """
-    from webhook.launcher import Job, KillTimeout, UploadError, WaitTimeout, core_api, run
+    from webhook.kubeapi import Timeouts
+    from webhook.launcher import Job, JobError, KillTimeout, UploadError, WaitTimeout, core_api, run
     from webhook.launcher import launch as launch_pod
 
     try:
-        job = Job(**yaml.safe_load(source))
-    except (yaml.YAMLError, TypeError) as error:
-        raise click.ClickException(f"{source.name}: not a job description: {error}") from None
-    core = api_errors(lambda: core_api(kubeconfig))
+        job = Job.from_mapping(yaml.safe_load(source))
+    except yaml.YAMLError as error:
+        raise click.ClickException(f"{source.name}: {yaml_problem(error)}") from None
+    except JobError as error:
+        raise click.ClickException(f"{source.name}: {error}") from None
+    core = api_errors(lambda: core_api(kubeconfig, Timeouts(read=request_timeout)))
     kill_running = not keep_running
     try:
         if not wait:
             pod = api_errors(lambda: launch_pod(core, job, kill_running=kill_running))
             click.echo(f"pod/{pod.metadata.name} created in {job.namespace}")
             return
-        name, code = api_errors(lambda: run(core, job, init_timeout=init_timeout, kill_running=kill_running))
+        name, code = api_errors(lambda: run(core, job, init_timeout=init_timeout, kill_running=kill_running,
+                                            keep_pod=keep_pod))
     except (WaitTimeout, UploadError, KillTimeout) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"pod/{name}: main exited with {code}")
@@ -348,11 +350,14 @@ def launch(source, wait, init_timeout, keep_running, kubeconfig):
               type=click.Choice(["Foreground", "Background"]), help="Deletion propagation policy.")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
 def kill(connection_id, namespace, dry_run, timeout, propagation, kubeconfig):
-    """Kill every live pod of a connection, across all its attempts."""
+    """Kill every live pod of a connection, across all its attempts, within --timeout seconds."""
+    from webhook.kubeapi import Timeouts
     from webhook.launcher import KillTimeout, core_api, kill_connection
 
+    # Each call may take a part of the whole: an API server that never answers cannot hold a kill longer.
+    timeouts = Timeouts(connect=min(5.0, max(timeout / 4, 1.0)), read=max(timeout / 2, 1.0), attempts=2)
     try:
-        names = api_errors(lambda: kill_connection(core_api(kubeconfig), namespace, connection_id,
+        names = api_errors(lambda: kill_connection(core_api(kubeconfig, timeouts), namespace, connection_id,
                                                    timeout=timeout, dry_run=dry_run, propagation=propagation))
     except KillTimeout as error:
         raise click.ClickException(str(error)) from None
@@ -373,7 +378,7 @@ def kill(connection_id, namespace, dry_run, timeout, propagation, kubeconfig):
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
 def doctor(source, webhook_config, namespace, url, kubeconfig):
     """Check a webhook configuration for what takes clusters down; exit 1 on any failure."""
-    from certs.inject import api_client
+    from webhook.kubeapi import api_client
     from webhook.doctor import check, from_cluster, from_documents
 
     if source is not None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 from kubernetes.stream import stream as kubernetes_stream
 from kubernetes.stream.ws_client import STDIN_CHANNEL
 
@@ -60,9 +61,13 @@ class KillTimeout(RuntimeError):
         super().__init__(f"pods of connection {connection_id} still live after {seconds:.0f}s: {', '.join(names)}")
 
 
+class JobError(ValueError):
+    """A job description is not valid: one line naming the field, what it must be, and what it is."""
+
+
 @dataclass
 class Job:
-    """What a job pod is made from."""
+    """What a job pod is made from. `Job.from_mapping` checks a description read from YAML."""
 
     job_type: str
     image: str
@@ -76,6 +81,65 @@ class Job:
     labels: dict = field(default_factory=dict)
     files: dict = field(default_factory=dict)  # name in /config -> text or bytes
     security_context: dict = field(default_factory=dict)  # the main container's securityContext
+
+
+    @classmethod
+    def from_mapping(cls, data):
+        """A Job from a parsed job description; raises JobError naming the first bad field."""
+        if not isinstance(data, dict):
+            raise JobError(f"expected a mapping of job fields, got {json_type(data)}")
+        unknown = sorted(set(data) - set(JOB_FIELDS))
+        if unknown:
+            raise JobError(f"{unknown[0]}: not a job field (expected one of {', '.join(JOB_FIELDS)})")
+        for name, (check, expected, required) in JOB_FIELDS.items():
+            if name not in data:
+                if required:
+                    raise JobError(f"{name}: missing (expected {expected})")
+                continue
+            if not check(data[name]):
+                raise JobError(f"{name}: expected {expected}, got {json_type(data[name])} {data[name]!r:.60}")
+        return cls(**data)
+
+
+def _string(value):
+    return isinstance(value, str) and bool(value)
+
+
+def _strings(value):
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _string_map(value):
+    return isinstance(value, dict) and all(isinstance(key, str) and isinstance(item, str)
+                                           for key, item in value.items())
+
+
+def _env(value):
+    return isinstance(value, dict) and all(isinstance(key, str) and isinstance(item, str | int | float | bool)
+                                           for key, item in value.items())
+
+
+# name: (check, what it must be, required)
+JOB_FIELDS = {
+    "job_type": (_string, "a string such as sync", True),
+    "image": (_string, "an image reference (a string)", True),
+    "connection_id": (_string, "a string (quote ids in YAML)", True),
+    "job_id": (_string, "a string (quote ids in YAML)", True),
+    "attempt": (lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                "a whole number from 0", False),
+    "namespace": (_string, "a namespace name (a string)", False),
+    "command": (_strings, "a list of strings, e.g. [sh, -c, 'sleep 10']", False),
+    "args": (_strings, "a list of strings", False),
+    "env": (_env, "a mapping of names to values", False),
+    "labels": (_string_map, "a mapping of strings to strings", False),
+    "files": (_string_map, "a mapping of file names in /config to their text", False),
+    "security_context": (lambda value: isinstance(value, dict), "a securityContext mapping", False),
+}
+
+
+def json_type(value):
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def image_short_name(image):
@@ -123,11 +187,11 @@ def pod_manifest(job, *, process_id=None, suffix=None):
     }
 
 
-def core_api(kubeconfig=None):
+def core_api(kubeconfig=None, timeouts=None):
     """CoreV1Api with in-cluster credentials in a pod, else the kubeconfig (as kubectl)."""
-    from certs.inject import api_client
+    from webhook.kubeapi import DEFAULT_TIMEOUTS, api_client
 
-    return kubernetes.client.CoreV1Api(api_client(kubeconfig))
+    return kubernetes.client.CoreV1Api(api_client(kubeconfig, timeouts or DEFAULT_TIMEOUTS))
 
 
 def launch(core, job, *, kill_running=True, propagation="Foreground"):
@@ -208,16 +272,33 @@ def wait_for_pod(core, namespace, name, predicate, what, timeout):
         if remaining <= 0:
             log_pod_state(core, namespace, name, what)
             raise WaitTimeout(name, what, timeout)
-        watch = kubernetes.watch.Watch()
-        for event in watch.stream(core.list_namespaced_pod, namespace, field_selector=selector,
-                                  resource_version=listed.metadata.resource_version,
-                                  timeout_seconds=max(1, int(remaining))):
+        for event in watch_pod(core, namespace, selector, listed.metadata.resource_version, max(1, int(remaining))):
             if event["type"] != "DELETED" and predicate(event["object"]):
-                watch.stop()
                 return event["object"]
             if time.monotonic() >= deadline:
-                watch.stop()
-        # The watch ended (its timeout, or the server closed it): read afresh and go on.
+                break
+        # The watch ended (its timeout, a dropped stream, 410 Gone): read afresh and go on.
+
+
+def watch_pod(core, namespace, selector, resource_version, seconds):
+    """The events of a watch from `resource_version`, for at most `seconds`; ends quietly when the
+    stream drops or the API server answers 410 Gone (the version is too old): the caller lists
+    afresh and watches again."""
+    watch = kubernetes.watch.Watch()
+    connect = getattr(core.api_client, "timeouts", None)
+    request_timeout = (connect.connect if connect else 5.0, seconds + 10)
+    try:
+        yield from watch.stream(core.list_namespaced_pod, namespace, field_selector=selector,
+                                resource_version=resource_version, timeout_seconds=seconds,
+                                _request_timeout=request_timeout)
+    except ApiException as error:
+        if error.status != 410:
+            raise
+        log.info("watch of %s: 410 Gone, listing afresh", selector)
+    except (HTTPError, OSError) as error:
+        log.info("watch of %s dropped (%s), listing afresh", selector, error)
+    finally:
+        watch.stop()
 
 
 def has_init_status(pod):
@@ -352,9 +433,7 @@ def wait_for_exit(core, namespace, name):
         if pod.status is not None and pod.status.phase in TERMINAL_PHASES:
             return 0 if pod.status.phase == "Succeeded" else 1
         interval = status_check_interval(pod)
-        for event in kubernetes.watch.Watch().stream(core.list_namespaced_pod, namespace, field_selector=selector,
-                                                     resource_version=listed.metadata.resource_version,
-                                                     timeout_seconds=interval):
+        for event in watch_pod(core, namespace, selector, listed.metadata.resource_version, interval):
             if event["type"] == "DELETED":
                 return KILLED_EXIT_CODE
             code = main_exit_code(event["object"])
@@ -363,13 +442,29 @@ def wait_for_exit(core, namespace, name):
 
 
 def run(core, job, *, init_timeout=INIT_WAIT_TIMEOUT, exec_session=open_exec, kill_running=True,
-        propagation="Foreground"):
+        propagation="Foreground", keep_pod=False):
     """Launch `job`, wait for its init container, upload its files, and wait for it to end.
 
     Returns (pod name, exit code of the main container); 143 when the pod was deleted first.
+    When a wait or the upload gives up, the pod is deleted (a pod nobody will feed is only in
+    the way) unless `keep_pod`.
     """
     pod = launch(core, job, kill_running=kill_running, propagation=propagation)
     name = pod.metadata.name
-    wait_for_init(core, job.namespace, name, timeout=init_timeout)
-    upload(core, job.namespace, name, job.files, exec_session=exec_session)
+    try:
+        wait_for_init(core, job.namespace, name, timeout=init_timeout)
+        upload(core, job.namespace, name, job.files, exec_session=exec_session)
+    except (WaitTimeout, UploadError):
+        if not keep_pod:
+            delete_pod(core, job.namespace, name, propagation)
+        raise
     return name, wait_for_exit(core, job.namespace, name)
+
+
+def delete_pod(core, namespace, name, propagation="Foreground"):
+    try:
+        core.delete_namespaced_pod(name, namespace, propagation_policy=propagation)
+        log.info("deleted pod %s/%s, which was given up on", namespace, name)
+    except ApiException as error:
+        if error.status != 404:
+            raise

@@ -190,4 +190,59 @@ def test_launch_cli_creates_a_mutated_job_pod(admissionregistration, kubectl, po
     refused = subprocess.run([*PODMUTATE, "launch", "-f", str(bad), "--kubeconfig", control_plane.kubeconfig],
                              capture_output=True, text=True)
     assert refused.returncode == 1
-    assert refused.stderr.startswith(f"Error: {bad}: not a job description:")
+    assert refused.stderr.strip() == f"Error: {bad}: flavour: not a job field (expected one of job_type, image, " \
+        "connection_id, job_id, attempt, namespace, command, args, env, labels, files, security_context)"
+
+
+def test_a_wait_that_gives_up_deletes_its_pod_unless_told_to_keep_it(core, namespace):
+    def job(attempt):
+        return Job(job_type="sync", image="airbyte/source-postgres:3.6.2", connection_id=f"conn-giveup-{attempt}",
+                   job_id="3", attempt=attempt, namespace=namespace)
+
+    with pytest.raises(WaitTimeout):
+        run(core, job(0), init_timeout=1, propagation=BACKGROUND)  # no kubelet here: no init status, ever
+    assert names(core, namespace) == []
+    with pytest.raises(WaitTimeout):
+        run(core, job(1), init_timeout=1, propagation=BACKGROUND, keep_pod=True)
+    assert len(names(core, namespace)) == 1
+
+
+def silent_server():
+    """A TCP server that accepts connections and never answers, as a hung API server."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    held = []
+
+    def accept():
+        while True:
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    return listener
+
+
+@pytest.mark.parametrize("server", ["silent", "refusing"])
+def test_an_api_server_that_hangs_or_refuses_is_one_line_within_the_timeout(control_plane, tmp_path, server):
+    import time
+
+    from tests.helpers import free_port
+
+    listener = silent_server() if server == "silent" else None
+    port = listener.getsockname()[1] if listener else free_port()
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(open(control_plane.kubeconfig).read().replace(control_plane.url, f"https://127.0.0.1:{port}"))
+    started = time.monotonic()
+    result = subprocess.run([*PODMUTATE, "kill", "--connection", "x", "--timeout", "4", "--kubeconfig",
+                             str(kubeconfig)], capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - started
+    if listener:
+        listener.close()
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: cannot reach the API server:"), result.stderr
+    assert elapsed < 30  # the timeout bounds it; before, it hung past 50 s
