@@ -11,7 +11,8 @@ from tests.helpers import HERE, PODMUTATE, kubectl_binary
 from webhook.doctor import check, disjoint, from_documents, selector_matches, worst_case_seconds
 
 MANIFESTS = f"{HERE}/../manifests"
-VARIANTS = ["base", "overlays/self-signed", "overlays/cert-manager", "overlays/fail-closed", "overlays/community"]
+VARIANTS = ["base", "overlays/self-signed", "overlays/cert-manager", "overlays/fail-closed", "overlays/community",
+            "overlays/network-policy"]
 
 
 def kubectl():

@@ -18,9 +18,10 @@ NEEDS_CRDS = {"cert-manager.io/v1"}
 
 @pytest.fixture(scope="module")
 def podmutate_namespace(core):
-    # A server-side dry run creates nothing, so the namespace the objects live in must exist.
-    if "podmutate-system" not in {item.metadata.name for item in core.list_namespace().items}:
-        core.create_namespace({"metadata": {"name": "podmutate-system"}})
+    # A server-side dry run creates nothing, so the namespaces the objects live in must exist.
+    existing = {item.metadata.name for item in core.list_namespace().items}
+    for name in {"podmutate-system", "jobs"} - existing:
+        core.create_namespace({"metadata": {"name": name}})
 
 
 def test_kubectl_apply_k_base_is_accepted(kubectl, podmutate_namespace):
