@@ -114,3 +114,15 @@ def test_label_keys_with_slashes_are_escaped_in_the_patch():
     paths = [operation["path"] for operation in decode_patch(answer)]
     assert "/metadata/labels/example.com~1tier" in paths
     assert apply_answer(pod, answer)["metadata"]["labels"]["example.com/tier"] == "gold"
+
+
+def test_the_init_container_never_runs_as_root_under_run_as_non_root():
+    """The kubelet refuses a runAsNonRoot container whose image runs as root: name a user unless the pod does."""
+    config = load_config(environ={})
+    main_only = job_pod("sync", containers=[{"name": "main", "image": "busybox:1.35",
+                                             "securityContext": {"runAsUser": 1000}}])
+    pod_level = job_pod("sync", securityContext={"runAsUser": 2000})
+    nobody = job_pod("sync")
+    users = [next(c for c in admission.mutate(pod, config).pod["spec"]["initContainers"] if c["name"] == "init")
+             ["securityContext"].get("runAsUser") for pod in (main_only, pod_level, nobody)]
+    assert users == [1000, None, 1000]  # the main container's; inherited from the pod; Airbyte's rootless uid

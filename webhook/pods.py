@@ -17,17 +17,19 @@ def helper_resources(pod, resources):
     return {} if spec(pod).get("resources") is not None or not resources else {"resources": resources}
 
 
-def restricted_security_context(pod, container=None):
+def restricted_security_context(pod):
     """A securityContext that Pod Security `restricted` admits, for a helper container of `pod`.
 
-    The helper runs as the pod's (or `container`'s) non-root user, else as NON_ROOT_USER: an
-    image such as busybox would otherwise run as root, which `runAsNonRoot` forbids.
+    `runAsNonRoot` makes the kubelet refuse to start a container that would run as root, so
+    unless the pod itself names a non-root user (which the helper inherits), the helper is
+    given one: the main container's, else NON_ROOT_USER (an image such as busybox runs as root).
     """
     context = {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "readOnlyRootFilesystem": True,
                "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
-    user, _group = run_as(pod, container)
-    if not user:  # unset, or root
-        context["runAsUser"] = NON_ROOT_USER
+    pod_user = ((pod.get("spec") or {}).get("securityContext") or {}).get("runAsUser")
+    if not pod_user:  # unset, or root
+        main_user = ((main_container(pod) or {}).get("securityContext") or {}).get("runAsUser")
+        context["runAsUser"] = main_user if isinstance(main_user, int) and main_user > 0 else NON_ROOT_USER
     return context
 
 
