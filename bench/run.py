@@ -25,6 +25,7 @@ from pathlib import Path
 import jsonpatch
 import kubernetes
 import orjson
+import requests
 
 from bench.pods import hostile_pod, airbyte_pod, review
 from bench.policy import binding, mutating_admission_policy
@@ -69,7 +70,7 @@ class Report:
             "",
             f"Machine: {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, "
             f"{platform.system()} {platform.release()}; podmutate {version('podmutate')}, jsonpatch "
-            f"{version('jsonpatch')}, orjson {version('orjson')}, gunicorn {version('gunicorn')}, "
+            f"{version('jsonpatch')}, orjson {version('orjson')}, hypercorn {version('hypercorn')}, "
             f"kopf {version('kopf')}, kube-apiserver v1.34.4, wrk {wrk_version()}.",
             "",
             "The machine is shared and noisy: read the ratios, measured side by side in one run; the",
@@ -310,7 +311,7 @@ def kopf_server(control_plane, workdir):
 
 def served(report, control_plane, workdir, seconds, levels):
     report.section("Served over HTTPS with keep-alive (wrk, one thread)",
-                   "`podmutate serve` with its defaults (2 gunicorn workers × 4 threads; the machine has "
+                   "`podmutate serve` with its defaults (2 hypercorn workers, reviews in 8 threads each; the machine has "
                    f"{os.cpu_count()} cores, shared with wrk). *Full*: the review of a 5-container sync pod, "
                    "mutated by every plugin. *Floor*: the same server answering a review of a same-size pod "
                    "that no plugin touches. *kopf*: the same mutations in a kopf admission handler on kopf's "
@@ -329,6 +330,7 @@ def served(report, control_plane, workdir, seconds, levels):
         paced_connections = 4
         paced = wrk(url, full_body, paced_connections, seconds,
                     delay_ms=max(1, round(paced_connections * 1000 / half_rate)))
+        slow_clients(report, server, full_body, 20 if seconds < 5 else 300)
     with kopf_server(control_plane, workdir) as kopf_url:
         for connections in levels:
             results[("kopf", connections)] = figures = wrk(kopf_url, full_body, connections, seconds)
@@ -351,9 +353,34 @@ def served(report, control_plane, workdir, seconds, levels):
                 f"p99 ÷ p50 = {paced['p99'] / max(paced['p50'], 0.001):.1f}; errors {paced['errors']}.")
 
 
+def slow_clients(report, server, body, count):
+    """Latency of fresh reviews, each on a new connection, alone and with 64 slow clients holding on."""
+    from bench.slow_clients import KINDS, slow_connections
+
+    def latencies():
+        times = []
+        for _ in range(count):
+            started = time.perf_counter()
+            answer = requests.post(server.url + "/mutate", data=body, verify=server.ca_file, timeout=10,
+                                   headers={"Content-Type": "application/json"})
+            answer.raise_for_status()
+            times.append((time.perf_counter() - started) * 1000)
+        return sorted(times)
+
+    alone = latencies()
+    with slow_connections(server.port, server.ca_file, count=64):
+        held = latencies()
+    rows = [[label, f"{statistics.median(times):.1f}", f"{times[int(len(times) * 0.99) - 1]:.1f}", f"{times[-1]:.1f}"]
+            for label, times in (("alone", alone), ("with 64 slow clients", held))]
+    report.text(f"\nSlow clients: {count} fresh reviews, each on a new TLS connection, alone and while 64 "
+                f"connections hold on unfinished ({', '.join(KINDS)}; 16 of each). Milliseconds.\n")
+    report.table(["fresh reviews", "p50", "p99", "max"], rows)
+    report.metrics["slow_clients"] = statistics.median(held) / statistics.median(alone)
+
+
 def memory(report, workdir, counts):
     report.section("Memory: RSS of a worker",
-                   "One gunicorn worker serving full-mutation reviews of a 5-container sync pod.")
+                   "One hypercorn worker serving full-mutation reviews of a 5-container sync pod.")
     body = orjson.dumps(review(airbyte_pod("sync")))
     rows = []
     with serve(Path(workdir) / "memory", workers=1) as server:
@@ -481,6 +508,8 @@ TARGETS = [
     ("kopf", "throughput ÷ kopf's at equal concurrency (worst level)", "≥ 2", lambda v: v >= 2, "{:.2f}"),
     ("kopf_p99", "p99 below kopf's at every level", "yes", lambda v: v, "{}"),
     ("growth", "50-container review ÷ 5-container review", "≤ 10", lambda v: v <= 10, "{:.1f}"),
+    ("slow_clients", "median fresh-review latency with 64 slow clients ÷ without", "≤ 1.5", lambda v: v <= 1.5,
+     "{:.2f}"),
     ("hostile volumes", "CPU per named volume, 20,000 ÷ 1,250 (crafted fix-permissions)", "≤ 2",
      lambda v: v <= 2, "{:.2f}"),
     ("fuzz in process", "fuzzed reviews in process answered 5xx or malformed", "0", lambda v: v == 0, "{}"),
@@ -498,10 +527,10 @@ WHY_MISSED = {
                   "{speed_up_5:.1f}× slower in all at 5 containers). What remains is the plugins in pure Python "
                   "and the validity guard, which checks the pod before and after against the API server's "
                   "rules so that no valid pod comes back invalid.",
-    "kopf_p99": "gunicorn's threads share the GIL and the two cores with wrk, so at some levels the tail of "
+    "kopf_p99": "podmutate's review threads share the GIL and the two cores with wrk, so at some levels the tail of "
                 "the threaded server is wider than that of kopf's single event loop, which serves at least "
                 "{kopf:.1f}× fewer reviews.",
-    "tail": "two cores are shared by wrk, two gunicorn workers and their TLS; the tail at half load follows "
+    "tail": "two cores are shared by wrk, two hypercorn workers and their TLS; the tail at half load follows "
             "the scheduler as much as podmutate. The fixed rate comes from wrk's delay(), which does not "
             "correct for coordinated omission.",
 }

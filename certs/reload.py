@@ -18,7 +18,7 @@ class PairRefused(ValueError):
     """A certificate pair that must not be served: says why."""
 
 
-def server_context(cert_file, key_file):
+def server_context(cert_file, key_file, alpn_protocols=None):
     """A TLS 1.2+ server context for a pair fit to serve; raises PairRefused, ssl.SSLError or OSError.
 
     Fit to serve: the key matches, the certificate is valid now (neither expired nor not yet
@@ -28,6 +28,8 @@ def server_context(cert_file, key_file):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert_file, key_file)
+    if alpn_protocols:
+        context.set_alpn_protocols(alpn_protocols)
     return context
 
 
@@ -65,11 +67,13 @@ class ReloadingContext:
     every handshake.
     """
 
-    def __init__(self, cert_file, key_file, interval=1.0, last_good_dir=None):
+    def __init__(self, cert_file, key_file, interval=1.0, last_good_dir=None, alpn_protocols=None):
         self.cert_file = cert_file
         self.key_file = key_file
         self.interval = interval
         self.last_good_dir = last_good_dir
+        self.alpn_protocols = alpn_protocols
+        self._serving = (cert_file, key_file)
         self._lock = threading.Lock()
         self._stamp = self._file_stamp()
         self._context = self._first_context()
@@ -78,14 +82,19 @@ class ReloadingContext:
 
     def _first_context(self):
         try:
-            context = server_context(self.cert_file, self.key_file)
+            context = server_context(self.cert_file, self.key_file, self.alpn_protocols)
         except (PairRefused, ssl.SSLError, OSError, ValueError) as error:
             if not self._has_last_good():
                 raise
             log.error("certificate pair %s refused, serving the last good one: %s", self.cert_file, error)
-            return server_context(*self._last_good_files())
+            self._serving = self._last_good_files()
+            return server_context(*self._serving, self.alpn_protocols)
         self._keep(self.cert_file, self.key_file)
         return context
+
+    def serving_files(self):
+        """(certificate file, key file) of the pair in force: the followed files, or the last good copy."""
+        return self._serving
 
     def _last_good_files(self):
         return (os.path.join(self.last_good_dir, "tls.crt"), os.path.join(self.last_good_dir, "tls.key"))
@@ -128,12 +137,13 @@ class ReloadingContext:
                 return False
             self._stamp = stamp
             try:
-                context = server_context(self.cert_file, self.key_file)
+                context = server_context(self.cert_file, self.key_file, self.alpn_protocols)
             except (PairRefused, ssl.SSLError, OSError, ValueError) as error:
                 log.error("new certificate pair %s, %s refused, the last good one keeps serving: %s",
                           self.cert_file, self.key_file, error)
                 return False
             self._context = context
+            self._serving = (self.cert_file, self.key_file)
             self._keep(self.cert_file, self.key_file)
             self.reloads += 1
             log.info("serving certificate %s reloaded", self.cert_file)

@@ -197,3 +197,33 @@ def test_the_config_file_is_reloaded_and_a_bad_version_is_refused(tmp_path):
         assert "job_types.sync.resources.limits.cpu: 'lots'" in served.log()
         assert tier() == "gold"
         assert decode_patch(served.post("/mutate", review(job_pod("sync"))).json())
+
+
+def test_a_hung_plugin_cannot_hold_a_review_and_stuck_workers_are_replaced(tmp_path, example_plugins):
+    config = {"review_timeout_seconds": 0.5}
+    with serve(tmp_path, config=config, env={"PYTHONPATH": example_plugins}, workers=2) as served:
+        hanging = review(job_pod("sync", annotations={"example.com/hang": "true"}))
+        fresh = {"Connection": "close"}  # a worker being replaced closes its connections, as servers do
+        for _ in range(12):  # more than both workers' threads together: each answered on time
+            started = time.monotonic()
+            answer = served.post("/mutate", hanging, headers=fresh).json()["response"]
+            assert time.monotonic() - started < 5
+            assert answer["allowed"] is True and "patch" not in answer
+            assert answer["warnings"] == ["podmutate: plugin 'hang' did not finish within 0.5s; "
+                                          "the pod was admitted unmutated"]
+        assert "plugin 'hang' overran its budget of 0.5s" in served.log()
+        assert wait_for(lambda: "replaced: threads stuck in plugins" in served.log())
+        normal = served.post("/mutate", review(job_pod("sync")), headers=fresh).json()["response"]
+        assert "patch" in normal  # ordinary job pods are still mutated
+
+
+def test_slow_and_idle_clients_cannot_stall_the_server(server):
+    from bench.slow_clients import slow_connections
+
+    with slow_connections(server.port, server.ca_file, count=64) as held:
+        assert held == 64
+        for _ in range(20):  # fresh reviews keep being answered while all 64 hang on
+            fresh = requests.post(server.url + "/mutate", data=json.dumps(review(job_pod("sync"))),
+                                  verify=server.ca_file, timeout=5, headers={"Content-Type": "application/json"})
+            assert fresh.status_code == 200 and "patch" in fresh.json()["response"]
+    assert_still_serving(server)

@@ -102,18 +102,40 @@ def mutate_validly(pod, job_type, config, request):
     return mutated
 
 
+def hook_owners(pm):
+    """The code object of every classify and mutate hook implementation -> its plugin's name."""
+    return {impl.function.__code__: impl.plugin_name
+            for caller in (pm.hook.classify_pod, pm.hook.mutate_pod) for impl in caller.get_hookimpls()}
+
+
 def blame(pm, error):
     """Name the plugin whose hook implementation raised `error`, from the traceback."""
-    owners = {}
-    for caller in (pm.hook.classify_pod, pm.hook.mutate_pod):
-        for impl in caller.get_hookimpls():
-            owners[impl.function.__code__] = impl.plugin_name
+    owners = hook_owners(pm)
     culprit = "unknown"
     traceback = error.__traceback__
     while traceback is not None:
         culprit = owners.get(traceback.tb_frame.f_code, culprit)
         traceback = traceback.tb_next
     return culprit
+
+
+def plugin_at(pm, frame):
+    """Name the plugin a thread is in, from its innermost frame; "the review" when in none."""
+    owners = hook_owners(pm)
+    while frame is not None:
+        if frame.f_code in owners:
+            return f"plugin {owners[frame.f_code]!r}"
+        frame = frame.f_back
+    return "the review"
+
+
+def overrun_response(admission_review, config, overrun):
+    """The answer to a review whose plugins overran the budget: by `failure_mode`, with a warning."""
+    uid = admission_review["request"]["uid"]
+    message = f"podmutate: {overrun.where} did not finish within {overrun.seconds:g}s"
+    if config.failure_mode == "fail":
+        return response(uid, allowed=False, message=message, code=500)
+    return response(uid, warnings=[f"{message}; the pod was admitted unmutated"])
 
 
 def review(admission_review, config):

@@ -9,6 +9,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from webhook import admission
 from webhook.config import Config, ConfigWatcher, load_config
+from webhook.deadline import DeadlineRunner, Overrun
 from webhook.errors import ReviewError
 from webhook.plugins import plugin_rows
 
@@ -31,8 +32,10 @@ def create_app(config=None, *, config_path=None, environ=None, cert_dir=None, wa
     watcher = ConfigWatcher(config, environ=environ, overrides=overrides)
     if watch:
         watcher.watch()
+    runner = DeadlineRunner(locate=lambda frame: admission.plugin_at(watcher.current().plugin_manager, frame))
     app = Flask(__name__)
     app.extensions[EXTENSION] = watcher
+    app.extensions[f"{EXTENSION}.deadline"] = runner
     app.json.sort_keys = False
 
     @app.post("/mutate")
@@ -42,11 +45,15 @@ def create_app(config=None, *, config_path=None, environ=None, cert_dir=None, wa
             admission_review = orjson.loads(body)
         except orjson.JSONDecodeError as error:
             return problem(400, "Bad Request", f"body is not JSON: {error}")
+        current = watcher.current()
         try:
-            answer = admission.review(admission_review, watcher.current())
-            return Response(orjson.dumps(answer), mimetype="application/json")
+            admission.check_review(admission_review)
+            answer = runner.call(lambda: admission.review(admission_review, current), current.review_timeout_seconds)
         except ReviewError as error:
             return problem(400, "Bad Request", str(error))
+        except Overrun as overrun:
+            answer = admission.overrun_response(admission_review, current, overrun)
+        return Response(orjson.dumps(answer), mimetype="application/json")
 
     @app.get("/healthz")
     def healthz():

@@ -53,7 +53,8 @@ def main(log_level):
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="PODMUTATE_CONFIG",
               help="YAML configuration file, reloaded when it changes. [env: PODMUTATE_CONFIG]")
 @click.option("--workers", type=click.IntRange(1, 64), help="Worker processes. [default: cores, 2 to 4]")
-@click.option("--threads", default=4, show_default=True, type=click.IntRange(1, 256), help="Threads per worker.")
+@click.option("--threads", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="Threads per worker that run reviews (connections are read by the event loop, not by these).")
 @click.option("--service", envvar="PODMUTATE_SERVICE", help="Service name the certificate must cover.")
 @click.option("--namespace", envvar="PODMUTATE_NAMESPACE", help="Namespace of --service.")
 @click.option("--webhook-config", envvar="PODMUTATE_WEBHOOK_CONFIG",
@@ -79,7 +80,6 @@ def serve(host, port, cert_dir, config_path, workers, threads, service, namespac
     from certs import CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE, serving_names
     from certs.reload import PairRefused
     from certs.rotation import Keeper
-    from webhook.app import create_app
     from webhook.server import WebhookServer
 
     config = load_or_exit(config_path)
@@ -112,9 +112,9 @@ def serve(host, port, cert_dir, config_path, workers, threads, service, namespac
     log.info("serving https://%s:%d/mutate with plugins: %s", host, port,
              ", ".join(row["name"] for row in plugin_rows(config.plugin_manager)))
     try:
-        server = WebhookServer(lambda: create_app(config, cert_dir=cert_dir, watch=True), host=host, port=port,
-                               cert_file=cert_file, key_file=key_file, workers=workers, threads=threads,
-                               on_ready=on_ready)
+        server = WebhookServer(host=host, port=port, cert_file=cert_file, key_file=key_file, config_path=config_path,
+                               cert_dir=cert_dir, workers=workers, threads=threads, on_ready=on_ready,
+                               log_level=logging.getLevelName(logging.getLogger().level))
     except (PairRefused, ssl.SSLError, OSError) as error:
         raise click.ClickException(f"cannot serve the certificate pair in {cert_dir}: {error}") from None
     server.run()

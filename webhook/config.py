@@ -25,6 +25,7 @@ MAX_FILE_BYTES = 1024 * 1024  # a configuration is a few KiB; a larger file is a
 HOST_DEFAULTS = {
     "failure_mode": "ignore",
     "max_body_bytes": 3 * 1024 * 1024,
+    "review_timeout_seconds": 1.0,  # the internal deadline, below the webhook's timeoutSeconds (2)
     "disable_plugins": [],
     "job_types": {name: {} for name in ("default", "spec", "check", "discover", "sync", "normalization",
                                         "orchestrator")},
@@ -55,6 +56,10 @@ class Config:
     @property
     def max_body_bytes(self):
         return self.raw["max_body_bytes"]
+
+    @property
+    def review_timeout_seconds(self):
+        return self.raw["review_timeout_seconds"]
 
     @property
     def disabled_plugins(self):
@@ -163,6 +168,10 @@ def check_host_keys(raw):
     cap = raw["max_body_bytes"]
     if not isinstance(cap, int) or isinstance(cap, bool) or cap <= 0:
         raise ConfigError("max_body_bytes", cap, "a positive whole number of bytes")
+    budget = raw["review_timeout_seconds"]
+    if isinstance(budget, bool) or not isinstance(budget, int | float) or not 0 < budget <= 29:
+        raise ConfigError("review_timeout_seconds", budget,
+                          "seconds above 0 and below the webhook's timeoutSeconds (at most 29)")
     job_types = raw["job_types"]
     if not isinstance(job_types, dict) or "default" not in job_types:
         raise ConfigError("job_types", job_types, "a mapping of job type to profile, with a `default` profile")

@@ -1,68 +1,215 @@
-"""Serving the app over TLS with gunicorn: several threaded workers, certificates followed on disk."""
+"""Serving the app over TLS: hypercorn's asyncio workers in front, the Flask app in threads behind.
 
+No client can stall the server: connections, TLS handshakes, headers and bodies are read by
+the event loop, with timeouts, so a slow or idle client holds a coroutine, never one of the
+threads that answer the API server. A request reaches the app only once its whole body has
+arrived (at most `max_body_bytes`; a larger one gets 413 and is drained, bounded, so the
+client reads the answer). Certificates are followed on disk: each TLS handshake takes the
+pair in force (certs.reload).
+"""
+
+import asyncio
+import gc
+import json
 import logging
 import multiprocessing
+import os
+import ssl
 import tempfile
+import threading
+import time
 
-from gunicorn.app.base import BaseApplication
+import orjson
+from hypercorn.config import Config as HypercornConfig
 
 from certs.reload import ReloadingContext
 
 log = logging.getLogger(__name__)
 
-_contexts = {}
-# Where every process keeps a copy of the last pair that took effect: made by the master before
-# it forks, so a worker respawned while the files on disk are bad still starts serving.
-_last_good = {"dir": None}
-
-
-def reloading_ssl_context(conf, default_ssl_context_factory):
-    """gunicorn's ssl_context hook: called per connection, answers from the per-process cache."""
-    key = (conf.certfile, conf.keyfile)
-    if key not in _contexts:
-        _contexts[key] = ReloadingContext(conf.certfile, conf.keyfile, last_good_dir=_last_good["dir"])
-    return _contexts[key].context()
+SETTINGS_ENV = "PODMUTATE_SERVE_SETTINGS"  # how the spawned workers learn what `serve` was told
+HANDSHAKE_TIMEOUT = 5.0   # seconds for a TLS handshake
+# Seconds any one read may wait, an idle keep-alive connection included. A slow client holds a
+# coroutine, not a thread, so this only bounds what it costs; it stays above the API server's
+# idle-connection reuse so that a connection is not closed just as it is being reused.
+READ_TIMEOUT = 60
+KEEPALIVE_TIMEOUT = 60.0
+MAX_HEADER_BYTES = 16 * 1024
+DRAIN_FACTOR = 4          # a refused body is read up to this many times the cap, so the client sees the 413
 
 
 def default_workers():
     return max(2, min(4, multiprocessing.cpu_count()))
 
 
-class WebhookServer(BaseApplication):
-    """gunicorn, configured in code: one `app_factory()` call per worker, after the fork."""
+class ServeConfig(HypercornConfig):
+    """hypercorn's configuration, with a TLS context that follows the certificate files."""
 
-    def __init__(self, app_factory, *, host, port, cert_file, key_file, workers=None, threads=4,
-                 graceful_timeout=30, log_level="info", on_ready=None):
-        self.app_factory = app_factory
-        self.settings = {
-            "bind": [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"],
-            "workers": workers or default_workers(),
-            "worker_class": "gthread",
-            "threads": threads,
-            "certfile": cert_file,
-            "keyfile": key_file,
-            "ssl_context": reloading_ssl_context,
-            "graceful_timeout": graceful_timeout,
-            "timeout": 60,
-            "keepalive": 30,
-            "loglevel": log_level,
-            "errorlog": "-",
-            "proc_name": "podmutate",
-        }
-        _last_good["dir"] = tempfile.mkdtemp(prefix="podmutate-last-good-")
-        ReloadingContext(cert_file, key_file, last_good_dir=_last_good["dir"])  # fail fast, and keep the pair
-        if on_ready is not None:
-            # Runs in the master once it listens: what it starts is not copied into the workers.
-            self.settings["when_ready"] = lambda arbiter: on_ready()
-        super().__init__()
+    last_good_dir: str | None = None
 
-    def load_config(self):
-        for name, value in self.settings.items():
-            self.cfg.set(name, value)
-        # gunicorn 24+ opens a control socket under $HOME: podmutate needs none, and under a
-        # read-only root filesystem it only logs an error at every start.
-        if "control_socket_disable" in self.cfg.settings:
-            self.cfg.set("control_socket_disable", True)
+    def create_ssl_context(self):
+        reloading = ReloadingContext(self.certfile, self.keyfile, last_good_dir=self.last_good_dir,
+                                     alpn_protocols=self.alpn_protocols)
+        return following_context(reloading, self.alpn_protocols)
 
-    def load(self):
-        return self.app_factory()
+
+def following_context(reloading, alpn_protocols):
+    """A server SSLContext whose every handshake switches to the context of the pair in force."""
+    front = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    front.minimum_version = ssl.TLSVersion.TLSv1_2
+    front.set_alpn_protocols(alpn_protocols)
+    front.load_cert_chain(*reloading.serving_files())
+
+    def switch(ssl_object, _server_name, _context):
+        ssl_object.context = reloading.context()
+
+    front.sni_callback = switch  # called for every ClientHello, with or without a server name
+    return front
+
+
+class BufferedBody:
+    """ASGI middleware: the whole body is read (by the event loop) before the app sees the request.
+
+    A body over the cap gets 413 with a JSON message naming the limit — at once when its
+    Content-Length says so, else as soon as it passes the cap — and what follows is read and
+    dropped, up to DRAIN_FACTOR × the cap, so that clients that send before they read (curl,
+    http.client) see the 413 instead of a broken pipe.
+    """
+
+    def __init__(self, app, cap):
+        self.app = app
+        self.cap = cap  # a callable: what the configuration in force says
+        self.loop = None
+        self.in_flight = 0
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        self.loop = asyncio.get_running_loop()
+        self.in_flight += 1
+        try:
+            await self._answer(scope, receive, send)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, scope, receive, send):
+        cap = self.cap()
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > cap:
+            await refuse(send, f"the body has {int(declared)} bytes; the limit is {cap}")
+            return await drain(receive, DRAIN_FACTOR * cap)
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body.extend(message.get("body", b""))
+            if len(body) > cap:
+                await refuse(send, f"the body is longer than the limit of {cap} bytes")
+                return await drain(receive, DRAIN_FACTOR * cap - len(body)) if message.get("more_body") else None
+            if not message.get("more_body"):
+                break
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": bytes(body), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def refuse(send, message):
+    await respond(send, 413, {"code": 413, "error": "Request Entity Too Large", "message": message})
+
+
+async def drain(receive, limit):
+    """Read and drop the rest of a refused body, up to `limit` bytes (read timeouts still apply)."""
+    while limit > 0:
+        message = await receive()
+        if message["type"] == "http.disconnect" or not message.get("more_body"):
+            return
+        limit -= len(message.get("body", b""))
+
+
+async def respond(send, status, payload):
+    body = orjson.dumps(payload)
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               (b"connection", b"close")]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def retire(front, drain_seconds=10.0):
+    """Replace this worker: stop accepting connections (the other workers take them), answer the
+    requests in progress, then exit with status 0, which the server answers with a fresh worker."""
+    if front.loop is None:
+        return
+
+    def stop_accepting():
+        # hypercorn keeps its listeners to itself: close this process's copies (the others keep theirs).
+        for server in (item for item in gc.get_objects() if isinstance(item, asyncio.base_events.Server)):
+            server.close()
+
+    def leave():
+        front.loop.call_soon_threadsafe(stop_accepting)
+        deadline = time.monotonic() + drain_seconds
+        while front.in_flight > 1 and time.monotonic() < deadline:  # 1: the request that called us
+            time.sleep(0.05)
+        time.sleep(0.5)  # the last answers leave the sockets
+        log.error("worker %d replaced: threads stuck in plugins", os.getpid())
+        os._exit(0)
+
+    log.error("threads stuck in plugins: worker %d stops taking connections and will be replaced", os.getpid())
+    threading.Thread(target=leave, name="podmutate-retire", daemon=True).start()
+
+
+def served_app():
+    """The ASGI app each worker runs, built from the settings `WebhookServer` left in the environment."""
+    from a2wsgi import WSGIMiddleware
+
+    from webhook.app import create_app
+
+    settings = json.loads(os.environ[SETTINGS_ENV])
+    logging.basicConfig(level=settings["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    flask_app = create_app(config_path=settings["config_path"], cert_dir=settings["cert_dir"], watch=True)
+    watcher = flask_app.extensions["podmutate"]
+    front = BufferedBody(WSGIMiddleware(flask_app, workers=settings["threads"]), lambda: watcher.current().max_body_bytes)
+    flask_app.extensions["podmutate.deadline"].on_exhausted = lambda: retire(front)
+    return front
+
+
+class WebhookServer:
+    """hypercorn, configured in code: `workers` processes, each running `served_app()`."""
+
+    def __init__(self, *, host, port, cert_file, key_file, config_path=None, cert_dir=None, workers=None,
+                 threads=8, graceful_timeout=30.0, log_level="INFO", on_ready=None):
+        self.on_ready = on_ready
+        self.config = ServeConfig()
+        self.config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+        self.config.certfile = cert_file
+        self.config.keyfile = key_file
+        self.config.workers = workers or default_workers()
+        self.config.application_path = "webhook.server:served_app()"
+        self.config.ssl_handshake_timeout = HANDSHAKE_TIMEOUT
+        self.config.read_timeout = READ_TIMEOUT
+        self.config.keep_alive_timeout = KEEPALIVE_TIMEOUT
+        self.config.h11_max_incomplete_size = MAX_HEADER_BYTES
+        self.config.graceful_timeout = graceful_timeout
+        self.config.errorlog = logging.getLogger("podmutate.server")  # through the root logger, one format
+        self.config.accesslog = None
+        self.config.loglevel = log_level
+        # Made by the master before the workers start: a worker started while the files on disk
+        # are bad still serves the last good pair (see certs.reload).
+        self.config.last_good_dir = tempfile.mkdtemp(prefix="podmutate-last-good-")
+        ReloadingContext(cert_file, key_file, last_good_dir=self.config.last_good_dir)  # fail fast on a bad pair
+        os.environ[SETTINGS_ENV] = json.dumps({"config_path": config_path, "cert_dir": cert_dir,
+                                               "threads": threads, "log_level": log_level})
+
+    def run(self):
+        from hypercorn.run import run
+
+        if self.on_ready is not None:
+            self.on_ready()  # in the master: the workers are spawned, not forked, and do not inherit it
+        return run(self.config)

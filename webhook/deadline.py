@@ -1,0 +1,114 @@
+"""Every review answered within its budget, whatever a plugin does.
+
+Reviews run in daemon threads of their own; the request waits for one at most the budget. A
+review still running then is an overrun: the answer follows `failure_mode`, and the thread,
+stuck in some plugin, is counted until it comes back. Threads stuck for good would exhaust the
+process, so past `max_stuck` the runner calls `on_exhausted` (the server then replaces the
+worker: webhook.server).
+"""
+
+import logging
+import sys
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+
+class Overrun(TimeoutError):
+    """A call did not finish within its budget; `where` names the plugin it was in, when known."""
+
+    def __init__(self, seconds: float, where: str):
+        self.seconds = seconds
+        self.where = where
+        super().__init__(f"{where} did not finish within {seconds:g}s")
+
+
+class _Call:
+    def __init__(self, function: Callable):
+        self.function = function
+        self.done = threading.Event()
+        self.value = None
+        self.error: BaseException | None = None
+
+
+class DeadlineRunner:
+    """Runs calls in daemon threads, waiting at most a budget for each (see the module's docstring).
+
+    `locate(frame)` names where a stuck thread is (a plugin), from its innermost frame.
+    `on_exhausted()` is called once when `max_stuck` threads are stuck at the same time.
+    """
+
+    def __init__(self, *, max_stuck: int = 4, locate: Callable | None = None,
+                 on_exhausted: Callable | None = None):
+        self.max_stuck = max_stuck
+        self.locate = locate or (lambda frame: "the review")
+        self.on_exhausted = on_exhausted or report_exhausted
+        self._lock = threading.Lock()
+        self._idle: list[_Worker] = []
+        self.stuck = 0
+        self.running = 0  # calls in progress, stuck ones included
+        self.overruns = 0
+        self._exhausted = False
+
+    def call(self, function: Callable, budget: float):
+        """`function()`'s result or exception, or Overrun after `budget` seconds."""
+        with self._lock:
+            worker = self._idle.pop() if self._idle else _Worker(self)
+            self.running += 1
+        job = _Call(function)
+        worker.give(job)
+        if not job.done.wait(budget):
+            where = self.locate(sys._current_frames().get(worker.ident))
+            with self._lock:
+                worker.stuck = True
+                self.stuck += 1
+                self.overruns += 1
+                exhausted = self.stuck >= self.max_stuck and not self._exhausted
+                self._exhausted = self._exhausted or exhausted
+            log.error("%s overran its budget of %gs; %d thread(s) stuck", where, budget, self.stuck)
+            if exhausted:
+                self.on_exhausted()
+            raise Overrun(budget, where)
+        if job.error is not None:
+            raise job.error
+        return job.value
+
+    def _returned(self, worker):
+        with self._lock:
+            self.running -= 1
+            if worker.stuck:
+                worker.stuck = False
+                self.stuck -= 1
+            self._idle.append(worker)
+
+
+class _Worker(threading.Thread):
+    def __init__(self, runner: DeadlineRunner):
+        super().__init__(name="podmutate-review", daemon=True)
+        self.runner = runner
+        self.stuck = False
+        self._job: _Call | None = None
+        self._ready = threading.Event()
+        self.start()
+
+    def give(self, job: _Call):
+        self._job = job
+        self._ready.set()
+
+    def run(self):
+        while True:
+            self._ready.wait()
+            self._ready.clear()
+            job, self._job = self._job, None
+            try:
+                job.value = job.function()
+            except BaseException as error:  # handed to the caller, who decides
+                job.error = error
+            job.done.set()
+            self.runner._returned(self)
+
+
+def report_exhausted():
+    """What a process that cannot replace itself does: say so (the server replaces its workers)."""
+    log.error("threads stuck in plugins: restart podmutate (`podmutate serve` replaces such a worker itself)")
