@@ -212,7 +212,7 @@ def test_a_hung_plugin_cannot_hold_a_review_and_stuck_workers_are_replaced(tmp_p
             assert answer["warnings"] == ["podmutate: plugin 'hang' did not finish within 0.5s; "
                                           "the pod was admitted unmutated"]
         assert "plugin 'hang' overran its budget of 0.5s" in served.log()
-        assert wait_for(lambda: "replaced: threads stuck in plugins" in served.log())
+        assert wait_for(lambda: "stops and a fresh one takes its place" in served.log())
         normal = served.post("/mutate", review(job_pod("sync")), headers=fresh).json()["response"]
         assert "patch" in normal  # ordinary job pods are still mutated
 

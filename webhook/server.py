@@ -16,8 +16,6 @@ import multiprocessing
 import os
 import ssl
 import tempfile
-import threading
-import time
 
 import orjson
 from hypercorn.config import Config as HypercornConfig
@@ -141,28 +139,27 @@ async def respond(send, status, payload):
     await send({"type": "http.response.body", "body": body})
 
 
-def retire(front, drain_seconds=10.0):
-    """Replace this worker: stop accepting connections (the other workers take them), answer the
-    requests in progress, then exit with status 0, which the server answers with a fresh worker."""
-    if front.loop is None:
+def retire(front):
+    """Replace this worker gracefully, as hypercorn does after `max_requests`: it stops accepting,
+    tells its clients (HTTP/2 GOAWAY, HTTP/1.1 Connection: close), answers what is in flight,
+    and exits with status 0, which the server answers with a fresh worker."""
+    from hypercorn.asyncio.worker_context import WorkerContext
+
+    # hypercorn keeps its worker's context to itself; there is one per worker process.
+    contexts = [item for item in gc.get_objects() if isinstance(item, WorkerContext)]
+    if front.loop is None or not contexts:
+        log.error("threads stuck in plugins, and this worker cannot be retired: restart podmutate")
         return
+    log.error("threads stuck in plugins: worker %d stops and a fresh one takes its place", os.getpid())
 
-    def stop_accepting():
-        # hypercorn keeps its listeners to itself: close this process's copies (the others keep theirs).
-        for server in (item for item in gc.get_objects() if isinstance(item, asyncio.base_events.Server)):
-            server.close()
+    async def terminate_between_requests():
+        # At a moment with no request in progress: a stream cut short would fail its pod's
+        # create, while a request refused at the start (HTTP/2 REFUSED_STREAM) is retried.
+        while front.in_flight:
+            await asyncio.sleep(0.01)
+        await contexts[0].terminate.set()
 
-    def leave():
-        front.loop.call_soon_threadsafe(stop_accepting)
-        deadline = time.monotonic() + drain_seconds
-        while front.in_flight > 1 and time.monotonic() < deadline:  # 1: the request that called us
-            time.sleep(0.05)
-        time.sleep(0.5)  # the last answers leave the sockets
-        log.error("worker %d replaced: threads stuck in plugins", os.getpid())
-        os._exit(0)
-
-    log.error("threads stuck in plugins: worker %d stops taking connections and will be replaced", os.getpid())
-    threading.Thread(target=leave, name="podmutate-retire", daemon=True).start()
+    asyncio.run_coroutine_threadsafe(terminate_between_requests(), front.loop)
 
 
 def served_app():

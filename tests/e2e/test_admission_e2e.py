@@ -156,3 +156,21 @@ def test_reinvocation_completes_the_pod_without_duplicates(admissionregistration
     assert [container["name"] for container in stored["spec"]["initContainers"]] == ["init"]
     assert sorted(volume["name"] for volume in stored["spec"]["volumes"]) == ["airbyte-config", "airbyte-pipes", "tmp"]
     assert sorted(mount["mountPath"] for mount in containers["main"]["volumeMounts"]) == ["/config", "/pipes", "/tmp"]
+
+
+def test_a_hung_plugin_behind_the_api_server_is_answered_in_time_with_a_warning(
+        admissionregistration, kubectl, namespace, tmp_path, example_plugins):
+    """Before: after a few hung calls nothing was answered, and job pods went in unmutated, silently."""
+    with serve(tmp_path, config={"review_timeout_seconds": 0.5}, env={"PYTHONPATH": example_plugins},
+               workers=2) as served:
+        register(admissionregistration, kubectl, served.url, served.ca_file, namespace, failure_policy="Ignore")
+        for index in range(10):
+            hanging = job_pod_manifest("sync", name=f"hang-{index}")
+            hanging["metadata"]["annotations"]["example.com/hang"] = "true"
+            result = kubectl("create", "-n", namespace, "-f", "-", "-o", "json", input=json.dumps(hanging))
+            assert "Warning: podmutate: plugin 'hang' did not finish within 0.5s" in result.stderr, (
+                is_mutated(json.loads(result.stdout)), served.log()[-1500:])
+            assert not is_mutated(json.loads(result.stdout))
+        ordinary = kubectl("create", "-n", namespace, "-f", "-", "-o", "json",
+                           input=json.dumps(job_pod_manifest("sync", name="ordinary")))
+        assert is_mutated(json.loads(ordinary.stdout))  # ordinary job pods are still mutated
