@@ -14,8 +14,10 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import ssl
 import tempfile
+from multiprocessing.connection import wait
 
 import orjson
 from hypercorn.config import Config as HypercornConfig
@@ -142,7 +144,7 @@ async def respond(send, status, payload):
 def retire(front):
     """Replace this worker gracefully, as hypercorn does after `max_requests`: it stops accepting,
     tells its clients (HTTP/2 GOAWAY, HTTP/1.1 Connection: close), answers what is in flight,
-    and exits with status 0, which the server answers with a fresh worker."""
+    and exits, and `WebhookServer.run` starts a fresh worker."""
     from hypercorn.asyncio.worker_context import WorkerContext
 
     # hypercorn keeps its worker's context to itself; there is one per worker process.
@@ -205,8 +207,43 @@ class WebhookServer:
                                                "threads": threads, "log_level": log_level})
 
     def run(self):
-        from hypercorn.run import run
+        """Supervise the workers until SIGTERM or SIGINT: a worker that exits, whatever its status
+        (a crash, a SIGKILL, or a retirement), is replaced at once; hypercorn's own `run` would
+        stop the whole server when one worker dies."""
+        from hypercorn.asyncio.run import asyncio_worker
 
+        context = multiprocessing.get_context("spawn")
+        sockets = self.config.create_sockets()
+        shutdown = context.Event()
+        stopping = []
         if self.on_ready is not None:
             self.on_ready()  # in the master: the workers are spawned, not forked, and do not inherit it
-        return run(self.config)
+
+        def start():
+            worker = context.Process(target=asyncio_worker, kwargs={
+                "config": self.config, "sockets": sockets, "shutdown_event": shutdown})
+            worker.start()
+            return worker
+
+        def stop(*_):
+            stopping.append(True)
+            shutdown.set()
+
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the workers inherit "ignore"
+        workers = [start() for _ in range(self.config.workers)]
+        signal.signal(signal.SIGINT, previous)
+        for name in ("SIGTERM", "SIGINT"):
+            signal.signal(getattr(signal, name), stop)
+        while not stopping:
+            wait([worker.sentinel for worker in workers], timeout=1.0)
+            for index, worker in enumerate(workers):
+                if worker.exitcode is not None and not stopping:
+                    log.warning("worker %d exited with %s; starting a fresh one", worker.pid, worker.exitcode)
+                    workers[index] = start()
+        for worker in workers:
+            worker.join(self.config.graceful_timeout + 5)
+            if worker.is_alive():
+                worker.terminate()
+        for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
+            sock.close()
+        return 0

@@ -67,7 +67,7 @@ class Stream:
 
 
 def worker_pid(pod):
-    """The host pid of a gunicorn worker of `pod` (a child of the container's first process)."""
+    """The host pid of a worker process of `pod`: a spawned child of the container's first process."""
     uid = pod.metadata.uid
     members = {}
     for entry in os.listdir("/proc"):
@@ -84,8 +84,8 @@ def worker_pid(pod):
         except (OSError, ValueError, IndexError):
             continue
         members[int(entry)] = (parent, command)
-    workers = [pid for pid, (parent, command) in members.items() if parent in members and b"serve" in command]
-    assert workers, f"no gunicorn worker found for {pod.metadata.name}"
+    workers = [pid for pid, (parent, command) in members.items() if parent in members and b"spawn_main" in command]
+    assert workers, f"no worker process found for {pod.metadata.name}"
     return workers[0]
 
 
