@@ -72,6 +72,20 @@ def apply_answer(pod, answer):
     return jsonpatch.apply_patch(copy.deepcopy(pod), decode_patch(answer))
 
 
+def mark_tests_under(items, directory, marker):
+    """Give every collected test under tests/<directory>/ the marker (a conftest's collection hook)."""
+    for item in items:
+        if f"/{directory}/" in str(item.fspath):
+            item.add_marker(marker)
+
+
+def attach_log_tails(report, source, names, lines=40):
+    """On a failed test, add the tail of each of `source`'s logs to the report (a makereport hook)."""
+    if report.failed and source is not None:
+        for name in names:
+            report.sections.append((f"{name} log (tail)", source.tail(name, lines)))
+
+
 def kubectl_binary():
     """A kubectl within one minor version of the 1.34 API servers of the tests, when the machine has one."""
     for name in ("kubectl.1.34", "kubectl.1.35", "kubectl.1.33", "kubectl"):

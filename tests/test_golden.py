@@ -18,7 +18,8 @@ CASES = sorted(path.name for path in GOLDEN.iterdir() if (path / "pod.yaml").exi
 INIT_SCRIPT = "<plugins/init.sh>"
 
 
-def case_config(case):
+def case_settings(case):
+    """A case's configuration file (or None) and environment variables (its `env` file)."""
     environ = {}
     if (case / "env").exists():
         for line in (case / "env").read_text().splitlines():
@@ -26,7 +27,12 @@ def case_config(case):
                 name, _, value = line.partition("=")
                 environ[name] = value
     config_file = case / "config.yaml"
-    return load_config(str(config_file) if config_file.exists() else None, environ=environ)
+    return (str(config_file) if config_file.exists() else None), environ
+
+
+def case_config(case):
+    config_path, environ = case_settings(case)
+    return load_config(config_path, environ=environ)
 
 
 def readable(pod):

@@ -8,7 +8,7 @@ import kubernetes
 import pytest
 
 from tests.e2e.controlplane import HOW_TO_GET, ControlPlane, find_binaries
-from tests.helpers import kubectl_binary, serve
+from tests.helpers import attach_log_tails, kubectl_binary, mark_tests_under, serve
 
 pytestmark = pytest.mark.e2e
 
@@ -19,19 +19,13 @@ _running = {}
 
 
 def pytest_collection_modifyitems(items):
-    for item in items:
-        if "/e2e/" in str(item.fspath):
-            item.add_marker(pytest.mark.e2e)
+    mark_tests_under(items, "e2e", pytest.mark.e2e)
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
-    report = outcome.get_result()
-    control_plane = _running.get("control_plane")
-    if report.failed and control_plane is not None:
-        for name in ("kube-apiserver", "etcd"):
-            report.sections.append((f"{name} log (tail)", control_plane.tail(name)))
+    attach_log_tails(outcome.get_result(), _running.get("control_plane"), ("kube-apiserver", "etcd"))
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import yaml
 
 from tests.e2e.conftest import register
 from tests.helpers import PODMUTATE, serve
+from tests.test_golden import case_settings
 
 GOLDEN = pathlib.Path(__file__).parent.parent / "golden"
 CASES = sorted(path.name for path in GOLDEN.iterdir() if (path / "pod.yaml").exists())
@@ -69,20 +70,9 @@ def allowed_additions(path, served_parent):
     return set()
 
 
-def case_files(case):
-    config = case / "config.yaml"
-    environ = {}
-    if (case / "env").exists():
-        for line in (case / "env").read_text().splitlines():
-            if line.strip() and not line.startswith("#"):
-                name, _, value = line.partition("=")
-                environ[name] = value
-    return (str(config) if config.exists() else None), environ
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_offline_equals_served(case, admissionregistration, kubectl, namespace, tmp_path):
-    config, environ = case_files(GOLDEN / case)
+    config, environ = case_settings(GOLDEN / case)
     args = ["--config", config] if config else []
     environment = {key: value for key, value in os.environ.items() if key != "PODMUTATE_CONFIG"}
     environment.update(environ)

@@ -16,7 +16,7 @@ import kubernetes
 import pytest
 import yaml
 
-from tests.helpers import HERE, kubectl_binary
+from tests.helpers import HERE, attach_log_tails, kubectl_binary, mark_tests_under
 from tools.node.cluster import Cluster, ClusterError, unavailable_reason
 
 NAMESPACE = "podmutate-system"
@@ -32,19 +32,13 @@ _running = {}
 
 
 def pytest_collection_modifyitems(items):
-    for item in items:
-        if "/node/" in str(item.fspath):
-            item.add_marker(pytest.mark.node)
+    mark_tests_under(items, "node", pytest.mark.node)
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
-    report = outcome.get_result()
-    cluster = _running.get("cluster")
-    if report.failed and cluster is not None:
-        for name in ("kubelet", "kube-apiserver"):
-            report.sections.append((f"{name} log (tail)", cluster.tail(name, 25)))
+    attach_log_tails(outcome.get_result(), _running.get("cluster"), ("kubelet", "kube-apiserver"), lines=25)
 
 
 @pytest.fixture(scope="session")

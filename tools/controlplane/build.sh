@@ -9,8 +9,9 @@
 # else ~/.cache/podmutate/controlplane. Build output goes to stderr.
 set -eu
 
-K8S_VERSION=v1.34.4
-ETCD_VERSION=v3.6.4
+here=$(cd "$(dirname "$0")" && pwd)
+KUBE_SH=$here/kube.sh
+. "$KUBE_SH"
 
 has_both() {
     [ -x "$1/kube-apiserver" ] && [ -x "$1/etcd" ]
@@ -36,25 +37,14 @@ if ! command -v go >/dev/null 2>&1; then
     exit 1
 fi
 
-here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
 mkdir -p "$out"
 tmp=$(mktemp -d "$out/.build.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
-export CGO_ENABLED=0
-minor=$(echo "$K8S_VERSION" | cut -d. -f2)
-ldflags="-s -w \
- -X k8s.io/component-base/version.gitVersion=$K8S_VERSION \
- -X k8s.io/component-base/version.gitMajor=1 \
- -X k8s.io/component-base/version.gitMinor=$minor \
- -X k8s.io/component-base/version.gitTreeState=clean \
- -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
-
-echo "building kube-apiserver $K8S_VERSION into $out" >&2
-go build -trimpath -ldflags "$ldflags" -o "$tmp/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
+kube_build "$tmp" kube-apiserver
 echo "building etcd $ETCD_VERSION into $out" >&2
-go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
+CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
 
 # Move into place only when both built, so a half-built cache is never taken for a whole one.
 mv "$tmp/kube-apiserver" "$tmp/etcd" "$out/"

@@ -8,8 +8,8 @@
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
-module=$here/../controlplane
-K8S_VERSION=$(sed -n 's/^K8S_VERSION=//p' "$module/build.sh")
+KUBE_SH=$here/../controlplane/kube.sh
+. "$KUBE_SH"
 BINARIES="kubelet kube-scheduler kube-controller-manager kube-proxy"
 
 cache=${PODMUTATE_NODE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/podmutate/node}
@@ -29,24 +29,12 @@ if ! command -v go >/dev/null 2>&1; then
     exit 1
 fi
 
-cd "$module"
 mkdir -p "$out"
 tmp=$(mktemp -d "$out/.build.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 
-export CGO_ENABLED=0
-minor=$(echo "$K8S_VERSION" | cut -d. -f2)
-ldflags="-s -w \
- -X k8s.io/component-base/version.gitVersion=$K8S_VERSION \
- -X k8s.io/component-base/version.gitMajor=1 \
- -X k8s.io/component-base/version.gitMinor=$minor \
- -X k8s.io/component-base/version.gitTreeState=clean \
- -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
-
-for b in $BINARIES; do
-    echo "building $b $K8S_VERSION into $out" >&2
-    go build -trimpath -ldflags "$ldflags" -o "$tmp/$b" "k8s.io/kubernetes/cmd/$b"
-done
+# shellcheck disable=SC2086  # the names are words
+kube_build "$tmp" $BINARIES
 
 # Move into place only when all built, so a half-built cache is never taken for a whole one.
 for b in $BINARIES; do mv "$tmp/$b" "$out/"; done
