@@ -165,7 +165,9 @@ def review(admission_review, config):
     except Denied as denial:
         return response(uid, allowed=False, message=str(denial), code=403, warnings=request.warnings)
     except PluginError as failure:
-        log.error("pod %s/%s: %s", request.namespace, request.name, failure, exc_info=failure.error)
+        log.error("pod %s/%s: %s", request.namespace, request.name, failure)  # one line; the traceback at debug
+        log.debug("pod %s/%s: the traceback of %s", request.namespace, request.name, failure.plugin,
+                  exc_info=failure.error)
         if config.failure_mode == "fail":
             return response(uid, allowed=False, message=f"podmutate: {failure}", code=500)
         return response(uid, warnings=[f"podmutate: {failure}; the pod was admitted unmutated"])
