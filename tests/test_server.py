@@ -114,11 +114,11 @@ def tls_socket(server):
 
 
 def test_a_body_over_the_cap_gets_413_before_it_is_sent(server):
-    # Announce a body larger than the cap and send almost none of it: the answer must come at
-    # once, from the Content-Length alone, without the server waiting to read the body.
+    # Announce a body far larger than the cap (past what is drained) and send almost none of it:
+    # the answer must come at once, from the Content-Length alone, without waiting for the body.
     with tls_socket(server) as connection:
         connection.sendall(f"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                           f"Content-Length: {100 * CAP}\r\n\r\n{{".encode())
+                           f"Content-Length: {1000 * CAP}\r\n\r\n{{".encode())
         answer = b""
         while b"}" not in answer.partition(b"\r\n\r\n")[2]:
             answer += connection.recv(65536)
@@ -226,4 +226,27 @@ def test_slow_and_idle_clients_cannot_stall_the_server(server):
             fresh = requests.post(server.url + "/mutate", data=json.dumps(review(job_pod("sync"))),
                                   verify=server.ca_file, timeout=5, headers={"Content-Type": "application/json"})
             assert fresh.status_code == 200 and "patch" in fresh.json()["response"]
+    assert_still_serving(server)
+
+
+def test_a_4_mib_body_gets_a_413_that_curl_and_http_client_can_read(server):
+    """Before, such clients often got a broken pipe or SSLEOFError instead of the answer."""
+    import http.client
+    import shutil
+    import subprocess
+
+    body = b" " * (4 * 1024 * 1024)
+    context = ssl.create_default_context(cafile=server.ca_file)
+    for _ in range(3):
+        connection = http.client.HTTPSConnection("127.0.0.1", server.port, context=context, timeout=30)
+        connection.request("POST", "/mutate", body=body, headers={"Content-Type": "application/json"})
+        answer = connection.getresponse()
+        assert answer.status == 413
+        assert "the limit is" in json.loads(answer.read())["message"]
+        connection.close()
+    if shutil.which("curl"):
+        result = subprocess.run(["curl", "-sS", "--cacert", server.ca_file, "-H", "Content-Type: application/json",
+                                 "--data-binary", "@-", "-o", "/dev/null", "-w", "%{http_code}", f"{server.url}/mutate"],
+                                input=body, capture_output=True, timeout=60)
+        assert result.stdout == b"413", result.stderr
     assert_still_serving(server)

@@ -34,7 +34,10 @@ HANDSHAKE_TIMEOUT = 5.0   # seconds for a TLS handshake
 READ_TIMEOUT = 60
 KEEPALIVE_TIMEOUT = 60.0
 MAX_HEADER_BYTES = 16 * 1024
-DRAIN_FACTOR = 4          # a refused body is read up to this many times the cap, so the client sees the 413
+# A refused body is still read (and dropped) up to this many bytes, so that the client, which
+# sends before it reads, sees the 413 instead of a broken pipe.
+DRAIN_FACTOR = 4
+DRAIN_MINIMUM = 16 * 1024 * 1024
 
 
 def default_workers():
@@ -69,10 +72,10 @@ def following_context(reloading, alpn_protocols):
 class BufferedBody:
     """ASGI middleware: the whole body is read (by the event loop) before the app sees the request.
 
-    A body over the cap gets 413 with a JSON message naming the limit — at once when its
-    Content-Length says so, else as soon as it passes the cap — and what follows is read and
-    dropped, up to DRAIN_FACTOR × the cap, so that clients that send before they read (curl,
-    http.client) see the 413 instead of a broken pipe.
+    A body over the cap gets 413 with a JSON message naming the limit. Clients send a body before
+    they read the answer (http.client; curl too once it has its 100 Continue), so the body is read
+    and dropped first, up to DRAIN_FACTOR × the cap (16 MiB at least): they see the 413 instead of
+    a broken pipe. A Content-Length beyond even that is refused at once.
     """
 
     def __init__(self, app, cap):
@@ -95,8 +98,10 @@ class BufferedBody:
         cap = self.cap()
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > cap:
-            await refuse(send, f"the body has {int(declared)} bytes; the limit is {cap}")
-            return await drain(receive, DRAIN_FACTOR * cap)
+            refusal = f"the body has {int(declared)} bytes; the limit is {cap}"
+            if int(declared) <= drain_limit(cap):
+                await drain(receive, int(declared))  # read it all first: the client reads only once it has sent
+            return await refuse(send, refusal)  # a body larger still is refused at once, and the connection closed
         body = bytearray()
         while True:
             message = await receive()
@@ -105,7 +110,7 @@ class BufferedBody:
             body.extend(message.get("body", b""))
             if len(body) > cap:
                 await refuse(send, f"the body is longer than the limit of {cap} bytes")
-                return await drain(receive, DRAIN_FACTOR * cap - len(body)) if message.get("more_body") else None
+                return await drain(receive, drain_limit(cap) - len(body)) if message.get("more_body") else None
             if not message.get("more_body"):
                 break
         replayed = False
@@ -118,6 +123,10 @@ class BufferedBody:
             return {"type": "http.request", "body": bytes(body), "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+def drain_limit(cap):
+    return max(DRAIN_FACTOR * cap, DRAIN_MINIMUM)
 
 
 async def refuse(send, message):
