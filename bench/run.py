@@ -402,12 +402,13 @@ def memory(report, workdir, counts):
 
 
 def worker_pids(master):
+    """The worker processes of a `podmutate serve` (spawned children; not multiprocessing's resource tracker)."""
     children = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[1]) == master:
+                if int(fields[1]) == master and b"spawn_main" in (entry / "cmdline").read_bytes():
                     children.append(int(entry.name))
     return sorted(children)
 
