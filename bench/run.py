@@ -12,7 +12,6 @@ import argparse
 import base64
 import contextlib
 import copy
-import json
 import os
 import platform
 import statistics

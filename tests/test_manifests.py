@@ -1,7 +1,6 @@
 """manifests/: what kustomize renders, and `podmutate doctor` on it and on broken variants."""
 
 import copy
-import shutil
 import subprocess
 
 import pytest
