@@ -72,7 +72,8 @@ def mutate(pod, config, request=None, namespace=None):
             return Mutation(job_type=None, pod=pod, patch=[], warnings=list(request.warnings))
         mutated = copy(pod)
         hook.mutate_pod(pod=mutated, job_type=job_type, config=config, request=request)
-        if problems(mutated) - problems(pod):
+        found = problems(mutated)  # almost always empty: then the original need not be checked
+        if found and found - problems(pod):
             mutated = mutate_validly(pod, job_type, config, request)
     except Denied:
         raise

@@ -46,8 +46,7 @@ def create_app(config=None, *, config_path=None, environ=None, cert_dir=None, wa
         except orjson.JSONDecodeError as error:
             return problem(400, "Bad Request", f"body is not JSON: {error}")
         current = watcher.current()
-        try:
-            admission.check_review(admission_review)
+        try:  # a ReviewError raised by review() in the runner's thread comes back here
             answer = runner.call(lambda: admission.review(admission_review, current), current.review_timeout_seconds)
         except ReviewError as error:
             return problem(400, "Bad Request", str(error))

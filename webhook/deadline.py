@@ -47,15 +47,12 @@ class DeadlineRunner:
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []
         self.stuck = 0
-        self.running = 0  # calls in progress, stuck ones included
-        self.overruns = 0
         self._exhausted = False
 
     def call(self, function: Callable, budget: float):
         """`function()`'s result or exception, or Overrun after `budget` seconds."""
         with self._lock:
             worker = self._idle.pop() if self._idle else _Worker(self)
-            self.running += 1
         job = _Call(function)
         worker.give(job)
         if not job.done.wait(budget):
@@ -63,7 +60,6 @@ class DeadlineRunner:
             with self._lock:
                 worker.stuck = True
                 self.stuck += 1
-                self.overruns += 1
                 exhausted = self.stuck >= self.max_stuck and not self._exhausted
                 self._exhausted = self._exhausted or exhausted
             log.error("%s overran its budget of %gs; %d thread(s) stuck", where, budget, self.stuck)
@@ -76,7 +72,6 @@ class DeadlineRunner:
 
     def _returned(self, worker):
         with self._lock:
-            self.running -= 1
             if worker.stuck:
                 worker.stuck = False
                 self.stuck -= 1
