@@ -33,8 +33,9 @@ def seeds():
     """Job pods of every type, plain and with the annotations that switch plugins on."""
     pods = [airbyte_pod(job_type, containers=count) for job_type in JOB_TYPES for count in (1, 5)]
     annotated = airbyte_pod("sync")
-    annotated["metadata"]["annotations"].update({"podmutate.io/fix-permissions": "secret-0,secret-1",
-                                                  "podmutate.io/uses-stdin": "true"})
+    annotated["metadata"]["annotations"].update(
+        {"podmutate.io/fix-permissions": "secret-0,secret-1", "podmutate.io/uses-stdin": "true"}
+    )
     annotated["spec"]["securityContext"] = {"runAsUser": 1000, "runAsGroup": 1000}
     return [*pods, annotated]
 
@@ -65,8 +66,9 @@ def damage(document, rng):
     elif action < 0.8 and isinstance(parent, dict):
         del parent[last]
     elif isinstance(parent, dict):
-        parent[rng.choice(["labels", "annotations", "spec", "name", "podmutate.io/job-type", "x"])] = \
-            copy.deepcopy(rng.choice(ODD_VALUES))
+        parent[rng.choice(["labels", "annotations", "spec", "name", "podmutate.io/job-type", "x"])] = copy.deepcopy(
+            rng.choice(ODD_VALUES)
+        )
     else:
         parent.clear()
 
@@ -109,7 +111,7 @@ def in_process(count):
     """Through the Flask app itself (view and core), without a network."""
     from webhook.app import create_app
 
-    client = create_app({}).test_client()
+    client = create_app().test_client()
     statuses, broken = Counter(), []
     for body in fuzzed_reviews(count):
         answer = client.post("/mutate", data=orjson.dumps(body), content_type="application/json")
@@ -125,8 +127,13 @@ def over_https(count, served):
     statuses, broken = Counter(), []
     session = requests.Session()
     for body in fuzzed_reviews(count, seed=SEED + 1):
-        answer = session.post(f"{served.url}/mutate", data=orjson.dumps(body), verify=served.ca_file, timeout=10,
-                              headers={"Content-Type": "application/json"})
+        answer = session.post(
+            f"{served.url}/mutate",
+            data=orjson.dumps(body),
+            verify=served.ca_file,
+            timeout=10,
+            headers={"Content-Type": "application/json"},
+        )
         statuses[answer.status_code] += 1
         try:
             payload = answer.json()
@@ -154,8 +161,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     counts = (3000, 300) if args.quick else (100_000, 10_000)
     for where, (statuses, broken) in run(*counts).items():
-        print(f"{where}: {sum(statuses.values())} reviews, statuses {dict(sorted(statuses.items()))}, "
-              f"{len(broken)} broken" + (f": {Counter(broken).most_common(3)}" if broken else ""))
+        print(
+            f"{where}: {sum(statuses.values())} reviews, statuses {dict(sorted(statuses.items()))}, "
+            f"{len(broken)} broken" + (f": {Counter(broken).most_common(3)}" if broken else "")
+        )
 
 
 if __name__ == "__main__":

@@ -10,18 +10,21 @@ import os
 import kopf
 
 from webhook import admission
-from webhook.config import load_config
+from webhook.engine import load_engine
 from webhook.patch import copy
 
-CONFIG = load_config(environ={})
+ENGINE = load_engine(environ={})
 
 
 @kopf.on.startup()
 def configure(settings, **_):
     certs = os.environ["PODMUTATE_BENCH_CERTS"]
     settings.admission.server = kopf.WebhookServer(
-        addr="127.0.0.1", port=int(os.environ["PODMUTATE_BENCH_PORT"]),
-        certfile=os.path.join(certs, "tls.crt"), pkeyfile=os.path.join(certs, "tls.key"))
+        addr="127.0.0.1",
+        port=int(os.environ["PODMUTATE_BENCH_PORT"]),
+        certfile=os.path.join(certs, "tls.crt"),
+        pkeyfile=os.path.join(certs, "tls.key"),
+    )
     settings.admission.managed = None
     settings.posting.enabled = False
 
@@ -29,7 +32,7 @@ def configure(settings, **_):
 @kopf.on.mutate("v1", "pods", id="podmutate", operation="CREATE")
 async def mutate(body, patch, **_):
     pod = copy(dict(body))
-    mutation = admission.mutate(pod, CONFIG)
+    mutation = admission.mutate(pod, ENGINE)
     for section in ("metadata", "spec"):
         for key, value in mutation.pod.get(section, {}).items():
             if pod[section].get(key) != value:

@@ -29,9 +29,14 @@ def mutating_admission_policy(name="podmutate-equivalent"):
     script = json.dumps(init_script())
     env = ", ".join(
         f'Object.spec.initContainers.env{{name: "{key}", value: "{value}"}}'
-        for key, value in (("PIPES_DIR", "/pipes"), ("CONFIG_DIR", "/config"),
-                           ("SUCCESS_FILE", "FINISHED_UPLOADING"), ("USES_STDIN", "false"),
-                           ("TIMEOUT_SECONDS", "300")))
+        for key, value in (
+            ("PIPES_DIR", "/pipes"),
+            ("CONFIG_DIR", "/config"),
+            ("SUCCESS_FILE", "FINISHED_UPLOADING"),
+            ("USES_STDIN", "false"),
+            ("TIMEOUT_SECONDS", "300"),
+        )
+    )
     init_container = f"""Object.spec.initContainers{{
       name: "init", image: "busybox:1.35", workingDir: "/config",
       command: ["sh", "-c", {script}],
@@ -75,14 +80,23 @@ Object{{
         "kind": "MutatingAdmissionPolicy",
         "metadata": {"name": name},
         "spec": {
-            "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
-                                                    "operations": ["CREATE"], "resources": ["pods"]}]},
-            "matchConditions": [{"name": "job-pod", "expression":
-                                 f'has(object.metadata.labels) && "{JOB_TYPE_LABEL}" in object.metadata.labels'}],
+            "matchConstraints": {
+                "resourceRules": [
+                    {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}
+                ]
+            },
+            "matchConditions": [
+                {
+                    "name": "job-pod",
+                    "expression": f'has(object.metadata.labels) && "{JOB_TYPE_LABEL}" in object.metadata.labels',
+                }
+            ],
             "failurePolicy": "Fail",
             "reinvocationPolicy": "IfNeeded",
-            "mutations": [{"patchType": "ApplyConfiguration", "applyConfiguration": {"expression": expression}},
-                          {"patchType": "JSONPatch", "jsonPatch": {"expression": add_init}}],
+            "mutations": [
+                {"patchType": "ApplyConfiguration", "applyConfiguration": {"expression": expression}},
+                {"patchType": "JSONPatch", "jsonPatch": {"expression": add_init}},
+            ],
         },
     }
 
@@ -92,6 +106,8 @@ def binding(namespace, name="podmutate-equivalent"):
         "apiVersion": "admissionregistration.k8s.io/v1beta1",
         "kind": "MutatingAdmissionPolicyBinding",
         "metadata": {"name": f"{name}-{namespace}"},
-        "spec": {"policyName": name,
-                 "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}},
+        "spec": {
+            "policyName": name,
+            "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}},
+        },
     }

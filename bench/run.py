@@ -26,13 +26,13 @@ import kubernetes
 import orjson
 import requests
 
-from bench.pods import hostile_pod, airbyte_pod, review
+from bench.pods import airbyte_pod, hostile_pod, review
 from bench.policy import binding, mutating_admission_policy
 from certs.rotation import ensure
 from tests.e2e.controlplane import ControlPlane, find_binaries
 from tests.helpers import free_port, serve, stop_process
 from webhook import admission, patch
-from webhook.config import load_config
+from webhook.engine import load_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 WRK_SCRIPT = ROOT / "bench" / "wrk_post.lua"
@@ -79,7 +79,8 @@ class Report:
 
 
 def version(distribution):
-    from importlib.metadata import PackageNotFoundError, version as installed
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
 
     try:
         return installed(distribution)
@@ -107,19 +108,25 @@ def per_second(function, seconds):
 
 # -- in-process ------------------------------------------------------------------------------
 
+
 def floor_of(body):
     """Parse the AdmissionReview and serialise a response: what any webhook must do."""
 
     def floor():
         parsed = orjson.loads(body)
-        return orjson.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                             "response": {"uid": parsed["request"]["uid"], "allowed": True}})
+        return orjson.dumps(
+            {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "response": {"uid": parsed["request"]["uid"], "allowed": True},
+            }
+        )
 
     return floor
 
 
-def full_of(body, config):
-    return lambda: orjson.dumps(admission.review(orjson.loads(body), config))
+def full_of(body, engine):
+    return lambda: orjson.dumps(admission.review(orjson.loads(body), engine))
 
 
 @contextlib.contextmanager
@@ -135,18 +142,28 @@ def naive_patches():
 
 
 def in_process(report, seconds):
-    config = load_config(environ={})
-    report.section("In-process: the admission core alone, one core",
-                   "Reviews per second of `admission.review` on a 5-container pod of each job type, "
-                   "against the floor of parsing the AdmissionReview and serialising a response "
-                   "(orjson, as the server does).")
+    engine = load_engine(environ={})
+    report.section(
+        "In-process: the admission core alone, one core",
+        "Reviews per second of `admission.review` on a 5-container pod of each job type, "
+        "against the floor of parsing the AdmissionReview and serialising a response "
+        "(orjson, as the server does).",
+    )
     rows = []
     for job_type in JOB_TYPES:
         body = orjson.dumps(review(airbyte_pod(job_type, containers=5)))
         floor_rate, floor_us = per_second(floor_of(body), seconds)
-        full_rate, full_us = per_second(full_of(body, config), seconds)
-        rows.append([job_type, f"{full_rate:,.0f}", f"{full_us:.0f}", f"{floor_rate:,.0f}", f"{floor_us:.1f}",
-                     f"{full_us / floor_us:.1f}×"])
+        full_rate, full_us = per_second(full_of(body, engine), seconds)
+        rows.append(
+            [
+                job_type,
+                f"{full_rate:,.0f}",
+                f"{full_us:.0f}",
+                f"{floor_rate:,.0f}",
+                f"{floor_us:.1f}",
+                f"{full_us / floor_us:.1f}×",
+            ]
+        )
         if job_type == "sync":
             report.metrics["in_process"] = full_us / floor_us
     report.table(["job type", "reviews/s", "µs/review", "floor/s", "floor µs", "review ÷ floor"], rows)
@@ -156,48 +173,61 @@ def in_process(report, seconds):
     for containers in (5, 50):
         body = orjson.dumps(review(airbyte_pod("sync", containers=containers)))
         with naive_patches():
-            _, before = per_second(full_of(body, config), seconds)
-        _, after = per_second(full_of(body, config), seconds)
+            _, before = per_second(full_of(body, engine), seconds)
+        _, after = per_second(full_of(body, engine), seconds)
         rows.append([containers, f"{before:.0f}", f"{after:.0f}", f"{before / after:.1f}×"])
         report.metrics[f"speed_up_{containers}"] = before / after
     report.table(["containers", "µs before (deepcopy + full diff)", "µs after", "speed-up"], rows)
 
     pod = airbyte_pod("sync")
-    mutated = admission.mutate(pod, config).pod
+    mutated = admission.mutate(pod, engine).pod
     operations = len(patch.diff(pod, mutated))
     _, diff_us = per_second(lambda: patch.diff(pod, mutated), seconds)
-    _, review_us = per_second(full_of(orjson.dumps(review(pod)), config), seconds)
+    _, review_us = per_second(full_of(orjson.dumps(review(pod)), engine), seconds)
     report.metrics.update(diff_share=diff_us / review_us, operations=operations, per_operation=diff_us / operations)
-    report.text(f"\nOf a 5-container sync review ({review_us:.0f} µs), computing the patch takes {diff_us:.0f} µs "
-                f"({diff_us / review_us:.0%}) for its {operations} operations.")
+    report.text(
+        f"\nOf a 5-container sync review ({review_us:.0f} µs), computing the patch takes {diff_us:.0f} µs "
+        f"({diff_us / review_us:.0%}) for its {operations} operations."
+    )
 
 
 def growth(report, seconds):
-    config = load_config(environ={})
-    report.section("Cost growth: review time against pod size",
-                   "µs per review of a sync pod; each row changes one dimension from the "
-                   "5-container, 20-env-var, 4-volume pod.")
+    engine = load_engine(environ={})
+    report.section(
+        "Cost growth: review time against pod size",
+        "µs per review of a sync pod; each row changes one dimension from the 5-container, 20-env-var, 4-volume pod.",
+    )
     rows, times = [], {}
     cases = [("containers", {"containers": n}) for n in (1, 5, 20, 50)]
     cases += [("env vars", {"env_vars": n}) for n in (20, 100, 500)]
     cases += [("volumes", {"volumes": n}) for n in (4, 20, 100)]
     for dimension, size in cases:
         body = orjson.dumps(review(airbyte_pod("sync", **size)))
-        _, full_us = per_second(full_of(body, config), seconds)
+        _, full_us = per_second(full_of(body, engine), seconds)
         _, floor_us = per_second(floor_of(body), seconds)
         times[(dimension, next(iter(size.values())))] = full_us
-        rows.append([dimension, next(iter(size.values())), f"{len(body):,}", f"{full_us:.0f}", f"{floor_us:.1f}",
-                     f"{full_us / floor_us:.1f}×"])
+        rows.append(
+            [
+                dimension,
+                next(iter(size.values())),
+                f"{len(body):,}",
+                f"{full_us:.0f}",
+                f"{floor_us:.1f}",
+                f"{full_us / floor_us:.1f}×",
+            ]
+        )
     report.table(["dimension", "size", "body bytes", "µs/review", "floor µs", "÷ floor"], rows)
     ratio = times[("containers", 50)] / times[("containers", 5)]
     report.metrics["growth"] = ratio
-    report.text(f"\n50 containers take {ratio:.1f}× the time of 5 (10× the containers): "
-                f"{'linear or better' if ratio <= 10 else 'worse than linear'}.")
+    report.text(
+        f"\n50 containers take {ratio:.1f}× the time of 5 (10× the containers): "
+        f"{'linear or better' if ratio <= 10 else 'worse than linear'}."
+    )
 
     from pyinstrument import Profiler
 
     body = orjson.dumps(review(airbyte_pod("sync", containers=50)))
-    review_once = full_of(body, config)
+    review_once = full_of(body, engine)
     profiler = Profiler(interval=0.0002)
     profiler.start()
     deadline = time.perf_counter() + max(seconds, 0.5)
@@ -211,18 +241,20 @@ def growth(report, seconds):
 
 def hostile(report, quick):
     """CPU time of one review of a crafted pod, against its size: it must grow linearly."""
-    config = load_config(environ={})
+    engine = load_engine(environ={})
     sizes = (500, 1000, 2000) if quick else (1250, 2500, 5000, 10_000, 20_000)
-    report.section("Hostile inputs: CPU time against size",
-                   "CPU seconds (process time, best of 3) of one in-process review of a crafted pod: a "
-                   "`podmutate.io/fix-permissions` annotation naming N volumes and N that do not exist (N "
-                   "warnings), or N containers. Per item, the cost must not grow with N.")
+    report.section(
+        "Hostile inputs: CPU time against size",
+        "CPU seconds (process time, best of 3) of one in-process review of a crafted pod: a "
+        "`podmutate.io/fix-permissions` annotation naming N volumes and N that do not exist (N "
+        "warnings), or N containers. Per item, the cost must not grow with N.",
+    )
     rows = []
     for kind in ("volumes", "containers"):
         per_item = []
         for size in sizes:
             body = orjson.dumps(review(hostile_pod(kind, size)))
-            best = min(cpu_seconds(full_of(body, config)) for _ in range(3))
+            best = min(cpu_seconds(full_of(body, engine)) for _ in range(3))
             per_item.append(best / size)
             rows.append([kind, f"{size:,}", f"{len(body):,}", f"{best * 1000:.0f}", f"{best / size * 1e6:.1f}"])
         growth = per_item[-1] / per_item[0]
@@ -236,14 +268,22 @@ def fuzzing(report, quick):
 
     counts = (3000, 300) if quick else (100_000, 10_000)
     results = fuzz.run(*counts)
-    report.section("Fuzzing: damaged AdmissionReviews",
-                   "Real-shaped reviews with seeded random damage (`bench/fuzz.py`): values of another type "
-                   "anywhere, members deleted or added, lists emptied. Every answer must be 200, 400 or 413, "
-                   "never 5xx; a 200 must echo the uid and carry a patch that applies.")
+    report.section(
+        "Fuzzing: damaged AdmissionReviews",
+        "Real-shaped reviews with seeded random damage (`bench/fuzz.py`): values of another type "
+        "anywhere, members deleted or added, lists emptied. Every answer must be 200, 400 or 413, "
+        "never 5xx; a 200 must echo the uid and carry a patch that applies.",
+    )
     rows = []
     for where, (statuses, broken) in results.items():
-        rows.append([where, f"{sum(statuses.values()):,}", ", ".join(f"{code}: {count:,}" for code, count in
-                                                                     sorted(statuses.items())), len(broken)])
+        rows.append(
+            [
+                where,
+                f"{sum(statuses.values()):,}",
+                ", ".join(f"{code}: {count:,}" for code, count in sorted(statuses.items())),
+                len(broken),
+            ]
+        )
         report.metrics[f"fuzz {where}"] = sum(statuses[code] for code in statuses if code >= 500) + len(broken)
     report.table(["through", "reviews", "statuses", "broken answers"], rows)
 
@@ -256,27 +296,44 @@ def cpu_seconds(function):
 
 # -- served ----------------------------------------------------------------------------------
 
+
 def wrk(url, body, connections, seconds, delay_ms=0):
     """Run wrk against `url`; return requests/s, latency percentiles (ms) and errors."""
     with tempfile.NamedTemporaryFile(suffix=".json") as body_file:
         body_file.write(body)
         body_file.flush()
         env = {**os.environ, "PODMUTATE_BENCH_BODY": body_file.name, "PODMUTATE_BENCH_DELAY_MS": str(delay_ms)}
-        result = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-                                 "-s", str(WRK_SCRIPT), url], capture_output=True, text=True, env=env)
+        result = subprocess.run(
+            ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(WRK_SCRIPT), url],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
     line = next((line for line in result.stdout.splitlines() if line.startswith("RESULT ")), None)
     if line is None:
         raise RuntimeError(f"wrk printed no result:\n{result.stdout}\n{result.stderr}")
     figures = dict(item.split("=") for item in line.split()[1:])
     duration = int(figures["duration_us"]) / 1e6
-    return {"rps": int(figures["requests"]) / duration, "requests": int(figures["requests"]),
-            "errors": int(figures["errors"]) + int(figures["status"]),
-            "p50": int(figures["p50"]) / 1000, "p95": int(figures["p95"]) / 1000, "p99": int(figures["p99"]) / 1000}
+    return {
+        "rps": int(figures["requests"]) / duration,
+        "requests": int(figures["requests"]),
+        "errors": int(figures["errors"]) + int(figures["status"]),
+        "p50": int(figures["p50"]) / 1000,
+        "p95": int(figures["p95"]) / 1000,
+        "p99": int(figures["p99"]) / 1000,
+    }
 
 
 def served_row(label, connections, figures):
-    return [label, connections, f"{figures['rps']:,.0f}", f"{figures['p50']:.1f}", f"{figures['p95']:.1f}",
-            f"{figures['p99']:.1f}", figures["errors"]]
+    return [
+        label,
+        connections,
+        f"{figures['rps']:,.0f}",
+        f"{figures['p50']:.1f}",
+        f"{figures['p95']:.1f}",
+        f"{figures['p99']:.1f}",
+        figures["errors"],
+    ]
 
 
 @contextlib.contextmanager
@@ -285,12 +342,29 @@ def kopf_server(control_plane, workdir):
     certs = Path(workdir) / "kopf-certs"
     ensure(certs, ["127.0.0.1"])
     port = free_port()
-    env = {**os.environ, "KUBECONFIG": control_plane.kubeconfig, "PODMUTATE_BENCH_PORT": str(port),
-           "PODMUTATE_BENCH_CERTS": str(certs), "PYTHONPATH": str(ROOT)}
+    env = {
+        **os.environ,
+        "KUBECONFIG": control_plane.kubeconfig,
+        "PODMUTATE_BENCH_PORT": str(port),
+        "PODMUTATE_BENCH_CERTS": str(certs),
+        "PYTHONPATH": str(ROOT),
+    }
     log = open(Path(workdir) / "kopf.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "kopf", "run", str(ROOT / "bench" / "kopf_peer.py"),
-                                "--standalone", "--all-namespaces", "--quiet"], env=env, stdout=log,
-                               stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kopf",
+            "run",
+            str(ROOT / "bench" / "kopf_peer.py"),
+            "--standalone",
+            "--all-namespaces",
+            "--quiet",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"https://127.0.0.1:{port}/podmutate"
     try:
         body = orjson.dumps(review(airbyte_pod("sync")))
@@ -309,12 +383,14 @@ def kopf_server(control_plane, workdir):
 
 
 def served(report, control_plane, workdir, seconds, levels):
-    report.section("Served over HTTPS with keep-alive (wrk, one thread)",
-                   "`podmutate serve` with its defaults (2 hypercorn workers, reviews in 8 threads each; the machine has "
-                   f"{os.cpu_count()} cores, shared with wrk). *Full*: the review of a 5-container sync pod, "
-                   "mutated by every plugin. *Floor*: the same server answering a review of a same-size pod "
-                   "that no plugin touches. *kopf*: the same mutations in a kopf admission handler on kopf's "
-                   "webhook server. Latencies in ms.")
+    report.section(
+        "Served over HTTPS with keep-alive (wrk, one thread)",
+        "`podmutate serve` with its defaults (2 hypercorn workers, reviews in 8 threads each; the machine has "
+        f"{os.cpu_count()} cores, shared with wrk). *Full*: the review of a 5-container sync pod, "
+        "mutated by every plugin. *Floor*: the same server answering a review of a same-size pod "
+        "that no plugin touches. *kopf*: the same mutations in a kopf admission handler on kopf's "
+        "webhook server. Latencies in ms.",
+    )
     full_body = orjson.dumps(review(airbyte_pod("sync")))
     floor_body = orjson.dumps(review(airbyte_pod("sync", labelled=False)))
     rows, results = [], {}
@@ -327,8 +403,9 @@ def served(report, control_plane, workdir, seconds, levels):
         peak = max(results[("full", connections)]["rps"] for connections in levels)
         half_rate = peak / 2
         paced_connections = 4
-        paced = wrk(url, full_body, paced_connections, seconds,
-                    delay_ms=max(1, round(paced_connections * 1000 / half_rate)))
+        paced = wrk(
+            url, full_body, paced_connections, seconds, delay_ms=max(1, round(paced_connections * 1000 / half_rate))
+        )
         slow_clients(report, server, full_body, 20 if seconds < 5 else 300)
     with kopf_server(control_plane, workdir) as kopf_url:
         for connections in levels:
@@ -338,18 +415,27 @@ def served(report, control_plane, workdir, seconds, levels):
     ratios = []
     for connections in levels:
         full, floor, kopf = (results[(label, connections)] for label in ("full", "floor", "kopf"))
-        ratios.append([connections, f"{full['rps'] / floor['rps']:.2f}", f"{full['rps'] / kopf['rps']:.2f}",
-                       f"{full['p99']:.1f} vs {kopf['p99']:.1f}"])
+        ratios.append(
+            [
+                connections,
+                f"{full['rps'] / floor['rps']:.2f}",
+                f"{full['rps'] / kopf['rps']:.2f}",
+                f"{full['p99']:.1f} vs {kopf['p99']:.1f}",
+            ]
+        )
     report.text("\nRatios (same run):\n")
-    report.table(["connections", "full ÷ floor throughput", "podmutate ÷ kopf throughput", "p99 podmutate vs kopf"],
-                 ratios)
+    report.table(
+        ["connections", "full ÷ floor throughput", "podmutate ÷ kopf throughput", "p99 podmutate vs kopf"], ratios
+    )
     report.metrics["served"] = min(float(row[1]) for row in ratios)
     report.metrics["kopf"] = min(float(row[2]) for row in ratios)
     report.metrics["kopf_p99"] = all(results[("full", c)]["p99"] < results[("kopf", c)]["p99"] for c in levels)
     report.metrics["tail"] = paced["p99"] / max(paced["p50"], 0.001)
-    report.text(f"\nAt half the peak throughput (about {half_rate:,.0f}/s offered over {paced_connections} connections, "
-                f"{paced['rps']:,.0f}/s served): p50 {paced['p50']:.1f} ms, p99 {paced['p99']:.1f} ms, "
-                f"p99 ÷ p50 = {paced['p99'] / max(paced['p50'], 0.001):.1f}; errors {paced['errors']}.")
+    report.text(
+        f"\nAt half the peak throughput (about {half_rate:,.0f}/s offered over {paced_connections} connections, "
+        f"{paced['rps']:,.0f}/s served): p50 {paced['p50']:.1f} ms, p99 {paced['p99']:.1f} ms, "
+        f"p99 ÷ p50 = {paced['p99'] / max(paced['p50'], 0.001):.1f}; errors {paced['errors']}."
+    )
 
 
 def slow_clients(report, server, body, count):
@@ -360,8 +446,13 @@ def slow_clients(report, server, body, count):
         times = []
         for _ in range(count):
             started = time.perf_counter()
-            answer = requests.post(server.url + "/mutate", data=body, verify=server.ca_file, timeout=10,
-                                   headers={"Content-Type": "application/json"})
+            answer = requests.post(
+                server.url + "/mutate",
+                data=body,
+                verify=server.ca_file,
+                timeout=10,
+                headers={"Content-Type": "application/json"},
+            )
             answer.raise_for_status()
             times.append((time.perf_counter() - started) * 1000)
         return sorted(times)
@@ -369,17 +460,22 @@ def slow_clients(report, server, body, count):
     alone = latencies()
     with slow_connections(server.port, server.ca_file, count=64):
         held = latencies()
-    rows = [[label, f"{statistics.median(times):.1f}", f"{times[int(len(times) * 0.99) - 1]:.1f}", f"{times[-1]:.1f}"]
-            for label, times in (("alone", alone), ("with 64 slow clients", held))]
-    report.text(f"\nSlow clients: {count} fresh reviews, each on a new TLS connection, alone and while 64 "
-                f"connections hold on unfinished ({', '.join(KINDS)}; 16 of each). Milliseconds.\n")
+    rows = [
+        [label, f"{statistics.median(times):.1f}", f"{times[int(len(times) * 0.99) - 1]:.1f}", f"{times[-1]:.1f}"]
+        for label, times in (("alone", alone), ("with 64 slow clients", held))
+    ]
+    report.text(
+        f"\nSlow clients: {count} fresh reviews, each on a new TLS connection, alone and while 64 "
+        f"connections hold on unfinished ({', '.join(KINDS)}; 16 of each). Milliseconds.\n"
+    )
     report.table(["fresh reviews", "p50", "p99", "max"], rows)
     report.metrics["slow_clients"] = statistics.median(held) / statistics.median(alone)
 
 
 def memory(report, workdir, counts):
-    report.section("Memory: RSS of a worker",
-                   "One hypercorn worker serving full-mutation reviews of a 5-container sync pod.")
+    report.section(
+        "Memory: RSS of a worker", "One hypercorn worker serving full-mutation reviews of a 5-container sync pod."
+    )
     body = orjson.dumps(review(airbyte_pod("sync")))
     rows = []
     with serve(Path(workdir) / "memory", workers=1) as server:
@@ -421,13 +517,16 @@ def rss_mib(pid):
 
 # -- through the API server -------------------------------------------------------------------
 
+
 def api_server(report, control_plane, workdir, count):
-    report.section("Through a real API server: pod creation latency",
-                   f"{count} sequential pod creations per row with the Python client (the same client "
-                   "overhead in every row), as server-side dry runs and as real creates; ms. *none*: no "
-                   "mutation; *podmutate*: the webhook (over HTTPS on 127.0.0.1); *policy*: the "
-                   "MutatingAdmissionPolicy in bench/policy.py, which does what CEL can of the same "
-                   "mutations (its docstring lists what it cannot).")
+    report.section(
+        "Through a real API server: pod creation latency",
+        f"{count} sequential pod creations per row with the Python client (the same client "
+        "overhead in every row), as server-side dry runs and as real creates; ms. *none*: no "
+        "mutation; *podmutate*: the webhook (over HTTPS on 127.0.0.1); *policy*: the "
+        "MutatingAdmissionPolicy in bench/policy.py, which does what CEL can of the same "
+        "mutations (its docstring lists what it cannot).",
+    )
     client = kubernetes.config.new_client_from_config(config_file=control_plane.kubeconfig)
     core = kubernetes.client.CoreV1Api(client)
     dynamic = kubernetes.dynamic.DynamicClient(client)
@@ -456,9 +555,15 @@ def api_server(report, control_plane, workdir, count):
                 medians[(variant, mode)] = median
                 rows.append([variant, mode, f"{median:.2f}", f"{p99:.2f}"])
     report.table(["mutation", "request", "median ms", "p99 ms"], rows)
-    ratios = [[mode, f"{medians[('podmutate', mode)] / medians[('policy', mode)]:.2f}",
-               f"{medians[('podmutate', mode)] / medians[('none', mode)]:.2f}",
-               f"{medians[('policy', mode)] / medians[('none', mode)]:.2f}"] for mode in ("dry run", "create")]
+    ratios = [
+        [
+            mode,
+            f"{medians[('podmutate', mode)] / medians[('policy', mode)]:.2f}",
+            f"{medians[('podmutate', mode)] / medians[('none', mode)]:.2f}",
+            f"{medians[('policy', mode)] / medians[('none', mode)]:.2f}",
+        ]
+        for mode in ("dry run", "create")
+    ]
     report.text("\nRatios of medians (same run):\n")
     report.table(["request", "podmutate ÷ policy", "podmutate ÷ none", "policy ÷ none"], ratios)
     report.metrics["policy"] = max(float(row[1]) for row in ratios)
@@ -466,18 +571,30 @@ def api_server(report, control_plane, workdir, count):
 
 def register_webhook(client, namespace, server):
     api = kubernetes.client.AdmissionregistrationV1Api(client)
-    api.create_mutating_webhook_configuration({
-        "metadata": {"name": f"podmutate-{namespace}"},
-        "webhooks": [{
-            "name": "job-type.podmutate.io", "admissionReviewVersions": ["v1"], "sideEffects": "None",
-            "failurePolicy": "Fail", "reinvocationPolicy": "IfNeeded", "timeoutSeconds": 5,
-            "clientConfig": {"url": server.url + "/mutate",
-                             "caBundle": base64.b64encode(Path(server.ca_file).read_bytes()).decode()},
-            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-            "objectSelector": {"matchExpressions": [{"key": "podmutate.io/job-type", "operator": "Exists"}]},
-        }],
-    })
+    api.create_mutating_webhook_configuration(
+        {
+            "metadata": {"name": f"podmutate-{namespace}"},
+            "webhooks": [
+                {
+                    "name": "job-type.podmutate.io",
+                    "admissionReviewVersions": ["v1"],
+                    "sideEffects": "None",
+                    "failurePolicy": "Fail",
+                    "reinvocationPolicy": "IfNeeded",
+                    "timeoutSeconds": 5,
+                    "clientConfig": {
+                        "url": server.url + "/mutate",
+                        "caBundle": base64.b64encode(Path(server.ca_file).read_bytes()).decode(),
+                    },
+                    "rules": [
+                        {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}
+                    ],
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                    "objectSelector": {"matchExpressions": [{"key": "podmutate.io/job-type", "operator": "Exists"}]},
+                }
+            ],
+        }
+    )
 
 
 def create_policy(dynamic, namespace):
@@ -489,8 +606,9 @@ def create_policy(dynamic, namespace):
 def wait_mutated(core, namespace, pod, expect, timeout=30):
     deadline = time.monotonic() + timeout
     while True:
-        created = core.create_namespaced_pod(namespace, {**pod, "metadata": {**pod["metadata"], "name": "probe"}},
-                                             dry_run="All")
+        created = core.create_namespaced_pod(
+            namespace, {**pod, "metadata": {**pod["metadata"], "name": "probe"}}, dry_run="All"
+        )
         if bool(created.spec.init_containers) == expect:
             return
         if time.monotonic() > deadline:
@@ -499,19 +617,44 @@ def wait_mutated(core, namespace, pod, expect, timeout=30):
 
 
 TARGETS = [
-    ("served", "full-mutation throughput ÷ the floor's, same server (worst level)", "≥ 0.85", lambda v: v >= 0.85,
-     "{:.2f}"),
-    ("in_process", "in-process review ÷ parse-and-serialise floor, 5-container sync pod", "≤ 3", lambda v: v <= 3,
-     "{:.1f}"),
-    ("policy", "pod-create median with podmutate ÷ with the MutatingAdmissionPolicy", "≤ 1.3", lambda v: v <= 1.3,
-     "{:.2f}"),
+    (
+        "served",
+        "full-mutation throughput ÷ the floor's, same server (worst level)",
+        "≥ 0.85",
+        lambda v: v >= 0.85,
+        "{:.2f}",
+    ),
+    (
+        "in_process",
+        "in-process review ÷ parse-and-serialise floor, 5-container sync pod",
+        "≤ 3",
+        lambda v: v <= 3,
+        "{:.1f}",
+    ),
+    (
+        "policy",
+        "pod-create median with podmutate ÷ with the MutatingAdmissionPolicy",
+        "≤ 1.3",
+        lambda v: v <= 1.3,
+        "{:.2f}",
+    ),
     ("kopf", "throughput ÷ kopf's at equal concurrency (worst level)", "≥ 2", lambda v: v >= 2, "{:.2f}"),
     ("kopf_p99", "p99 below kopf's at every level", "yes", lambda v: v, "{}"),
     ("growth", "50-container review ÷ 5-container review", "≤ 10", lambda v: v <= 10, "{:.1f}"),
-    ("slow_clients", "median fresh-review latency with 64 slow clients ÷ without", "≤ 1.5", lambda v: v <= 1.5,
-     "{:.2f}"),
-    ("hostile volumes", "CPU per named volume, 20,000 ÷ 1,250 (crafted fix-permissions)", "≤ 2",
-     lambda v: v <= 2, "{:.2f}"),
+    (
+        "slow_clients",
+        "median fresh-review latency with 64 slow clients ÷ without",
+        "≤ 1.5",
+        lambda v: v <= 1.5,
+        "{:.2f}",
+    ),
+    (
+        "hostile volumes",
+        "CPU per named volume, 20,000 ÷ 1,250 (crafted fix-permissions)",
+        "≤ 2",
+        lambda v: v <= 2,
+        "{:.2f}",
+    ),
     ("fuzz in process", "fuzzed reviews in process answered 5xx or malformed", "0", lambda v: v == 0, "{}"),
     ("fuzz over HTTPS", "fuzzed reviews over HTTPS answered 5xx or malformed", "0", lambda v: v == 0, "{}"),
     ("hostile containers", "CPU per container, 20,000 ÷ 1,250 (crafted pod)", "≤ 2", lambda v: v <= 2, "{:.2f}"),
@@ -521,18 +664,18 @@ TARGETS = [
 
 WHY_MISSED = {
     "served": "the review itself costs {in_process:.0f}× the floor's parse-and-answer in process (first section); "
-              "a server doing that work cannot keep 85 % of the throughput of one that only parses and answers.",
+    "a server doing that work cannot keep 85 % of the throughput of one that only parses and answers.",
     "in_process": "the patch is now emitted by the walk that finds what differs ({diff_share:.0%} of a review, "
-                  "{per_operation:.1f} µs for each of its {operations} operations; it was jsonpatch's, "
-                  "{speed_up_5:.1f}× slower in all at 5 containers). What remains is the plugins in pure Python "
-                  "and the validity guard, which checks the pod before and after against the API server's "
-                  "rules so that no valid pod comes back invalid.",
+    "{per_operation:.1f} µs for each of its {operations} operations; it was jsonpatch's, "
+    "{speed_up_5:.1f}× slower in all at 5 containers). What remains is the plugins in pure Python "
+    "and the validity guard, which checks the pod before and after against the API server's "
+    "rules so that no valid pod comes back invalid.",
     "kopf_p99": "podmutate's review threads share the GIL and the two cores with wrk, so at some levels the tail of "
-                "the threaded server is wider than that of kopf's single event loop, which serves at least "
-                "{kopf:.1f}× fewer reviews.",
+    "the threaded server is wider than that of kopf's single event loop, which serves at least "
+    "{kopf:.1f}× fewer reviews.",
     "tail": "two cores are shared by wrk, two hypercorn workers and their TLS; the tail at half load follows "
-            "the scheduler as much as podmutate. The fixed rate comes from wrk's delay(), which does not "
-            "correct for coordinated omission.",
+    "the scheduler as much as podmutate. The fixed rate comes from wrk's delay(), which does not "
+    "correct for coordinated omission.",
 }
 
 

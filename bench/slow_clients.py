@@ -31,8 +31,10 @@ def slow_connections(port, ca_file, count=64, host="127.0.0.1"):
             if kind == "half headers":
                 tls.sendall(b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Ty")
             else:
-                tls.sendall(b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                            b"Content-Length: 5000\r\n\r\n{\"apiVersion\":")
+                tls.sendall(
+                    b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    b'Content-Length: 5000\r\n\r\n{"apiVersion":'
+                )
             held.append(tls)
         yield len(held)
     finally:

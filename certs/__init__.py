@@ -3,6 +3,8 @@
 Reads like trustme: ``ca = CA.create()``, then ``ca.issue("localhost", "127.0.0.1")``.
 """
 
+from __future__ import annotations
+
 import datetime
 import ipaddress
 import os
@@ -15,6 +17,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
 CA_FILE = "ca.crt"
 CA_KEY_FILE = "ca.key"
@@ -29,11 +33,11 @@ CA_RENEW_DAYS = 365
 CLOCK_SKEW = datetime.timedelta(minutes=5)
 
 
-def now():
-    return datetime.datetime.now(datetime.timezone.utc)
+def now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
 
 
-def new_key(key_type="ecdsa", rsa_bits=2048):
+def new_key(key_type: str = "ecdsa", rsa_bits: int = 2048) -> PrivateKey:
     """A private key: ECDSA P-256 by default, or RSA of at least 2048 bits."""
     if key_type == "ecdsa":
         return ec.generate_private_key(ec.SECP256R1())
@@ -44,21 +48,30 @@ def new_key(key_type="ecdsa", rsa_bits=2048):
     raise ValueError(f"key type {key_type!r}: expected one of {KEY_TYPES}")
 
 
-def key_pem(key):
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+def load_key(data: bytes) -> PrivateKey:
+    """A PEM private key of the kinds podmutate issues (ECDSA, RSA); ValueError for anything else."""
+    key = serialization.load_pem_private_key(data, None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise ValueError(f"a {type(key).__name__} key: expected ECDSA or RSA")
+    return key
 
 
-def cert_pem(cert):
+def key_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-def service_names(service, namespace):
+def service_names(service: str, namespace: str) -> list[str]:
     """The DNS names the API server may use to reach Service `service` in `namespace`."""
     return [service, f"{service}.{namespace}", f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local"]
 
 
-def default_names():
+def default_names() -> list[str]:
     """What a certificate for a server on this machine should cover."""
     names = ["localhost", "127.0.0.1"]
     hostname = socket.gethostname()
@@ -67,7 +80,7 @@ def default_names():
     return names
 
 
-def serving_names(service=None, namespace="default"):
+def serving_names(service: str | None = None, namespace: str = "default") -> list[str]:
     """The names podmutate's serving certificate covers: this machine's, or a Service's.
 
     For a Service, the pod's own host name is left out: every replica then asks for the same
@@ -78,7 +91,7 @@ def serving_names(service=None, namespace="default"):
     return default_names()
 
 
-def general_name(name):
+def general_name(name: str) -> x509.GeneralName:
     try:
         return x509.IPAddress(ipaddress.ip_address(name))
     except ValueError:
@@ -90,22 +103,22 @@ class ServingCert:
     """A serving certificate and its key."""
 
     cert: x509.Certificate
-    key: object
+    key: PrivateKey
 
     @property
-    def names(self):
+    def names(self) -> list[str]:
         """The DNS names and IP addresses (as strings) the certificate is valid for."""
         san = self.cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         return [str(name) for name in san.get_values_for_type(x509.DNSName) + san.get_values_for_type(x509.IPAddress)]
 
     @property
-    def not_after(self):
+    def not_after(self) -> datetime.datetime:
         return self.cert.not_valid_after_utc
 
-    def cert_pem(self):
+    def cert_pem(self) -> bytes:
         return cert_pem(self.cert)
 
-    def key_pem(self):
+    def key_pem(self) -> bytes:
         return key_pem(self.key)
 
 
@@ -114,13 +127,17 @@ class CA:
     """A certificate authority that issues serving certificates."""
 
     cert: x509.Certificate
-    key: object
+    key: PrivateKey
 
     @classmethod
-    def create(cls, common_name="podmutate webhook CA", *, key_type="ecdsa", days=CA_DAYS):
+    def create(cls, common_name: str = "podmutate webhook CA", *, key_type: str = "ecdsa", days: int = CA_DAYS) -> CA:
         key = new_key(key_type)
-        subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "podmutate"),
-                             x509.NameAttribute(NameOID.COMMON_NAME, f"{common_name} {now():%Y-%m-%d %H:%M:%S}")])
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "podmutate"),
+                x509.NameAttribute(NameOID.COMMON_NAME, f"{common_name} {now():%Y-%m-%d %H:%M:%S}"),
+            ]
+        )
         public_key = key.public_key()
         cert = (
             x509.CertificateBuilder()
@@ -131,20 +148,30 @@ class CA:
             .not_valid_before(now() - CLOCK_SKEW)
             .not_valid_after(now() + datetime.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                         key_agreement=False, encipher_only=False, decipher_only=False),
-                           critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
             .sign(key, hashes.SHA256())
         )
         return cls(cert, key)
 
     @classmethod
-    def load(cls, cert_data, key_data):
-        return cls(x509.load_pem_x509_certificate(cert_data), serialization.load_pem_private_key(key_data, None))
+    def load(cls, cert_data: bytes, key_data: bytes) -> CA:
+        return cls(x509.load_pem_x509_certificate(cert_data), load_key(key_data))
 
-    def issue(self, *names, key_type="ecdsa", days=SERVING_DAYS):
+    def issue(self, *names: str, key_type: str = "ecdsa", days: float = SERVING_DAYS) -> ServingCert:
         """Issue a serving certificate for DNS names and IP addresses (given as strings)."""
         if not names:
             raise ValueError("a serving certificate needs at least one DNS name or IP address")
@@ -153,19 +180,34 @@ class CA:
         ski = self.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
         cert = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "podmutate"),
-                                     x509.NameAttribute(NameOID.COMMON_NAME, names[0][:64])]))
+            .subject_name(
+                x509.Name(
+                    [
+                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "podmutate"),
+                        x509.NameAttribute(NameOID.COMMON_NAME, names[0][:64]),
+                    ]
+                )
+            )
             .issuer_name(self.cert.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now() - CLOCK_SKEW)
             .not_valid_after(min(now() + datetime.timedelta(days=days), self.cert.not_valid_after_utc))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=key_type == "rsa",
-                                         key_cert_sign=False, crl_sign=False, content_commitment=False,
-                                         data_encipherment=False, key_agreement=False, encipher_only=False,
-                                         decipher_only=False),
-                           critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_encipherment=key_type == "rsa",
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    content_commitment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(x509.SubjectAlternativeName([general_name(name) for name in names]), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
@@ -174,14 +216,14 @@ class CA:
         )
         return ServingCert(cert, key)
 
-    def cert_pem(self):
+    def cert_pem(self) -> bytes:
         return cert_pem(self.cert)
 
-    def key_pem(self):
+    def key_pem(self) -> bytes:
         return key_pem(self.key)
 
 
-def write_atomically(path, data, mode=0o644):
+def write_atomically(path: str, data: bytes, mode: int = 0o644) -> None:
     """Write `data` to `path` through a temporary file and a rename: never a half-written file."""
     directory = os.path.dirname(path) or "."
     descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
@@ -198,7 +240,7 @@ def write_atomically(path, data, mode=0o644):
         raise
 
 
-def read_bytes(path):
+def read_bytes(path: str) -> bytes:
     """The file's content; empty when it does not exist."""
     try:
         with open(path, "rb") as stream:
@@ -207,12 +249,12 @@ def read_bytes(path):
         return b""
 
 
-def load_bundle(data):
+def load_bundle(data: bytes) -> list[x509.Certificate]:
     """Every certificate in a PEM bundle."""
     return x509.load_pem_x509_certificates(data) if data.strip() else []
 
 
-def issued_by(cert, ca_cert):
+def issued_by(cert: x509.Certificate, ca_cert: x509.Certificate) -> bool:
     """True when `ca_cert` signed `cert`."""
     try:
         cert.verify_directly_issued_by(ca_cert)
@@ -221,19 +263,19 @@ def issued_by(cert, ca_cert):
     return True
 
 
-def read_serving(directory):
+def read_serving(directory: str) -> ServingCert | None:
     """The ServingCert in `directory`, or None when tls.crt or tls.key is missing."""
     try:
         with open(os.path.join(directory, CERT_FILE), "rb") as stream:
             cert = x509.load_pem_x509_certificate(stream.read())
         with open(os.path.join(directory, KEY_FILE), "rb") as stream:
-            key = serialization.load_pem_private_key(stream.read(), None)
+            key = load_key(stream.read())
     except FileNotFoundError:
         return None
     return ServingCert(cert, key)
 
 
-def describe(directory, at=None):
+def describe(directory: str, at: datetime.datetime | None = None) -> tuple[list[str], bool]:
     """What `podmutate certs show` prints, and whether the pair is good: (lines, ok)."""
     at = at or now()
     serving = read_serving(directory)

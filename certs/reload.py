@@ -4,12 +4,11 @@ import logging
 import os
 import shutil
 import ssl
-import threading
-import time
 
 from cryptography import x509
 
-from certs import CA_FILE, issued_by, load_bundle, now, read_bytes, write_atomically
+from certs import CA_FILE, CERT_FILE, KEY_FILE, issued_by, load_bundle, now, read_bytes, write_atomically
+from webhook.watch import FileWatcher
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +17,11 @@ class PairRefused(ValueError):
     """A certificate pair that must not be served: says why."""
 
 
-def server_context(cert_file, key_file, alpn_protocols=None):
+# What loading a pair raises for one that must not be served.
+REFUSED = (PairRefused, ssl.SSLError, OSError, ValueError)
+
+
+def server_context(cert_file: str, key_file: str, alpn_protocols: list[str] | None = None) -> ssl.SSLContext:
     """A TLS 1.2+ server context for a pair fit to serve; raises PairRefused, ssl.SSLError or OSError.
 
     Fit to serve: the key matches, the certificate is valid now (neither expired nor not yet
@@ -33,7 +36,8 @@ def server_context(cert_file, key_file, alpn_protocols=None):
     return context
 
 
-def check_pair(cert_file):
+def check_pair(cert_file: str) -> None:
+    """Raise PairRefused when the certificate in `cert_file` must not be served now."""
     data = read_bytes(cert_file)
     try:
         cert = x509.load_pem_x509_certificate(data)
@@ -57,33 +61,51 @@ def check_pair(cert_file):
 class ReloadingContext:
     """Hands out the SSLContext of the certificate pair on disk, rebuilt when the files change.
 
-    The files are looked at no more than once per `interval` seconds. A new pair that is not
-    fit to serve (see server_context: a key that does not match, a half-copied file, expired,
-    not yet valid, not from the CA) is refused with a logged error, and the last good context
-    keeps serving; it is tried again when the files change once more.
+    The files are looked at no more than once per `interval` seconds, by the handshake that
+    asks for the context (webhook.watch). A new pair that is not fit to serve (see
+    server_context: a key that does not match, a half-copied file, expired, not yet valid, not
+    from the CA) is refused with a logged error, and the last good context keeps serving.
 
     With `last_good_dir`, every pair that took effect is copied there, and a new process (a
     worker respawned while the files on disk are bad) starts from that copy instead of failing
     every handshake.
     """
 
-    def __init__(self, cert_file, key_file, interval=1.0, last_good_dir=None, alpn_protocols=None):
+    def __init__(
+        self,
+        cert_file: str,
+        key_file: str,
+        interval: float = 1.0,
+        last_good_dir: str | None = None,
+        alpn_protocols: list[str] | None = None,
+    ) -> None:
         self.cert_file = cert_file
         self.key_file = key_file
-        self.interval = interval
         self.last_good_dir = last_good_dir
         self.alpn_protocols = alpn_protocols
         self._serving = (cert_file, key_file)
-        self._lock = threading.Lock()
-        self._stamp = self._file_stamp()
-        self._context = self._first_context()
-        self._checked_at = time.monotonic()
-        self.reloads = 0
+        self._watcher = FileWatcher(
+            (cert_file, key_file),
+            self._load_followed,
+            self._first_context(),
+            what=f"certificate pair {cert_file}",
+            refused=REFUSED,
+            interval=interval,
+            check_on_read=True,
+            on_change=[self._took_effect],
+        )
 
-    def _first_context(self):
+    def _load_followed(self) -> ssl.SSLContext:
+        return server_context(self.cert_file, self.key_file, self.alpn_protocols)
+
+    def _took_effect(self, _context: ssl.SSLContext) -> None:
+        self._serving = (self.cert_file, self.key_file)
+        self._keep(self.cert_file, self.key_file)
+
+    def _first_context(self) -> ssl.SSLContext:
         try:
-            context = server_context(self.cert_file, self.key_file, self.alpn_protocols)
-        except (PairRefused, ssl.SSLError, OSError, ValueError) as error:
+            context = self._load_followed()
+        except REFUSED as error:
             if not self._has_last_good():
                 raise
             log.error("certificate pair %s refused, serving the last good one: %s", self.cert_file, error)
@@ -92,17 +114,23 @@ class ReloadingContext:
         self._keep(self.cert_file, self.key_file)
         return context
 
-    def serving_files(self):
+    @property
+    def reloads(self) -> int:
+        """How many new pairs took effect since the start."""
+        return self._watcher.reloads
+
+    def serving_files(self) -> tuple[str, str]:
         """(certificate file, key file) of the pair in force: the followed files, or the last good copy."""
         return self._serving
 
-    def _last_good_files(self):
-        return (os.path.join(self.last_good_dir, "tls.crt"), os.path.join(self.last_good_dir, "tls.key"))
+    def _last_good_files(self) -> tuple[str, str]:
+        assert self.last_good_dir is not None
+        return (os.path.join(self.last_good_dir, CERT_FILE), os.path.join(self.last_good_dir, KEY_FILE))
 
-    def _has_last_good(self):
+    def _has_last_good(self) -> bool:
         return self.last_good_dir is not None and all(os.path.exists(path) for path in self._last_good_files())
 
-    def _keep(self, cert_file, key_file):
+    def _keep(self, cert_file: str, key_file: str) -> None:
         if self.last_good_dir is None:
             return
         os.makedirs(self.last_good_dir, mode=0o700, exist_ok=True)
@@ -113,38 +141,10 @@ class ReloadingContext:
         if os.path.exists(bundle):  # so the copy is checked against the CA that issued it
             shutil.copyfile(bundle, os.path.join(self.last_good_dir, CA_FILE))
 
-    def _file_stamp(self):
-        stamps = []
-        for path in (self.cert_file, self.key_file):
-            try:
-                status = os.stat(path)
-            except OSError:
-                return None
-            stamps.append((status.st_mtime_ns, status.st_size, status.st_ino))
-        return tuple(stamps)
+    def context(self) -> ssl.SSLContext:
+        """The context of the pair in force (checking the files when they are due)."""
+        return self._watcher.current()
 
-    def context(self):
-        if time.monotonic() - self._checked_at >= self.interval:
-            self.check()
-        return self._context
-
-    def check(self):
+    def check(self) -> bool:
         """Reload now if the files changed; True when a new pair took effect."""
-        with self._lock:
-            self._checked_at = time.monotonic()
-            stamp = self._file_stamp()
-            if stamp is None or stamp == self._stamp:
-                return False
-            self._stamp = stamp
-            try:
-                context = server_context(self.cert_file, self.key_file, self.alpn_protocols)
-            except (PairRefused, ssl.SSLError, OSError, ValueError) as error:
-                log.error("new certificate pair %s, %s refused, the last good one keeps serving: %s",
-                          self.cert_file, self.key_file, error)
-                return False
-            self._context = context
-            self._serving = (self.cert_file, self.key_file)
-            self._keep(self.cert_file, self.key_file)
-            self.reloads += 1
-            log.info("serving certificate %s reloaded", self.cert_file)
-            return True
+        return self._watcher.check()

@@ -1,16 +1,42 @@
 """Keep a directory's certificates valid: issue what is missing, renew what is due, roll the CA over."""
 
+from __future__ import annotations
+
 import datetime
 import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
 
-from certs import CA, CA_FILE, CA_KEY_FILE, CA_DAYS, CA_RENEW_DAYS, CERT_FILE, CLOCK_SKEW, KEY_FILE, SERVING_DAYS, \
-    SERVING_RENEW_DAYS, cert_pem, issued_by, load_bundle, now, read_bytes, read_serving, write_atomically
+from certs import (
+    CA,
+    CA_DAYS,
+    CA_FILE,
+    CA_KEY_FILE,
+    CA_RENEW_DAYS,
+    CERT_FILE,
+    CLOCK_SKEW,
+    KEY_FILE,
+    SERVING_DAYS,
+    SERVING_RENEW_DAYS,
+    ServingCert,
+    cert_pem,
+    issued_by,
+    load_bundle,
+    load_key,
+    now,
+    read_bytes,
+    read_serving,
+    write_atomically,
+)
+
+if TYPE_CHECKING:
+    from certs.secret import SecretStore
 
 log = logging.getLogger(__name__)
 
@@ -25,13 +51,21 @@ class Outcome:
     actions: list = field(default_factory=list)
 
     @property
-    def changed(self):
+    def changed(self) -> bool:
         return bool(self.actions)
 
 
-def ensure(directory, names, *, key_type="ecdsa", serving_days=SERVING_DAYS,
-           renew_before=datetime.timedelta(days=SERVING_RENEW_DAYS), ca_days=CA_DAYS,
-           ca_renew_before=datetime.timedelta(days=CA_RENEW_DAYS), at=None):
+def ensure(
+    directory: str,
+    names: list[str],
+    *,
+    key_type: str = "ecdsa",
+    serving_days: float = SERVING_DAYS,
+    renew_before: datetime.timedelta = datetime.timedelta(days=SERVING_RENEW_DAYS),
+    ca_days: int = CA_DAYS,
+    ca_renew_before: datetime.timedelta = datetime.timedelta(days=CA_RENEW_DAYS),
+    at: datetime.datetime | None = None,
+) -> Outcome:
     """Make `directory` hold a CA bundle, a CA key and a serving pair valid for `names`; idempotent.
 
     Keeps what is valid. Issues a new serving certificate when it is missing, does not cover
@@ -49,7 +83,7 @@ def ensure(directory, names, *, key_type="ecdsa", serving_days=SERVING_DAYS,
     ca_key = read_bytes(ca_key_path)
     if bundle and ca_key:
         try:
-            key = serialization.load_pem_private_key(ca_key, None)
+            key = load_key(ca_key)
         except (ValueError, TypeError):
             log.warning("%s is not a readable private key; a new CA replaces it", ca_key_path)
             key = None
@@ -71,8 +105,9 @@ def ensure(directory, names, *, key_type="ecdsa", serving_days=SERVING_DAYS,
     except (ValueError, TypeError):
         serving = None
         log.warning("the serving pair in %s is unreadable; it is issued anew", directory)
-    reason = renewal_reason(serving, names, bundle, at, renew_before,
-                            datetime.timedelta(days=serving_days) + CLOCK_SKEW)
+    reason = renewal_reason(
+        serving, names, bundle, at, renew_before, datetime.timedelta(days=serving_days) + CLOCK_SKEW
+    )
     if reason:
         serving = ca.issue(*names, key_type=key_type, days=serving_days)
         write_atomically(os.path.join(directory, KEY_FILE), serving.key_pem(), mode=0o600)
@@ -80,10 +115,18 @@ def ensure(directory, names, *, key_type="ecdsa", serving_days=SERVING_DAYS,
         actions.append(f"issued a serving certificate ({reason})")
     for action in actions:
         log.info("certificates in %s: %s", directory, action)
+    assert serving is not None  # issued above when there was none
     return Outcome(bundle=bundle_data, serving_names=serving.names, not_after=serving.not_after, actions=actions)
 
 
-def renewal_reason(serving, names, bundle, at, renew_before, longest=None):
+def renewal_reason(
+    serving: ServingCert | None,
+    names: list[str],
+    bundle: list[x509.Certificate],
+    at: datetime.datetime,
+    renew_before: datetime.timedelta,
+    longest: datetime.timedelta | None = None,
+) -> str | None:
     """Why the serving pair must be issued anew, or None when it is good.
 
     A pair valid for longer than `longest` from `at` was issued under a longer validity than
@@ -104,7 +147,7 @@ def renewal_reason(serving, names, bundle, at, renew_before, longest=None):
     return None
 
 
-def read_bundle(path):
+def read_bundle(path: str) -> list[x509.Certificate]:
     data = read_bytes(path)
     try:
         return load_bundle(data)
@@ -123,18 +166,30 @@ class Keeper:
     retried next round.
     """
 
-    def __init__(self, directory, names, *, publish=None, store=None, interval=3600.0, **ensure_options):
+    def __init__(
+        self,
+        directory: str,
+        names: list[str],
+        *,
+        publish: Callable[[bytes], None] | None = None,
+        store: SecretStore | None = None,
+        interval: float = 3600.0,
+        **ensure_options: Any,
+    ) -> None:
         self.directory = directory
         self.names = list(names)
         self.publish = publish
         self.store = store
         self.interval = interval
         self.ensure_options = ensure_options
-        self._published = None
+        self._published: bytes | None = None
 
-    def run_once(self):
-        outcome = self._ensure_shared() if self.store is not None else \
-            ensure(self.directory, self.names, **self.ensure_options)
+    def run_once(self) -> Outcome:
+        outcome = (
+            self._ensure_shared()
+            if self.store is not None
+            else ensure(self.directory, self.names, **self.ensure_options)
+        )
         if self.publish is not None and outcome.bundle != self._published:
             try:
                 self.publish(outcome.bundle)
@@ -143,7 +198,8 @@ class Keeper:
                 log.error("publishing the CA bundle failed, retrying in %.0fs: %s", self.interval, error)
         return outcome
 
-    def _ensure_shared(self):
+    def _ensure_shared(self) -> Outcome:
+        assert self.store is not None
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         for _ in range(5):
             seen = self.store.pull(self.directory)  # what the replicas agreed on, if anything
@@ -152,14 +208,13 @@ class Keeper:
                 return outcome
         raise RuntimeError(f"could not agree on certificates with the other replicas through {self.store.name}")
 
-    def start(self):
-        def loop():
+    def start(self) -> None:
+        def loop() -> None:
             while True:
                 time.sleep(self.interval)
                 try:
                     self.run_once()
                 except Exception:
-                    log.exception("certificate rotation in %s failed; retrying in %.0fs", self.directory,
-                                  self.interval)
+                    log.exception("certificate rotation in %s failed; retrying in %.0fs", self.directory, self.interval)
 
         threading.Thread(target=loop, name="podmutate-certificates", daemon=True).start()

@@ -5,6 +5,8 @@ The first replica to create the Secret wins; the others take its certificates. E
 is made against the resourceVersion last read, so no replica overwrites what another stored.
 """
 
+from __future__ import annotations
+
 import base64
 import logging
 import os
@@ -24,12 +26,12 @@ PRIVATE = (CA_KEY_FILE, KEY_FILE)
 class SecretStore:
     """The Secret `name` in `namespace` holding ca.crt, ca.key, tls.crt and tls.key."""
 
-    def __init__(self, client, namespace, name):
+    def __init__(self, client: kubernetes.client.ApiClient, namespace: str, name: str) -> None:
         self.api = kubernetes.client.CoreV1Api(client)
         self.namespace = namespace
         self.name = name
 
-    def read(self):
+    def read(self) -> tuple[dict[str, bytes], str | None]:
         """The Secret's files as {name: bytes} and its resourceVersion; ({}, None) when absent."""
         try:
             secret = self.api.read_namespaced_secret(self.name, self.namespace)
@@ -40,7 +42,7 @@ class SecretStore:
         files = {name: base64.b64decode(value) for name, value in (secret.data or {}).items() if name in FILES}
         return files, secret.metadata.resource_version
 
-    def pull(self, directory):
+    def pull(self, directory: str) -> Snapshot:
         """Write the Secret's files into `directory` where they differ.
 
         Returns what `push` needs to change the Secret safely: a Snapshot of the files and the
@@ -54,7 +56,7 @@ class SecretStore:
                     write_atomically(path, data, mode=0o600 if name in PRIVATE else 0o644)
         return Snapshot(files, version)
 
-    def push(self, directory, seen):
+    def push(self, directory: str, seen: Snapshot) -> bool:
         """Store the directory's files, if the Secret is still as `seen`; False when another replica changed it.
 
         Create-or-adopt: with no Secret seen, only a create is tried, and a 409 means another
@@ -69,7 +71,10 @@ class SecretStore:
         if seen.version is not None:
             metadata["resourceVersion"] = seen.version
         body = {
-            "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls", "metadata": metadata,
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": metadata,
             "data": {name: base64.b64encode(data).decode() for name, data in files.items()},
         }
         try:
@@ -79,8 +84,9 @@ class SecretStore:
                 self.api.replace_namespaced_secret(self.name, self.namespace, body)
         except ApiException as error:
             if error.status == 409:
-                log.info("Secret %s/%s was written by another replica; taking its certificates",
-                         self.namespace, self.name)
+                log.info(
+                    "Secret %s/%s was written by another replica; taking its certificates", self.namespace, self.name
+                )
                 return False
             raise
         log.info("certificates stored in Secret %s/%s", self.namespace, self.name)

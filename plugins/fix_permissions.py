@@ -6,12 +6,21 @@ written for it (runAsNonRoot everywhere) the pod's fsGroup is set instead, which
 kubelet give the volumes to that group.
 """
 
-from webhook import ConfigError, hookimpl
-from webhook import kube
-from webhook.pods import INJECTED_RESOURCES, add_init_container, helper_resources, annotation, container_name_taken, containers, \
-    init_container, run_as, runs_restricted, spec
+from webhook import ConfigError, formats, hookimpl
+from webhook.contract import FIX_PERMISSIONS_ANNOTATION as ANNOTATION
+from webhook.pods import (
+    INJECTED_RESOURCES,
+    add_init_container,
+    annotation,
+    container_name_taken,
+    containers,
+    helper_resources,
+    init_container,
+    run_as,
+    runs_restricted,
+    spec,
+)
 
-ANNOTATION = "podmutate.io/fix-permissions"
 CONTAINER_NAME = "fix-permissions"
 VOLUMES_DIR = "/volumes"  # each volume is mounted at VOLUMES_DIR/<name>: one path per volume, always
 
@@ -23,14 +32,13 @@ def config_defaults():
 
 @hookimpl
 def parse_config(config):
-    raw = config.raw["fix_permissions"]
+    raw = config.section("fix_permissions")
     unknown = sorted(set(raw) - {"image", "resources"})
     if unknown:
         raise ConfigError(f"fix_permissions.{unknown[0]}", raw[unknown[0]], "image or resources")
     if not isinstance(raw["image"], str) or not raw["image"].strip():
         raise ConfigError("fix_permissions.image", raw["image"], "an image reference such as busybox:1.35")
-    return {"fix_permissions": {"image": raw["image"],
-                                "resources": kube.check_resources("fix_permissions.resources", raw["resources"])}}
+    return {"image": raw["image"], "resources": formats.check_resources("fix_permissions.resources", raw["resources"])}
 
 
 @hookimpl
@@ -60,20 +68,23 @@ def mutate_pod(pod, config, request):
         request.warn(f"podmutate: {ANNOTATION} ignored: the pod already has a container named {CONTAINER_NAME!r}")
         return
     settings = config.settings["fix_permissions"]
-    add_init_container(pod, {
-        "name": CONTAINER_NAME,
-        "image": settings["image"],
-        "command": ["chown", "-R", f"{uid}:{gid}", *(f"{VOLUMES_DIR}/{name}" for name in names)],
-        "securityContext": {
-            "runAsUser": 0,
-            "runAsNonRoot": False,
-            "privileged": False,
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]},
+    add_init_container(
+        pod,
+        {
+            "name": CONTAINER_NAME,
+            "image": settings["image"],
+            "command": ["chown", "-R", f"{uid}:{gid}", *(f"{VOLUMES_DIR}/{name}" for name in names)],
+            "securityContext": {
+                "runAsUser": 0,
+                "runAsNonRoot": False,
+                "privileged": False,
+                "allowPrivilegeEscalation": False,
+                "capabilities": {"drop": ["ALL"], "add": ["CHOWN"]},
+            },
+            **helper_resources(pod, settings["resources"]),
+            "volumeMounts": [{"name": name, "mountPath": f"{VOLUMES_DIR}/{name}"} for name in names],
         },
-        **helper_resources(pod, settings["resources"]),
-        "volumeMounts": [{"name": name, "mountPath": f"{VOLUMES_DIR}/{name}"} for name in names],
-    })
+    )
 
 
 def give_volumes_to_group(pod, gid, request):
@@ -83,10 +94,14 @@ def give_volumes_to_group(pod, gid, request):
         pod_spec["securityContext"] = {}
     context = pod_spec["securityContext"]
     if context.get("fsGroup") not in (None, gid):
-        request.warn(f"podmutate: {ANNOTATION} ignored: the pod runs as non-root only, where a root chown "
-                     f"container is refused, and its fsGroup {context['fsGroup']} is not its runAsGroup {gid}")
+        request.warn(
+            f"podmutate: {ANNOTATION} ignored: the pod runs as non-root only, where a root chown "
+            f"container is refused, and its fsGroup {context['fsGroup']} is not its runAsGroup {gid}"
+        )
         return
     if context.get("fsGroup") is None:
         context["fsGroup"] = gid
-        request.warn(f"podmutate: {ANNOTATION}: the pod runs as non-root only, where a root chown container "
-                     f"is refused; fsGroup {gid} set instead (the kubelet gives supported volumes to that group)")
+        request.warn(
+            f"podmutate: {ANNOTATION}: the pod runs as non-root only, where a root chown container "
+            f"is refused; fsGroup {gid} set instead (the kubelet gives supported volumes to that group)"
+        )

@@ -3,17 +3,24 @@
 import math
 from importlib import resources
 
-from webhook import ConfigError, hookimpl
-from webhook import kube
-from webhook.pods import INJECTED_RESOURCES, add_init_container, helper_resources, add_mount, add_volume, annotation, \
-    container_name_taken, init_container, main_container, opted_out, restricted_security_context
+from webhook import ConfigError, formats, hookimpl
+from webhook.contract import CONFIG_DIR, PIPES_DIR, SUCCESS_FILE, USES_STDIN_ANNOTATION
+from webhook.contract import INIT_CONTAINER as INIT_CONTAINER_NAME
+from webhook.contract import INIT_WAIT_ANNOTATION as OPT_OUT_ANNOTATION
+from webhook.pods import (
+    INJECTED_RESOURCES,
+    add_init_container,
+    add_mount,
+    add_volume,
+    annotation,
+    container_name_taken,
+    helper_resources,
+    init_container,
+    main_container,
+    opted_out,
+    restricted_security_context,
+)
 
-OPT_OUT_ANNOTATION = "podmutate.io/init-wait"
-USES_STDIN_ANNOTATION = "podmutate.io/uses-stdin"
-INIT_CONTAINER_NAME = "init"
-PIPES_DIR = "/pipes"
-CONFIG_DIR = "/config"
-SUCCESS_FILE = "FINISHED_UPLOADING"
 PIPES_VOLUME = {"name": "airbyte-pipes", "emptyDir": {}}
 CONFIG_VOLUME = {"name": "airbyte-config", "emptyDir": {"medium": "Memory"}}
 
@@ -26,8 +33,14 @@ def init_script():
 
 @hookimpl
 def config_defaults():
-    return {"init_container": {"enabled": True, "image": "busybox:1.35", "timeout_minutes": 5,
-                               "resources": INJECTED_RESOURCES}}
+    return {
+        "init_container": {
+            "enabled": True,
+            "image": "busybox:1.35",
+            "timeout_minutes": 5,
+            "resources": INJECTED_RESOURCES,
+        }
+    }
 
 
 @hookimpl
@@ -46,11 +59,12 @@ def config_from_environ(environ):
 
 @hookimpl
 def parse_config(config):
-    raw = config.raw["init_container"]
+    raw = config.section("init_container")
     unknown = sorted(set(raw) - set(config_defaults()["init_container"]))
     if unknown:
-        raise ConfigError(f"init_container.{unknown[0]}", raw[unknown[0]],
-                          "enabled, image, timeout_minutes or resources")
+        raise ConfigError(
+            f"init_container.{unknown[0]}", raw[unknown[0]], "enabled, image, timeout_minutes or resources"
+        )
     if not isinstance(raw["enabled"], bool):
         raise ConfigError("init_container.enabled", raw["enabled"], "true or false")
     if not isinstance(raw["image"], str) or not raw["image"].strip():
@@ -58,42 +72,53 @@ def parse_config(config):
     minutes = raw["timeout_minutes"]
     if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not 0 < minutes <= 24 * 60:
         raise ConfigError("init_container.timeout_minutes", minutes, "a number of minutes above 0, at most a day")
-    return {"init_container": {"enabled": raw["enabled"], "image": raw["image"],
-                               "timeout_seconds": math.ceil(minutes * 60), "script": init_script(),
-                               "resources": kube.check_resources("init_container.resources", raw["resources"])}}
+    return {
+        "enabled": raw["enabled"],
+        "image": raw["image"],
+        "timeout_seconds": math.ceil(minutes * 60),
+        "script": init_script(),
+        "resources": formats.check_resources("init_container.resources", raw["resources"]),
+    }
 
 
 @hookimpl
-def mutate_pod(pod, config, request):
+def mutate_pod(pod, job_type, config, request):
+    if job_type not in config.job_types:
+        return  # another plugin's kind of pod, not a job pod
     settings = config.settings["init_container"]
     if not settings["enabled"] or opted_out(pod, OPT_OUT_ANNOTATION) or init_container(pod, INIT_CONTAINER_NAME):
         return  # an `init` init container is ours from an earlier call, or Airbyte's own, which does the same
     if container_name_taken(pod, INIT_CONTAINER_NAME):
-        request.warn(f"podmutate: no init container added: the pod has a container named {INIT_CONTAINER_NAME!r}, "
-                     f"the name the launcher waits for")
+        request.warn(
+            f"podmutate: no init container added: the pod has a container named {INIT_CONTAINER_NAME!r}, "
+            f"the name the launcher waits for"
+        )
         return
     pipes = add_volume(pod, dict(PIPES_VOLUME, emptyDir={}))
     config_volume = add_volume(pod, dict(CONFIG_VOLUME, emptyDir=dict(CONFIG_VOLUME["emptyDir"])))
     uses_stdin = str(annotation(pod, USES_STDIN_ANNOTATION, "")).lower() == "true"
-    add_init_container(pod, {
-        "name": INIT_CONTAINER_NAME,
-        "image": settings["image"],
-        "workingDir": CONFIG_DIR,
-        "command": ["sh", "-c", settings["script"]],
-        "env": [
-            {"name": "PIPES_DIR", "value": PIPES_DIR},
-            {"name": "CONFIG_DIR", "value": CONFIG_DIR},
-            {"name": "SUCCESS_FILE", "value": SUCCESS_FILE},
-            {"name": "USES_STDIN", "value": "true" if uses_stdin else "false"},
-            {"name": "TIMEOUT_SECONDS", "value": str(settings["timeout_seconds"])},
-        ],
-        "volumeMounts": [
-            {"name": pipes["name"], "mountPath": PIPES_DIR},
-            {"name": config_volume["name"], "mountPath": CONFIG_DIR},
-        ],
-        **helper_resources(pod, settings["resources"]),
-        "securityContext": restricted_security_context(pod),
-    })
+    add_init_container(
+        pod,
+        {
+            "name": INIT_CONTAINER_NAME,
+            "image": settings["image"],
+            "workingDir": CONFIG_DIR,
+            "command": ["sh", "-c", settings["script"]],
+            "env": [
+                {"name": "PIPES_DIR", "value": PIPES_DIR},
+                {"name": "CONFIG_DIR", "value": CONFIG_DIR},
+                {"name": "SUCCESS_FILE", "value": SUCCESS_FILE},
+                {"name": "USES_STDIN", "value": "true" if uses_stdin else "false"},
+                {"name": "TIMEOUT_SECONDS", "value": str(settings["timeout_seconds"])},
+            ],
+            "volumeMounts": [
+                {"name": pipes["name"], "mountPath": PIPES_DIR},
+                {"name": config_volume["name"], "mountPath": CONFIG_DIR},
+            ],
+            **helper_resources(pod, settings["resources"]),
+            "securityContext": restricted_security_context(pod),
+        },
+    )
     main = main_container(pod)
     if main is not None:
         add_mount(main, pipes["name"], PIPES_DIR)

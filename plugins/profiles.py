@@ -4,23 +4,39 @@ Every setting of a job type's profile falls back to the `default` profile when t
 not set it, as Airbyte's WorkerConfigs fall back to the JOB_KUBE_* variables.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
-from webhook import ConfigError, hookimpl
-from webhook import kube
-from webhook.kube import RESOURCE_KINDS, RESOURCE_NAMES
+from webhook import ConfigError, formats, hookimpl
+from webhook.config import ENVIRONMENT
+from webhook.contract import STATUS_CHECK_ANNOTATION
+from webhook.formats import RESOURCE_KINDS, RESOURCE_NAMES
+from webhook.patch import pointer_token
 from webhook.pods import annotations, containers, labels, main_container, spec
 
-STATUS_CHECK_ANNOTATION = "podmutate.io/status-check-interval"
 MODES = ("fill", "override")
-SETTINGS = ("mode", "node_selector", "tolerations", "resources", "container_resources", "image_pull_secrets",
-            "image_pull_policy", "annotations", "labels", "env", "status_check_interval")
+SETTINGS = (
+    "mode",
+    "node_selector",
+    "tolerations",
+    "resources",
+    "container_resources",
+    "image_pull_secrets",
+    "image_pull_policy",
+    "annotations",
+    "labels",
+    "env",
+    "status_check_interval",
+)
 
 # Airbyte's environment variables: which job types have their own, under which prefix.
 SELECTOR_PREFIXES = {"spec": "SPEC", "check": "CHECK", "discover": "DISCOVER"}
 LABEL_PREFIXES = {"spec": "SPEC", "check": "CHECK", "discover": "DISCOVER", "sync": "REPLICATION"}
-RESOURCE_PREFIXES = {"default": "JOB_MAIN_CONTAINER", "check": "CHECK_JOB_MAIN_CONTAINER",
-                     "normalization": "NORMALIZATION_JOB_MAIN_CONTAINER", "orchestrator": "REPLICATION_ORCHESTRATOR"}
+RESOURCE_PREFIXES = {
+    "default": "JOB_MAIN_CONTAINER",
+    "check": "CHECK_JOB_MAIN_CONTAINER",
+    "normalization": "NORMALIZATION_JOB_MAIN_CONTAINER",
+    "orchestrator": "REPLICATION_ORCHESTRATOR",
+}
 DEFAULT_ENV_PREFIX = "JOB_DEFAULT_ENV_"
 
 
@@ -39,48 +55,86 @@ class Profile:
     labels: dict | None = None
     env: dict | None = None
     status_check_interval: int | None = None
+    sources: dict = field(default_factory=dict, compare=False)  # setting -> where it came from (for --explain)
 
 
 @hookimpl
 def config_defaults():
     fast = {"status_check_interval": 1}
-    return {"job_types": {"default": {"mode": "fill", "status_check_interval": 30},
-                          "spec": fast, "check": dict(fast), "discover": dict(fast)}}
+    return {
+        "job_types": {
+            "default": {"mode": "fill", "status_check_interval": 30},
+            "spec": fast,
+            "check": dict(fast),
+            "discover": dict(fast),
+        }
+    }
+
+
+PULL_SECRET_VARIABLE = "JOB_KUBE_MAIN_CONTAINER_IMAGE_PULL_SECRET"
+PULL_POLICY_VARIABLE = "JOB_KUBE_MAIN_CONTAINER_IMAGE_PULL_POLICY"
+
+
+def environ_settings():
+    """(job type, setting, variable, reader) for every profile setting Airbyte's environment sets."""
+    yield "default", "node_selector", "JOB_KUBE_NODE_SELECTORS", key_values
+    yield "default", "annotations", "JOB_KUBE_ANNOTATIONS", key_values
+    yield "default", "labels", "JOB_KUBE_LABELS", key_values
+    yield "default", "tolerations", "JOB_KUBE_TOLERATIONS", tolerations
+    for job_type, prefix in SELECTOR_PREFIXES.items():
+        yield job_type, "node_selector", f"{prefix}_JOB_KUBE_NODE_SELECTORS", key_values
+        yield job_type, "annotations", f"{prefix}_JOB_KUBE_ANNOTATIONS", key_values
+    for job_type, prefix in LABEL_PREFIXES.items():
+        yield job_type, "labels", f"{prefix}_JOB_KUBE_LABELS", key_values
+        yield job_type, "tolerations", f"{prefix}_JOB_KUBE_TOLERATIONS", tolerations
+    for job_type, prefix in RESOURCE_PREFIXES.items():
+        yield job_type, "resources", f"{prefix}_*", resources
+    yield "default", "image_pull_secrets", PULL_SECRET_VARIABLE, pull_secrets
+    yield "default", "image_pull_policy", PULL_POLICY_VARIABLE, pull_policy
+    yield "default", "env", f"{DEFAULT_ENV_PREFIX}*", default_env
+
+
+def variable_for(job_type, setting):
+    """The environment variable (or pattern) that sets `setting` of `job_type`'s profile, or None."""
+    return next(
+        (
+            variable
+            for own_type, own_setting, variable, _ in environ_settings()
+            if (own_type, own_setting) == (job_type, setting)
+        ),
+        None,
+    )
 
 
 @hookimpl
 def config_from_environ(environ):
     job_types = {}
-
-    def put(job_type, setting, value):
+    for job_type, setting, variable, read in environ_settings():
+        value = read(environ, variable)
         if value is not None:
             job_types.setdefault(job_type, {})[setting] = value
-
-    put("default", "node_selector", key_values(environ, "JOB_KUBE_NODE_SELECTORS"))
-    put("default", "annotations", key_values(environ, "JOB_KUBE_ANNOTATIONS"))
-    put("default", "labels", key_values(environ, "JOB_KUBE_LABELS"))
-    put("default", "tolerations", tolerations(environ, "JOB_KUBE_TOLERATIONS"))
-    for job_type, prefix in SELECTOR_PREFIXES.items():
-        put(job_type, "node_selector", key_values(environ, f"{prefix}_JOB_KUBE_NODE_SELECTORS"))
-        put(job_type, "annotations", key_values(environ, f"{prefix}_JOB_KUBE_ANNOTATIONS"))
-    for job_type, prefix in LABEL_PREFIXES.items():
-        put(job_type, "labels", key_values(environ, f"{prefix}_JOB_KUBE_LABELS"))
-        put(job_type, "tolerations", tolerations(environ, f"{prefix}_JOB_KUBE_TOLERATIONS"))
-    for job_type, prefix in RESOURCE_PREFIXES.items():
-        put(job_type, "resources", resources(environ, prefix))
-    secrets = environ.get("JOB_KUBE_MAIN_CONTAINER_IMAGE_PULL_SECRET", "")
-    names = [name.strip() for name in secrets.split(",") if name.strip()]
-    for name in names:
-        kube.check_object_name("JOB_KUBE_MAIN_CONTAINER_IMAGE_PULL_SECRET", name)
-    put("default", "image_pull_secrets", names or None)
-    policy = environ.get("JOB_KUBE_MAIN_CONTAINER_IMAGE_PULL_POLICY") or None
-    if policy is not None and policy not in kube.PULL_POLICIES:
-        raise ConfigError("JOB_KUBE_MAIN_CONTAINER_IMAGE_PULL_POLICY", policy, " or ".join(kube.PULL_POLICIES))
-    put("default", "image_pull_policy", policy)
-    env = {name[len(DEFAULT_ENV_PREFIX):]: value for name, value in environ.items()
-           if name.startswith(DEFAULT_ENV_PREFIX) and len(name) > len(DEFAULT_ENV_PREFIX)}
-    put("default", "env", env or None)
     return {"job_types": job_types} if job_types else None
+
+
+def pull_secrets(environ, variable):
+    names = [name.strip() for name in environ.get(variable, "").split(",") if name.strip()]
+    return [formats.check_object_name(variable, name) for name in names] or None
+
+
+def pull_policy(environ, variable):
+    policy = environ.get(variable) or None
+    if policy is not None and policy not in formats.PULL_POLICIES:
+        raise ConfigError(variable, policy, " or ".join(formats.PULL_POLICIES))
+    return policy
+
+
+def default_env(environ, _pattern):
+    env = {
+        name[len(DEFAULT_ENV_PREFIX) :]: value
+        for name, value in environ.items()
+        if name.startswith(DEFAULT_ENV_PREFIX) and len(name) > len(DEFAULT_ENV_PREFIX)
+    }
+    return env or None
 
 
 def key_values(environ, variable):
@@ -116,30 +170,46 @@ def tolerations(environ, variable):
                 fields["tolerationSeconds"] = int(fields["tolerationSeconds"])
             except ValueError:
                 raise ConfigError(variable, entry, "tolerationSeconds in whole seconds") from None
-        parsed.append(kube.check_toleration(f"{variable}[{index}]", fields))
+        parsed.append(formats.check_toleration(f"{variable}[{index}]", fields))
     return parsed or None
 
 
-def resources(environ, prefix):
+def resources(environ, pattern):
+    """Requests and limits from <prefix>_CPU_REQUEST, <prefix>_MEMORY_LIMIT... (`pattern` is <prefix>_*)."""
+    prefix = pattern.removesuffix("_*")
     requests, limits = {}, {}
     for name in RESOURCE_NAMES:
         for kind, target in (("REQUEST", requests), ("LIMIT", limits)):
             variable = f"{prefix}_{name.upper()}_{kind}"
             if environ.get(variable):
-                target[name] = kube.check_quantity(variable, environ[variable])
+                target[name] = formats.check_quantity(variable, environ[variable])
     found = {kind: values for kind, values in (("requests", requests), ("limits", limits)) if values}
     return found or None
 
 
 @hookimpl
 def parse_config(config):
-    raw = config.raw["job_types"]
+    raw = config.section("job_types")
     default = check_profile("default", raw["default"])
     profiles = {}
     for job_type in config.job_types:
         own = check_profile(job_type, raw.get(job_type) or {})
-        profiles[job_type] = resolve(job_type, own, default)
-    return {"profiles": profiles}
+        profiles[job_type] = replace(resolve(job_type, own, default), sources=sources(job_type, own, config))
+    return profiles
+
+
+def sources(job_type, own, config):
+    """Where each setting of `job_type`'s profile came from: the profile key, and the file, the
+    environment variable or the built-in default that set it."""
+    described = {}
+    for name in SETTINGS:
+        profile = job_type if own[name] is not None else "default"
+        key = f"job_types.{profile}.{name}"
+        origin = config.origins.get(key)
+        if origin == ENVIRONMENT:
+            origin = f"env {variable_for(profile, name)}"
+        described[name] = f"{key} ({origin})" if origin else key
+    return described
 
 
 def check_profile(job_type, raw):
@@ -154,40 +224,48 @@ def check_profile(job_type, raw):
             raise ConfigError(f"{key}.mode", raw["mode"], " or ".join(MODES))
         checked["mode"] = raw["mode"]
     if raw.get("node_selector") is not None:
-        checked["node_selector"] = kube.check_labels(f"{key}.node_selector", raw["node_selector"])
+        checked["node_selector"] = formats.check_labels(f"{key}.node_selector", raw["node_selector"])
     if raw.get("tolerations") is not None:
         if not isinstance(raw["tolerations"], list):
             raise ConfigError(f"{key}.tolerations", raw["tolerations"], "a list of tolerations")
-        checked["tolerations"] = [kube.check_toleration(f"{key}.tolerations[{index}]", toleration)
-                                  for index, toleration in enumerate(raw["tolerations"])]
+        checked["tolerations"] = [
+            formats.check_toleration(f"{key}.tolerations[{index}]", toleration)
+            for index, toleration in enumerate(raw["tolerations"])
+        ]
     if raw.get("resources") is not None:
-        checked["resources"] = kube.check_resources(f"{key}.resources", raw["resources"])
+        checked["resources"] = formats.check_resources(f"{key}.resources", raw["resources"])
     if raw.get("container_resources") is not None:
         per_container = raw["container_resources"]
         if not isinstance(per_container, dict) or not all(isinstance(name, str) for name in per_container):
-            raise ConfigError(f"{key}.container_resources", per_container,
-                              "a mapping of container names (orchestrator, source, ...) to resources")
+            raise ConfigError(
+                f"{key}.container_resources",
+                per_container,
+                "a mapping of container names (orchestrator, source, ...) to resources",
+            )
         checked["container_resources"] = {
-            name: kube.check_resources(f"{key}.container_resources.{name}", value)
-            for name, value in per_container.items() if value is not None}
+            name: formats.check_resources(f"{key}.container_resources.{name}", value)
+            for name, value in per_container.items()
+            if value is not None
+        }
     if raw.get("image_pull_secrets") is not None:
         secrets = raw["image_pull_secrets"]
         if not isinstance(secrets, list):
             raise ConfigError(f"{key}.image_pull_secrets", secrets, "a list of Secret names")
-        checked["image_pull_secrets"] = [kube.check_object_name(f"{key}.image_pull_secrets", name)
-                                         for name in secrets]
+        checked["image_pull_secrets"] = [
+            formats.check_object_name(f"{key}.image_pull_secrets", name) for name in secrets
+        ]
     if raw.get("image_pull_policy") is not None:
-        if raw["image_pull_policy"] not in kube.PULL_POLICIES:
-            raise ConfigError(f"{key}.image_pull_policy", raw["image_pull_policy"], " or ".join(kube.PULL_POLICIES))
+        if raw["image_pull_policy"] not in formats.PULL_POLICIES:
+            raise ConfigError(f"{key}.image_pull_policy", raw["image_pull_policy"], " or ".join(formats.PULL_POLICIES))
         checked["image_pull_policy"] = raw["image_pull_policy"]
     if raw.get("annotations") is not None:
-        checked["annotations"] = kube.check_annotations(f"{key}.annotations", raw["annotations"])
+        checked["annotations"] = formats.check_annotations(f"{key}.annotations", raw["annotations"])
     if raw.get("labels") is not None:
-        checked["labels"] = kube.check_labels(f"{key}.labels", raw["labels"])
+        checked["labels"] = formats.check_labels(f"{key}.labels", raw["labels"])
     if raw.get("env") is not None:
-        env = kube.check_string_map(f"{key}.env", raw["env"])
+        env = formats.check_string_map(f"{key}.env", raw["env"])
         for name in env:
-            kube.check_env_name(f"{key}.env", name)
+            formats.check_env_name(f"{key}.env", name)
         checked["env"] = env
     interval = raw.get("status_check_interval")
     if interval is not None:
@@ -204,9 +282,11 @@ def resolve(job_type, own, default):
     settings["resources"] = merge_resources(f"{key}.resources", default["resources"], own["resources"])
     own_containers, default_containers = own["container_resources"] or {}, default["container_resources"] or {}
     settings["container_resources"] = {
-        name: merge_resources(f"{key}.container_resources.{name}", default_containers.get(name),
-                              own_containers.get(name))
-        for name in {**default_containers, **own_containers}} or None
+        name: merge_resources(
+            f"{key}.container_resources.{name}", default_containers.get(name), own_containers.get(name)
+        )
+        for name in {**default_containers, **own_containers}
+    } or None
     settings["mode"] = settings["mode"] or "fill"
     return Profile(**settings)
 
@@ -217,14 +297,18 @@ def merge_resources(key, default, own):
     resolved = {kind: {**default.get(kind, {}), **own.get(kind, {})} for kind in RESOURCE_KINDS}
     for name in RESOURCE_NAMES:
         request, limit = resolved["requests"].get(name), resolved["limits"].get(name)
-        if request is not None and limit is not None and kube.quantity(request) > kube.quantity(limit):
+        if request is not None and limit is not None and formats.quantity(request) > formats.quantity(limit):
             raise ConfigError(f"{key}.requests.{name}", request, f"a request no larger than the limit {limit}")
     return {kind: values for kind, values in resolved.items() if values} or None
 
 
 @hookimpl
 def mutate_pod(pod, job_type, config, request):
+    if job_type not in config.job_types:
+        return  # another plugin's kind of pod, not a job pod
     profile = config.settings["profiles"][job_type]
+    if request.sources is not None:  # podmutate mutate --explain
+        explain(pod, profile, request)
     override = profile.mode == "override"
     pod_spec = spec(pod)
     if profile.node_selector:
@@ -251,8 +335,10 @@ def mutate_pod(pod, job_type, config, request):
     if not (profile.resources or profile.container_resources):
         return
     if pod_spec.get("resources") is not None:
-        request.warn("podmutate: container resources left as they are: the pod sets pod-level resources, "
-                     "which bound every container's")
+        request.warn(
+            "podmutate: container resources left as they are: the pod sets pod-level resources, "
+            "which bound every container's"
+        )
         return
     per_container = profile.container_resources or {}
     for container in containers(pod):
@@ -261,6 +347,41 @@ def mutate_pod(pod, job_type, config, request):
             wanted = profile.resources
         if wanted:
             set_resources(container, wanted, override, request)
+
+
+# Where each pod-level setting lands, as a JSON pointer.
+POINTERS = {
+    "node_selector": "/spec/nodeSelector",
+    "tolerations": "/spec/tolerations",
+    "image_pull_secrets": "/spec/imagePullSecrets",
+    "labels": "/metadata/labels",
+    "status_check_interval": f"/metadata/annotations/{pointer_token(STATUS_CHECK_ANNOTATION)}",
+    "annotations": "/metadata/annotations",
+}
+
+
+def explain(pod, profile, request):
+    """Tell `request` where the values this profile writes come from."""
+
+    def say(pointer, setting):
+        if getattr(profile, setting) is not None:
+            request.explain(pointer, profile.sources[setting])
+
+    for setting, pointer in POINTERS.items():
+        say(pointer, setting)
+    main = main_container(pod)
+    per_container = profile.container_resources or {}
+    for index, container in enumerate(containers(pod)):
+        pointer = f"/spec/containers/{index}"
+        if container.get("name") in per_container:
+            say(f"{pointer}/resources", "container_resources")
+        if container is main:
+            for setting, field_name in (
+                ("resources", "resources"),
+                ("image_pull_policy", "imagePullPolicy"),
+                ("env", "env"),
+            ):
+                say(f"{pointer}/{field_name}", setting)
 
 
 def put_all(parent, field, values, override):
@@ -306,7 +427,7 @@ def set_resources(container, wanted, override, request):
                 result[kind][name] = value
     for name in RESOURCE_NAMES:
         request_value, limit = result["requests"].get(name), result["limits"].get(name)
-        if request_value is None or limit is None or kube.quantity(request_value) <= kube.quantity(limit):
+        if request_value is None or limit is None or formats.quantity(request_value) <= formats.quantity(limit):
             continue
         # Keep the pod's own value and drop the profile's, which conflicts with it.
         ours = "limits" if (current.get("requests") or {}).get(name) == request_value else "requests"
@@ -316,7 +437,9 @@ def set_resources(container, wanted, override, request):
             del result[ours][name]
         else:
             result[ours][name] = previous
-        request.warn(f"podmutate: {name} {ours} from the profile not set: it conflicts with the pod's "
-                     f"{name} {theirs} {result[theirs][name]}")
+        request.warn(
+            f"podmutate: {name} {ours} from the profile not set: it conflicts with the pod's "
+            f"{name} {theirs} {result[theirs][name]}"
+        )
     if result != {kind: dict(current.get(kind) or {}) for kind in RESOURCE_KINDS}:
         container["resources"] = {**current, **{kind: values for kind, values in result.items() if values}}

@@ -3,11 +3,10 @@
 Files an image ships under /tmp are hidden by the mount (why Airbyte moved dbt's packages).
 """
 
-from webhook import ConfigError, hookimpl
-from webhook import kube
+from webhook import ConfigError, formats, hookimpl
+from webhook.contract import TMP_VOLUME_ANNOTATION as OPT_OUT_ANNOTATION
 from webhook.pods import add_mount, add_volume, containers, main_container, mount_at, opted_out, volume
 
-OPT_OUT_ANNOTATION = "podmutate.io/tmp-volume"
 TMP_DIR = "/tmp"
 TARGETS = ("all", "main")
 MEDIUMS = ("", "Memory")
@@ -15,33 +14,36 @@ MEDIUMS = ("", "Memory")
 
 @hookimpl
 def config_defaults():
-    return {"tmp_volume": {"enabled": True, "containers": "all", "name": "tmp",
-                           "size_limit": None, "medium": ""}}
+    return {"tmp_volume": {"enabled": True, "containers": "all", "name": "tmp", "size_limit": None, "medium": ""}}
 
 
 @hookimpl
 def parse_config(config):
-    raw = config.raw["tmp_volume"]
+    raw = config.section("tmp_volume")
     unknown = sorted(set(raw) - set(config_defaults()["tmp_volume"]))
     if unknown:
-        raise ConfigError(f"tmp_volume.{unknown[0]}", raw[unknown[0]], "enabled, containers, name, size_limit or medium")
+        raise ConfigError(
+            f"tmp_volume.{unknown[0]}", raw[unknown[0]], "enabled, containers, name, size_limit or medium"
+        )
     if not isinstance(raw["enabled"], bool):
         raise ConfigError("tmp_volume.enabled", raw["enabled"], "true or false")
     if raw["containers"] not in TARGETS:
         raise ConfigError("tmp_volume.containers", raw["containers"], " or ".join(TARGETS))
-    kube.check_object_name("tmp_volume.name", raw["name"])
+    formats.check_object_name("tmp_volume.name", raw["name"])
     if raw["medium"] not in MEDIUMS:
         raise ConfigError("tmp_volume.medium", raw["medium"], '"" (node disk) or Memory')
     empty_dir = {}
     if raw["medium"]:
         empty_dir["medium"] = raw["medium"]
     if raw["size_limit"] is not None:
-        empty_dir["sizeLimit"] = kube.check_quantity("tmp_volume.size_limit", raw["size_limit"])
-    return {"tmp_volume": {**raw, "empty_dir": empty_dir}}
+        empty_dir["sizeLimit"] = formats.check_quantity("tmp_volume.size_limit", raw["size_limit"])
+    return {**raw, "empty_dir": empty_dir}
 
 
 @hookimpl
-def mutate_pod(pod, config):
+def mutate_pod(pod, job_type, config):
+    if job_type not in config.job_types:
+        return  # another plugin's kind of pod, not a job pod
     settings = config.settings["tmp_volume"]
     if not settings["enabled"] or opted_out(pod, OPT_OUT_ANNOTATION):
         return

@@ -1,13 +1,13 @@
 import pytest
 
 from tests.helpers import example_plugin_path
-from webhook.config import load_config
+from webhook.engine import load_engine
 
 
 @pytest.fixture
-def config():
+def engine():
     """The built-in configuration, with no file and an empty environment."""
-    return load_config(environ={})
+    return load_engine(environ={})
 
 
 @pytest.fixture(scope="session")

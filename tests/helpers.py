@@ -19,8 +19,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PODMUTATE = [sys.executable, "-m", "webhook"]
 
 
-def job_pod(job_type="sync", *, name="source-pg-sync-1-0-abcde", containers=None, labels=None,
-            annotations=None, **spec):
+def job_pod(
+    job_type="sync", *, name="source-pg-sync-1-0-abcde", containers=None, labels=None, annotations=None, **spec
+):
     """A pod as Airbyte creates it, labelled with `job_type` (None: not a job pod)."""
     all_labels = {"job_type": job_type} if job_type else {}
     all_labels.update(labels or {})
@@ -31,9 +32,11 @@ def job_pod(job_type="sync", *, name="source-pg-sync-1-0-abcde", containers=None
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": metadata,
-        "spec": {"restartPolicy": "Never",
-                 "containers": containers or [{"name": "main", "image": "airbyte/source-postgres:3.6.2"}],
-                 **spec},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": containers or [{"name": "main", "image": "airbyte/source-postgres:3.6.2"}],
+            **spec,
+        },
     }
 
 
@@ -100,13 +103,28 @@ def free_port():
         return sock.getsockname()[1]
 
 
-def example_plugin_path(tmp_path_factory):
-    """Install the example plugin package into a private directory; return it (for PYTHONPATH)."""
-    target = tmp_path_factory.mktemp("example-plugin")
+EXAMPLE_PLUGIN = os.path.join(HERE, "example_plugin")
+
+
+def example_plugin_path(tmp_path_factory, source=EXAMPLE_PLUGIN):
+    """Install a plugin package (the test's example by default) into a private directory; return
+    it (for PYTHONPATH)."""
+    target = tmp_path_factory.mktemp("plugin-package")
     subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--target", str(target), os.path.join(HERE, "example_plugin")],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            source,
+        ],
+        check=True,
+        capture_output=True,
     )
     return str(target)
 
@@ -125,8 +143,14 @@ class Served:
 
     def post(self, path, body, **kwargs):
         data = body if isinstance(body, bytes | str) else json.dumps(body)
-        return self.session.post(self.url + path, data=data, timeout=10, verify=self.ca_file,
-                                 headers={"Content-Type": "application/json", **kwargs.pop("headers", {})}, **kwargs)
+        return self.session.post(
+            self.url + path,
+            data=data,
+            timeout=10,
+            verify=self.ca_file,
+            headers={"Content-Type": "application/json", **kwargs.pop("headers", {})},
+            **kwargs,
+        )
 
     def get(self, path):
         # verify= on each call: a session's own is overridden by $REQUESTS_CA_BUNDLE.
@@ -142,8 +166,19 @@ def serve(tmp_path, *, config=None, env=None, args=(), workers=1):
     """Start `podmutate serve` with its own certificates; yield a Served once /readyz answers."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     cert_dir = tmp_path / "certs"
-    command = [*PODMUTATE, "serve", "--host", "127.0.0.1", "--port", str(port := free_port()),
-               "--cert-dir", str(cert_dir), "--workers", str(workers), *args]
+    command = [
+        *PODMUTATE,
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port := free_port()),
+        "--cert-dir",
+        str(cert_dir),
+        "--workers",
+        str(workers),
+        *args,
+    ]
     if config is not None:
         config_path = tmp_path / "podmutate.yaml"
         config_path.write_text(config if isinstance(config, str) else json.dumps(config))

@@ -7,13 +7,13 @@ import pytest
 
 from tests.helpers import apply_answer, decode_patch, job_pod, review
 from webhook import admission
-from webhook.config import load_config
+from webhook.engine import load_engine
 from webhook.errors import ReviewError
 
 
-def test_job_pod_create_gets_a_patch_that_echoes_the_review(config):
+def test_job_pod_create_gets_a_patch_that_echoes_the_review(engine):
     request = review(job_pod("sync"), uid="5e1f0c6a-1111-2222-3333-444455556666")
-    answer = admission.review(request, config)
+    answer = admission.review(request, engine)
     assert answer["apiVersion"] == "admission.k8s.io/v1"
     assert answer["kind"] == "AdmissionReview"
     assert answer["response"]["uid"] == "5e1f0c6a-1111-2222-3333-444455556666"
@@ -23,94 +23,105 @@ def test_job_pod_create_gets_a_patch_that_echoes_the_review(config):
     assert mutated["spec"]["initContainers"][0]["name"] == "init"
 
 
-def test_patch_is_base64_of_an_rfc6902_list(config):
-    answer = admission.review(review(job_pod("check")), config)
+def test_patch_is_base64_of_an_rfc6902_list(engine):
+    answer = admission.review(review(job_pod("check")), engine)
     patch = json.loads(base64.b64decode(answer["response"]["patch"]))
     assert isinstance(patch, list) and patch
     assert all(operation["op"] in {"add", "replace", "remove", "move", "copy", "test"} for operation in patch)
 
 
-@pytest.mark.parametrize("change", [
-    {"operation": "UPDATE"},
-    {"operation": "DELETE"},
-    {"resource": "configmaps"},
-    {"sub_resource": "status"},
-])
-def test_anything_but_pod_create_is_allowed_unpatched(config, change):
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"operation": "UPDATE"},
+        {"operation": "DELETE"},
+        {"resource": "configmaps"},
+        {"sub_resource": "status"},
+    ],
+)
+def test_anything_but_pod_create_is_allowed_unpatched(engine, change):
     change = dict(change)
     operation = change.pop("operation", "CREATE")
-    answer = admission.review(review(job_pod("sync"), operation=operation, **change), config)
+    answer = admission.review(review(job_pod("sync"), operation=operation, **change), engine)
     assert answer["response"]["allowed"] is True
     assert "patch" not in answer["response"] and "patchType" not in answer["response"]
 
 
-def test_pod_no_plugin_classifies_is_left_alone(config):
+def test_pod_no_plugin_classifies_is_left_alone(engine):
     pod = job_pod(None, labels={"app": "web"})
-    answer = admission.review(review(pod), config)
+    answer = admission.review(review(pod), engine)
     assert answer["response"] == {"uid": answer["response"]["uid"], "allowed": True}
 
 
-def test_dry_run_is_answered_exactly_like_a_real_request(config):
+def test_dry_run_is_answered_exactly_like_a_real_request(engine):
     pod = job_pod("discover")
-    real = admission.review(review(pod, uid="u"), config)
-    dry = admission.review(review(pod, uid="u", dry_run=True), config)
+    real = admission.review(review(pod, uid="u"), engine)
+    dry = admission.review(review(pod, uid="u", dry_run=True), engine)
     assert dry == real
 
 
-def test_mutate_leaves_the_original_untouched(config):
+def test_mutate_leaves_the_original_untouched(engine):
     pod = job_pod("sync")
     before = json.dumps(pod, sort_keys=True)
-    mutation = admission.mutate(pod, config)
+    mutation = admission.mutate(pod, engine)
     assert json.dumps(pod, sort_keys=True) == before
     assert mutation.pod is not pod and mutation.patch
 
 
-def test_second_run_yields_no_patch(config):
-    mutated = admission.mutate(job_pod("sync"), config).pod
-    assert admission.mutate(mutated, config).patch == []
-    assert "patch" not in admission.review(review(mutated), config)["response"]
+def test_second_run_yields_no_patch(engine):
+    mutated = admission.mutate(job_pod("sync"), engine).pod
+    assert admission.mutate(mutated, engine).patch == []
+    assert "patch" not in admission.review(review(mutated), engine)["response"]
 
 
-@pytest.mark.parametrize("body, problem", [
-    ([], "expected an AdmissionReview object, got an array"),
-    ({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": {}}, "apiVersion"),
-    ({"apiVersion": "admission.k8s.io/v1", "kind": "Pod", "request": {}}, "kind"),
-    ({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}, "request: expected an object"),
-    ({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"operation": "CREATE"}},
-     "request.uid is missing"),
-])
-def test_malformed_reviews_raise_a_review_error_naming_the_problem(config, body, problem):
+@pytest.mark.parametrize(
+    "body, problem",
+    [
+        ([], "expected an AdmissionReview object, got an array"),
+        ({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": {}}, "apiVersion"),
+        ({"apiVersion": "admission.k8s.io/v1", "kind": "Pod", "request": {}}, "kind"),
+        ({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}, "request: expected an object"),
+        (
+            {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": {"operation": "CREATE"}},
+            "request.uid is missing",
+        ),
+    ],
+)
+def test_malformed_reviews_raise_a_review_error_naming_the_problem(engine, body, problem):
     with pytest.raises(ReviewError, match=problem.replace("(", r"\(")):
-        admission.review(body, config)
+        admission.review(body, engine)
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("uid", 42, "request.uid: expected a string, got a number"),
-    ("uid", "", "request.uid is empty"),
-    ("dryRun", "yes", "request.dryRun: expected a boolean, got a string"),
-    ("object", [], "request.object: expected an object or null, got an array"),
-    ("resource", "pods", "request.resource: expected an object, got a string"),
-    ("namespace", {"a": 1}, "request.namespace: expected a string, got an object"),
-])
-def test_fields_of_the_wrong_type_are_named(config, field, value, message):
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("uid", 42, "request.uid: expected a string, got a number"),
+        ("uid", "", "request.uid is empty"),
+        ("dryRun", "yes", "request.dryRun: expected a boolean, got a string"),
+        ("object", [], "request.object: expected an object or null, got an array"),
+        ("resource", "pods", "request.resource: expected an object, got a string"),
+        ("namespace", {"a": 1}, "request.namespace: expected a string, got an object"),
+    ],
+)
+def test_fields_of_the_wrong_type_are_named(engine, field, value, message):
     body = review(job_pod("sync"))
     body["request"][field] = value
     with pytest.raises(ReviewError) as raised:
-        admission.review(body, config)
+        admission.review(body, engine)
     assert str(raised.value) == message
 
 
-def test_pod_create_without_an_object_is_a_review_error(config):
+def test_pod_create_without_an_object_is_a_review_error(engine):
     body = review(job_pod("sync"))
     body["request"]["object"] = None
     with pytest.raises(ReviewError, match="request.object"):
-        admission.review(body, config)
+        admission.review(body, engine)
 
 
 def test_label_keys_with_slashes_are_escaped_in_the_patch():
-    config = load_config(environ={}, overrides={"job_types": {"sync": {"labels": {"example.com/tier": "gold"}}}})
+    engine = load_engine(environ={}, overrides={"job_types": {"sync": {"labels": {"example.com/tier": "gold"}}}})
     pod = job_pod("sync", labels={"other": "x"})
-    answer = admission.review(review(pod), config)
+    answer = admission.review(review(pod), engine)
     paths = [operation["path"] for operation in decode_patch(answer)]
     assert "/metadata/labels/example.com~1tier" in paths
     assert apply_answer(pod, answer)["metadata"]["labels"]["example.com/tier"] == "gold"
@@ -118,11 +129,16 @@ def test_label_keys_with_slashes_are_escaped_in_the_patch():
 
 def test_the_init_container_never_runs_as_root_under_run_as_non_root():
     """The kubelet refuses a runAsNonRoot container whose image runs as root: name a user unless the pod does."""
-    config = load_config(environ={})
-    main_only = job_pod("sync", containers=[{"name": "main", "image": "busybox:1.35",
-                                             "securityContext": {"runAsUser": 1000}}])
+    engine = load_engine(environ={})
+    main_only = job_pod(
+        "sync", containers=[{"name": "main", "image": "busybox:1.35", "securityContext": {"runAsUser": 1000}}]
+    )
     pod_level = job_pod("sync", securityContext={"runAsUser": 2000})
     nobody = job_pod("sync")
-    users = [next(c for c in admission.mutate(pod, config).pod["spec"]["initContainers"] if c["name"] == "init")
-             ["securityContext"].get("runAsUser") for pod in (main_only, pod_level, nobody)]
+    users = [
+        next(c for c in admission.mutate(pod, engine).pod["spec"]["initContainers"] if c["name"] == "init")[
+            "securityContext"
+        ].get("runAsUser")
+        for pod in (main_only, pod_level, nobody)
+    ]
     assert users == [1000, None, 1000]  # the main container's; inherited from the pod; Airbyte's rootless uid

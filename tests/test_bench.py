@@ -20,12 +20,21 @@ def test_quick_mode_writes_every_section(tmp_path):
     if find_binaries() is None:
         pytest.skip(HOW_TO_GET)
     output = tmp_path / "BENCHMARKS.md"
-    result = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--output", str(output)],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = output.read_text()
-    for heading in ("## In-process", "## Cost growth", "## Served over HTTPS", "## Through a real API server",
-                    "## Memory"):
+    for heading in (
+        "## In-process",
+        "## Cost growth",
+        "## Served over HTTPS",
+        "## Through a real API server",
+        "## Memory",
+    ):
         assert heading in report
     assert "| kopf full |" in report and "| policy | create |" in report
     assert "Command: `python -m bench.run --quick`" in report

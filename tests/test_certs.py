@@ -79,13 +79,39 @@ def test_a_client_trusting_another_ca_fails(tls_server, tmp_path_factory):
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 def test_openssl_verifies_chain_names_and_purpose(tls_server):
     port, directory = tls_server
-    verify = subprocess.run(["openssl", "verify", "-CAfile", str(directory / CA_FILE), "-purpose", "sslserver",
-                             "-verify_hostname", "podmutate.podmutate-system.svc.cluster.local",
-                             str(directory / CERT_FILE)], capture_output=True, text=True)
+    verify = subprocess.run(
+        [
+            "openssl",
+            "verify",
+            "-CAfile",
+            str(directory / CA_FILE),
+            "-purpose",
+            "sslserver",
+            "-verify_hostname",
+            "podmutate.podmutate-system.svc.cluster.local",
+            str(directory / CERT_FILE),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert verify.returncode == 0, verify.stderr
-    client = subprocess.run(["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile",
-                             str(directory / CA_FILE), "-verify_ip", "127.0.0.1", "-verify_return_error"],
-                            input="", capture_output=True, text=True, timeout=20)
+    client = subprocess.run(
+        [
+            "openssl",
+            "s_client",
+            "-connect",
+            f"127.0.0.1:{port}",
+            "-CAfile",
+            str(directory / CA_FILE),
+            "-verify_ip",
+            "127.0.0.1",
+            "-verify_return_error",
+        ],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
     assert "Verify return code: 0 (ok)" in client.stdout, client.stdout + client.stderr
 
 
@@ -96,12 +122,15 @@ def test_extensions_are_those_of_a_serving_certificate():
     assert extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
     assert x509.oid.ExtendedKeyUsageOID.SERVER_AUTH in extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert extensions.get_extension_for_class(x509.KeyUsage).value.key_encipherment is True
-    assert extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier == \
-        ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.key_identifier
+    assert (
+        extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+        == ca.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.key_identifier
+    )
     assert serving.names == ["podmutate.ns.svc", "10.0.0.7"]
     assert serving.key.key_size == 2048
     with pytest.raises(ValueError, match="at least 2048"):
         from certs import new_key
+
         new_key("rsa", rsa_bits=1024)
 
 
@@ -196,7 +225,7 @@ def test_rotation_under_load_fails_no_request_and_a_broken_pair_is_refused(tmp_p
         write_atomically(str(cert_dir / KEY_FILE), CA.create().key_pem(), mode=0o600)
         time.sleep(2.5)
         assert handshake(served.port, served.ca_file).serial_number == fresh.cert.serial_number
-        assert "refused, the last good one keeps serving" in served.log()
+        assert "refused, keeping the last good one" in served.log()
 
 
 def issue_with_validity(ca, not_before, not_after):
@@ -206,12 +235,17 @@ def issue_with_validity(ca, not_before, not_after):
     from certs import ServingCert, new_key
 
     key = new_key()
-    cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "localhost")]))
-            .issuer_name(ca.cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(not_before).not_valid_after(not_after)
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-            .sign(ca.key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(ca.key, hashes.SHA256())
+    )
     return ServingCert(cert, key)
 
 
@@ -251,9 +285,10 @@ def test_a_pair_unfit_to_serve_is_refused_and_the_last_good_one_serves_new_worke
     good = ca.issue("localhost")
     write_pair(tmp_path, good)
     last_good = tmp_path / "last-good"
-    reloading = ReloadingContext(str(tmp_path / CERT_FILE), str(tmp_path / KEY_FILE), interval=0,
-                                 last_good_dir=str(last_good))
-    at = datetime.datetime.now(datetime.timezone.utc)
+    reloading = ReloadingContext(
+        str(tmp_path / CERT_FILE), str(tmp_path / KEY_FILE), interval=0, last_good_dir=str(last_good)
+    )
+    at = datetime.datetime.now(datetime.UTC)
     hour = datetime.timedelta(hours=1)
     if badness == "expired":
         write_pair(tmp_path, issue_with_validity(ca, at - 2 * hour, at - hour))

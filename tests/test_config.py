@@ -7,118 +7,138 @@ import pytest
 
 from tests.helpers import job_pod
 from webhook import admission
-from webhook.config import ConfigWatcher, load_config
+from webhook.engine import EngineWatcher, load_engine
 from webhook.errors import ConfigError
 
 
-def profile(config, job_type):
-    return config.settings["profiles"][job_type]
+def profile(engine, job_type):
+    return engine.config.settings["profiles"][job_type]
 
 
-def test_defaults_alone_are_valid(config):
-    assert config.failure_mode == "ignore"
-    assert config.max_body_bytes == 3 * 1024 * 1024
-    assert config.job_types == {"spec", "check", "discover", "sync", "normalization", "orchestrator"}
-    assert profile(config, "check").status_check_interval == 1
-    assert profile(config, "sync").status_check_interval == 30
+def test_defaults_alone_are_valid(engine):
+    assert engine.config.failure_mode == "ignore"
+    assert engine.config.max_body_bytes == 3 * 1024 * 1024
+    assert engine.config.job_types == {"spec", "check", "discover", "sync", "normalization", "orchestrator"}
+    assert profile(engine, "check").status_check_interval == 1
+    assert profile(engine, "sync").status_check_interval == 30
 
 
 def test_per_type_settings_fall_back_to_default_one_by_one():
-    config = load_config(environ={
-        "JOB_KUBE_NODE_SELECTORS": "pool=jobs", "CHECK_JOB_KUBE_NODE_SELECTORS": "pool=checks",
-        "JOB_MAIN_CONTAINER_CPU_LIMIT": "2", "JOB_MAIN_CONTAINER_MEMORY_LIMIT": "1Gi",
-        "CHECK_JOB_MAIN_CONTAINER_CPU_LIMIT": "1",
-        "REPLICATION_ORCHESTRATOR_MEMORY_REQUEST": "256Mi",
-    })
-    assert profile(config, "check").node_selector == {"pool": "checks"}
-    assert profile(config, "spec").node_selector == {"pool": "jobs"}
-    assert profile(config, "check").resources == {"limits": {"cpu": "1", "memory": "1Gi"}}
-    assert profile(config, "orchestrator").resources == {"requests": {"memory": "256Mi"},
-                                                         "limits": {"cpu": "2", "memory": "1Gi"}}
+    engine = load_engine(
+        environ={
+            "JOB_KUBE_NODE_SELECTORS": "pool=jobs",
+            "CHECK_JOB_KUBE_NODE_SELECTORS": "pool=checks",
+            "JOB_MAIN_CONTAINER_CPU_LIMIT": "2",
+            "JOB_MAIN_CONTAINER_MEMORY_LIMIT": "1Gi",
+            "CHECK_JOB_MAIN_CONTAINER_CPU_LIMIT": "1",
+            "REPLICATION_ORCHESTRATOR_MEMORY_REQUEST": "256Mi",
+        }
+    )
+    assert profile(engine, "check").node_selector == {"pool": "checks"}
+    assert profile(engine, "spec").node_selector == {"pool": "jobs"}
+    assert profile(engine, "check").resources == {"limits": {"cpu": "1", "memory": "1Gi"}}
+    assert profile(engine, "orchestrator").resources == {
+        "requests": {"memory": "256Mi"},
+        "limits": {"cpu": "2", "memory": "1Gi"},
+    }
 
 
 def test_airbyte_empty_selector_means_unset_so_the_fallback_applies():
-    config = load_config(environ={"JOB_KUBE_NODE_SELECTORS": "pool=jobs", "SPEC_JOB_KUBE_NODE_SELECTORS": ""})
-    assert profile(config, "spec").node_selector == {"pool": "jobs"}
+    engine = load_engine(environ={"JOB_KUBE_NODE_SELECTORS": "pool=jobs", "SPEC_JOB_KUBE_NODE_SELECTORS": ""})
+    assert profile(engine, "spec").node_selector == {"pool": "jobs"}
 
 
 def test_environment_wins_over_the_file(tmp_path):
     path = tmp_path / "podmutate.yaml"
     path.write_text("job_types:\n  default:\n    node_selector: {pool: from-file}\n")
-    config = load_config(str(path), environ={"JOB_KUBE_NODE_SELECTORS": "pool=from-env"})
-    assert profile(config, "sync").node_selector == {"pool": "from-env"}
+    engine = load_engine(str(path), environ={"JOB_KUBE_NODE_SELECTORS": "pool=from-env"})
+    assert profile(engine, "sync").node_selector == {"pool": "from-env"}
 
 
 def test_podmutate_config_variable_names_the_file(tmp_path):
     path = tmp_path / "podmutate.yaml"
     path.write_text("failure_mode: fail\n")
-    assert load_config(environ={"PODMUTATE_CONFIG": str(path)}).failure_mode == "fail"
+    assert load_engine(environ={"PODMUTATE_CONFIG": str(path)}).config.failure_mode == "fail"
 
 
-@pytest.mark.parametrize("environ, message", [
-    ({"JOB_KUBE_TOLERATIONS": "key=a,operator=Exists"},
-     "JOB_KUBE_TOLERATIONS: 'key=a,operator=Exists' is not valid: expected a toleration with key, effect and "
-     "operator (missing ['effect'])"),
-    ({"JOB_MAIN_CONTAINER_CPU_LIMIT": "lots"},
-     "JOB_MAIN_CONTAINER_CPU_LIMIT: 'lots' is not valid: expected a Kubernetes quantity such as 500m, 2 or 1Gi"),
-    ({"JOB_KUBE_TOLERATIONS": "key=a,operator=Exists,effect=Sometimes"}, "JOB_KUBE_TOLERATIONS[0].effect"),
-    ({"JOB_KUBE_NODE_SELECTORS": "pool"}, "JOB_KUBE_NODE_SELECTORS: 'pool'"),
-    ({"JOB_KUBE_MAIN_CONTAINER_IMAGE_PULL_POLICY": "Sometimes"}, "JOB_KUBE_MAIN_CONTAINER_IMAGE_PULL_POLICY"),
-    ({"SYNC_JOB_INIT_RETRY_TIMEOUT_MINUTES": "five"}, "SYNC_JOB_INIT_RETRY_TIMEOUT_MINUTES: 'five'"),
-    ({"CHECK_JOB_MAIN_CONTAINER_CPU_REQUEST": "3", "CHECK_JOB_MAIN_CONTAINER_CPU_LIMIT": "1"},
-     "job_types.check.resources.requests.cpu: '3' is not valid: expected a request no larger than the limit 1"),
-])
+@pytest.mark.parametrize(
+    "environ, message",
+    [
+        (
+            {"JOB_KUBE_TOLERATIONS": "key=a,operator=Exists"},
+            "JOB_KUBE_TOLERATIONS: 'key=a,operator=Exists' is not valid: expected a toleration with key, effect and "
+            "operator (missing ['effect'])",
+        ),
+        (
+            {"JOB_MAIN_CONTAINER_CPU_LIMIT": "lots"},
+            "JOB_MAIN_CONTAINER_CPU_LIMIT: 'lots' is not valid: expected a Kubernetes quantity such as 500m, 2 or 1Gi",
+        ),
+        ({"JOB_KUBE_TOLERATIONS": "key=a,operator=Exists,effect=Sometimes"}, "JOB_KUBE_TOLERATIONS[0].effect"),
+        ({"JOB_KUBE_NODE_SELECTORS": "pool"}, "JOB_KUBE_NODE_SELECTORS: 'pool'"),
+        ({"JOB_KUBE_MAIN_CONTAINER_IMAGE_PULL_POLICY": "Sometimes"}, "JOB_KUBE_MAIN_CONTAINER_IMAGE_PULL_POLICY"),
+        ({"SYNC_JOB_INIT_RETRY_TIMEOUT_MINUTES": "five"}, "SYNC_JOB_INIT_RETRY_TIMEOUT_MINUTES: 'five'"),
+        (
+            {"CHECK_JOB_MAIN_CONTAINER_CPU_REQUEST": "3", "CHECK_JOB_MAIN_CONTAINER_CPU_LIMIT": "1"},
+            "job_types.check.resources.requests.cpu: '3' is not valid: expected a request no larger than the limit 1",
+        ),
+    ],
+)
 def test_malformed_variables_stop_loading_naming_the_variable(environ, message):
     with pytest.raises(ConfigError) as raised:
-        load_config(environ=environ)
+        load_engine(environ=environ)
     assert message in str(raised.value)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("failure_mode: sometimes\n", "failure_mode: 'sometimes' is not valid: expected ignore or fail"),
-    ("max_body_bytes: -1\n", "max_body_bytes: -1"),
-    ("failur_mode: fail\n", "failur_mode"),
-    ("job_types:\n  sync:\n    node_selectr: {a: b}\n", "job_types.sync.node_selectr"),
-    ("job_types:\n  sync:\n    labels: {tier: 'not valid!'}\n", "job_types.sync.labels.tier: 'not valid!'"),
-    ("job_types:\n  sync:\n    tolerations: [{key: a, effect: NoSchedule, operator: Exists, value: b}]\n",
-     "job_types.sync.tolerations[0].value"),
-    ("tmp_volume: {medium: Disk}\n", "tmp_volume.medium: 'Disk'"),
-    ("connection_labels: {required: {default: maybe}}\n", "connection_labels.required.default: 'maybe'"),
-    ("job_types: [\n", "line 2, column 1"),
-    ("- a\n- b\n", "expected a mapping of sections, got list"),
-    ("", "the file is empty"),
-    ("# only a comment\n", "the file is empty"),
-    ("tmp_volum: {enabled: false}\n", "tmp_volum: {'enabled': False} is not valid: expected one of the sections"),
-    ("disable_plugins: [profiles]\ntmp_volum: {enabled: false}\n", "tmp_volum"),  # whatever is disabled
-    ("disable_plugins: [tmp_volume]\ntmp_volume: {enabeld: false}\n", "tmp_volume.enabeld"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("failure_mode: sometimes\n", "failure_mode: 'sometimes' is not valid: expected ignore or fail"),
+        ("max_body_bytes: -1\n", "max_body_bytes: -1"),
+        ("failur_mode: fail\n", "failur_mode"),
+        ("job_types:\n  sync:\n    node_selectr: {a: b}\n", "job_types.sync.node_selectr"),
+        ("job_types:\n  sync:\n    labels: {tier: 'not valid!'}\n", "job_types.sync.labels.tier: 'not valid!'"),
+        (
+            "job_types:\n  sync:\n    tolerations: [{key: a, effect: NoSchedule, operator: Exists, value: b}]\n",
+            "job_types.sync.tolerations[0].value",
+        ),
+        ("tmp_volume: {medium: Disk}\n", "tmp_volume.medium: 'Disk'"),
+        ("connection_labels: {required: {default: maybe}}\n", "connection_labels.required.default: 'maybe'"),
+        ("job_types: [\n", "line 2, column 1"),
+        ("- a\n- b\n", "expected a mapping of sections, got list"),
+        ("", "the file is empty"),
+        ("# only a comment\n", "the file is empty"),
+        ("tmp_volum: {enabled: false}\n", "tmp_volum: {'enabled': False} is not valid: expected one of the sections"),
+        ("disable_plugins: [profiles]\ntmp_volum: {enabled: false}\n", "tmp_volum"),  # whatever is disabled
+        ("disable_plugins: [tmp_volume]\ntmp_volume: {enabeld: false}\n", "tmp_volume.enabeld"),
+    ],
+)
 def test_bad_files_stop_loading_with_one_line_naming_the_key(tmp_path, text, message):
     path = tmp_path / "podmutate.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError) as raised:
-        load_config(str(path), environ={})
+        load_engine(str(path), environ={})
     assert message in str(raised.value)
     assert "\n" not in str(raised.value)
 
 
 def test_a_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="nowhere.yaml: No such file"):
-        load_config(str(tmp_path / "nowhere.yaml"), environ={})
+        load_engine(str(tmp_path / "nowhere.yaml"), environ={})
 
 
 def test_watcher_reloads_a_changed_file_and_keeps_the_last_good_one(tmp_path, caplog):
     path = tmp_path / "podmutate.yaml"
     path.write_text("failure_mode: ignore\n")
-    watcher = ConfigWatcher(load_config(str(path), environ={}), environ={}, interval=0)
+    watcher = EngineWatcher(load_engine(str(path), environ={}), environ={}, interval=0)
     path.write_text("failure_mode: fail\n")
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000))
-    assert watcher.current().failure_mode == "ignore"  # never read on the request path
+    assert watcher.current().config.failure_mode == "ignore"  # never read on the request path
     assert watcher.check() is True
-    assert watcher.current().failure_mode == "fail"
+    assert watcher.current().config.failure_mode == "fail"
     path.write_text("failure_mode: sometimes\n")
     os.utime(path, ns=(time.time_ns(), time.time_ns() + 2_000_000))
     assert watcher.check() is False
-    assert watcher.current().failure_mode == "fail"
+    assert watcher.current().config.failure_mode == "fail"
     assert "refused, keeping the last good one: failure_mode: 'sometimes'" in caplog.text
 
 
@@ -127,12 +147,12 @@ def test_a_fifo_is_refused_at_once(tmp_path):
     os.mkfifo(fifo)
     started = time.monotonic()
     with pytest.raises(ConfigError, match="not a regular file"):
-        load_config(str(fifo), environ={})
+        load_engine(str(fifo), environ={})
     assert time.monotonic() - started < 5
 
 
 def test_connection_id_required_denies_a_pod_without_one():
-    config = load_config(environ={}, overrides={"connection_labels": {"required": {"default": False, "sync": True}}})
+    engine = load_engine(environ={}, overrides={"connection_labels": {"required": {"default": False, "sync": True}}})
     with pytest.raises(admission.Denied, match="sync pods must carry a connection id"):
-        admission.mutate(job_pod("sync"), config)
-    assert admission.mutate(job_pod("check"), config).job_type == "check"
+        admission.mutate(job_pod("sync"), engine)
+    assert admission.mutate(job_pod("check"), engine).job_type == "check"

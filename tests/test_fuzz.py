@@ -20,8 +20,15 @@ def test_every_fuzzed_review_gets_a_well_formed_answer_and_never_a_5xx(caplog):
 def test_the_answer_check_catches_a_broken_answer():
     body = {"request": {"uid": "u", "object": {"metadata": {}}}}
     assert fuzz.check_answer(body, 500, {}) == "HTTP 500"
-    assert fuzz.check_answer(body, 200, {"kind": "AdmissionReview", "response": {"uid": "v", "allowed": True}}) \
+    assert (
+        fuzz.check_answer(body, 200, {"kind": "AdmissionReview", "response": {"uid": "v", "allowed": True}})
         == "uid not echoed, or no allowed"
-    assert fuzz.check_answer(body, 200, {"kind": "AdmissionReview", "response": {
-        "uid": "u", "allowed": True, "patch": "W3sib3AiOiAicmVtb3ZlIiwgInBhdGgiOiAiL25vbmUifV0="}}).startswith(
-        "the patch does not apply")
+    )
+    assert fuzz.check_answer(
+        body,
+        200,
+        {
+            "kind": "AdmissionReview",
+            "response": {"uid": "u", "allowed": True, "patch": "W3sib3AiOiAicmVtb3ZlIiwgInBhdGgiOiAiL25vbmUifV0="},
+        },
+    ).startswith("the patch does not apply")

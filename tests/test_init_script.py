@@ -34,14 +34,20 @@ def run_init(request, tmp_path):
     config.mkdir()
 
     def start(timeout_seconds=1, uses_stdin=False):
-        env = {"PATH": os.environ["PATH"], "PIPES_DIR": str(pipes), "CONFIG_DIR": str(config),
-               "SUCCESS_FILE": "FINISHED_UPLOADING", "USES_STDIN": "true" if uses_stdin else "false",
-               "TIMEOUT_SECONDS": str(timeout_seconds)}
+        env = {
+            "PATH": os.environ["PATH"],
+            "PIPES_DIR": str(pipes),
+            "CONFIG_DIR": str(config),
+            "SUCCESS_FILE": "FINISHED_UPLOADING",
+            "USES_STDIN": "true" if uses_stdin else "false",
+            "TIMEOUT_SECONDS": str(timeout_seconds),
+        }
         if request.param == "busybox":
             # Every tool the script calls comes from busybox, as in the busybox image.
             env["PATH"] = str(busybox_bin(tmp_path))
-        return subprocess.Popen([*command, init_script()], env=env, cwd=config,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(
+            [*command, init_script()], env=env, cwd=config, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
 
     return start, pipes, config
 

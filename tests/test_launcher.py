@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 
-from webhook.launcher import Job, UploadError, image_short_name, pod_manifest, pod_name, upload
+from webhook.ops.launcher import Job, UploadError, image_short_name, pod_manifest, pod_name, upload
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -18,8 +18,13 @@ def test_pod_name_follows_airbytes_rule():
 
 
 def test_a_long_name_is_trimmed_from_the_front_to_a_valid_dns_label():
-    job = Job(job_type="discover", image="registry.example.com:5000/org/" + "Very_Long_Connector_" * 4 + ":1@sha256:ab",
-              connection_id="c", job_id="1234567", attempt=3)
+    job = Job(
+        job_type="discover",
+        image="registry.example.com:5000/org/" + "Very_Long_Connector_" * 4 + ":1@sha256:ab",
+        connection_id="c",
+        job_id="1234567",
+        attempt=3,
+    )
     name = pod_name(job, suffix="qwert")
     assert len(name) <= 63
     assert name.endswith("-discover-1234567-3-qwert")
@@ -27,8 +32,9 @@ def test_a_long_name_is_trimmed_from_the_front_to_a_valid_dns_label():
 
 
 def test_an_orchestrator_has_airbytes_fixed_name():
-    job = Job(job_type="orchestrator", image="airbyte/container-orchestrator:1.0", connection_id="c", job_id="42",
-              attempt=3)
+    job = Job(
+        job_type="orchestrator", image="airbyte/container-orchestrator:1.0", connection_id="c", job_id="42", attempt=3
+    )
     assert pod_name(job) == pod_name(job) == "orchestrator-repl-job-42-attempt-3"
 
 
@@ -37,16 +43,22 @@ def test_a_name_that_would_start_with_a_digit_starts_with_the_job_type():
     assert pod_name(job, suffix="abcde") == "sync-42-1-abcde"
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"command": "sleep 10"}, "command: expected a list of strings, e.g. [sh, -c, 'sleep 10'], got a string 'sleep 10'"),
-    ({"env": ["A=1"]}, "env: expected a mapping of names to values, got a list ['A=1']"),
-    ({"connection_id": 42}, "connection_id: expected a string (quote ids in YAML), got a number 42"),
-    ({"job_id": None}, "job_id: expected a string (quote ids in YAML), got null None"),
-    ({"attempt": "1"}, "attempt: expected a whole number from 0, got a string '1'"),
-    ({"image": None, "job_type": None}, "job_type: expected a string such as sync, got null None"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (
+            {"command": "sleep 10"},
+            "command: expected a list of strings, e.g. [sh, -c, 'sleep 10'], got a string 'sleep 10'",
+        ),
+        ({"env": ["A=1"]}, "env: expected a mapping of names to values, got a list ['A=1']"),
+        ({"connection_id": 42}, "connection_id: expected a string (quote ids in YAML), got a number 42"),
+        ({"job_id": None}, "job_id: expected a string (quote ids in YAML), got null None"),
+        ({"attempt": "1"}, "attempt: expected a whole number from 0, got a string '1'"),
+        ({"image": None, "job_type": None}, "job_type: expected a string such as sync, got null None"),
+    ],
+)
 def test_a_bad_job_description_is_one_line_naming_the_field(change, message):
-    from webhook.launcher import JobError
+    from webhook.ops.launcher import JobError
 
     description = {"job_type": "sync", "image": "busybox:1.35", "connection_id": "c", "job_id": "1", **change}
     with pytest.raises(JobError) as raised:
@@ -55,7 +67,7 @@ def test_a_bad_job_description_is_one_line_naming_the_field(change, message):
 
 
 def test_a_missing_field_is_named():
-    from webhook.launcher import JobError
+    from webhook.ops.launcher import JobError
 
     with pytest.raises(JobError, match=r"^connection_id: missing \(expected a string"):
         Job.from_mapping({"job_type": "sync", "image": "busybox:1.35", "job_id": "1"})
@@ -67,18 +79,37 @@ def test_image_short_name():
 
 
 def test_manifest_carries_every_label_and_a_fresh_process_id():
-    job = Job(job_type="check", image="airbyte/source-pg:1", connection_id="8f2c", job_id="7", attempt=2,
-              namespace="jobs", env={"LOG_LEVEL": "INFO"}, args=["check", "--config", "/config/c.json"])
+    job = Job(
+        job_type="check",
+        image="airbyte/source-pg:1",
+        connection_id="8f2c",
+        job_id="7",
+        attempt=2,
+        namespace="jobs",
+        env={"LOG_LEVEL": "INFO"},
+        args=["check", "--config", "/config/c.json"],
+    )
     first, second = pod_manifest(job), pod_manifest(job)
     labels = first["metadata"]["labels"]
-    assert {key: labels[key] for key in ("podmutate.io/job-type", "connection_id", "job_id", "attempt_id", "airbyte")} \
-        == {"podmutate.io/job-type": "check", "connection_id": "8f2c", "job_id": "7", "attempt_id": "2",
-            "airbyte": "job-pod"}
+    assert {
+        key: labels[key] for key in ("podmutate.io/job-type", "connection_id", "job_id", "attempt_id", "airbyte")
+    } == {
+        "podmutate.io/job-type": "check",
+        "connection_id": "8f2c",
+        "job_id": "7",
+        "attempt_id": "2",
+        "airbyte": "job-pod",
+    }
     assert labels["process_id"] != second["metadata"]["labels"]["process_id"]
     assert first["spec"]["restartPolicy"] == "Never"
-    assert first["spec"]["containers"] == [{"name": "main", "image": "airbyte/source-pg:1",
-                                            "args": ["check", "--config", "/config/c.json"],
-                                            "env": [{"name": "LOG_LEVEL", "value": "INFO"}]}]
+    assert first["spec"]["containers"] == [
+        {
+            "name": "main",
+            "image": "airbyte/source-pg:1",
+            "args": ["check", "--config", "/config/c.json"],
+            "env": [{"name": "LOG_LEVEL", "value": "INFO"}],
+        }
+    ]
 
 
 class FakeExec:
@@ -126,14 +157,18 @@ class FakeExec:
 
 def test_upload_sends_the_files_then_the_success_file_last():
     archives = []
-    upload(None, "jobs", "pod", {"source_config.json": '{"host": "db"}', "catalog.json": b"{}"},
-           exec_session=FakeExec(archives))
-    assert archives == [{"source_config.json": b'{"host": "db"}', "catalog.json": b"{}"},
-                        {"FINISHED_UPLOADING": b""}]
+    upload(
+        None,
+        "jobs",
+        "pod",
+        {"source_config.json": '{"host": "db"}', "catalog.json": b"{}"},
+        exec_session=FakeExec(archives),
+    )
+    assert archives == [{"source_config.json": b'{"host": "db"}', "catalog.json": b"{}"}, {"FINISHED_UPLOADING": b""}]
 
 
 def test_upload_retries_a_failed_copy_and_gives_up_naming_the_files(monkeypatch):
-    monkeypatch.setattr("webhook.launcher.time.sleep", lambda seconds: None)
+    monkeypatch.setattr("webhook.ops.launcher.time.sleep", lambda seconds: None)
     archives = []
     upload(None, "jobs", "pod", {"a.json": "{}"}, exec_session=FakeExec(archives, fail_first=1))
     assert [sorted(archive) for archive in archives] == [["a.json"], ["a.json"], ["FINISHED_UPLOADING"]]

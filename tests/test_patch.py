@@ -10,11 +10,21 @@ from hypothesis import strategies as st
 
 from webhook.patch import diff
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.floats(-2, 2, allow_nan=False),
-                    st.sampled_from(["a", "b", "/", "~", "a/b~c"]))
-documents = st.recursive(scalars, lambda children: st.one_of(
-    st.lists(children, max_size=5),
-    st.dictionaries(st.sampled_from(["a", "b", "c", "x/y", "m~n"]), children, max_size=4)), max_leaves=25)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.floats(-2, 2, allow_nan=False),
+    st.sampled_from(["a", "b", "/", "~", "a/b~c"]),
+)
+documents = st.recursive(
+    scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=5),
+        st.dictionaries(st.sampled_from(["a", "b", "c", "x/y", "m~n"]), children, max_size=4),
+    ),
+    max_leaves=25,
+)
 
 
 @st.composite

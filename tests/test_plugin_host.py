@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import PODMUTATE, apply_answer, job_pod, review
 from webhook import Denied, admission, hookimpl
-from webhook.config import load_config
+from webhook.engine import load_engine, parse_settings
 from webhook.errors import ConfigError
 from webhook.plugins import BUILTIN_PLUGINS, make_plugin_manager
 
@@ -34,22 +34,22 @@ class Classifier:
 
 
 @pytest.fixture
-def with_plugin(config):
+def with_plugin(engine):
     """Register a temporary plugin on the config's manager; unregister it afterwards."""
     registered = []
 
     def register(plugin, name):
-        config.plugin_manager.register(plugin, name=name)
+        engine.plugins.register(plugin, name=name)
         registered.append(name)
-        return config
+        return engine
 
     yield register
     for name in registered:
-        config.plugin_manager.unregister(name=name)
+        engine.plugins.unregister(name=name)
 
 
-def test_builtins_are_registered_from_one_tuple(config):
-    names = {name for name, plugin in config.plugin_manager.list_name_plugin() if plugin is not None}
+def test_builtins_are_registered_from_one_tuple(engine):
+    names = {name for name, plugin in engine.plugins.list_name_plugin() if plugin is not None}
     assert {module.rpartition(".")[2] for module in BUILTIN_PLUGINS} <= names
 
 
@@ -61,8 +61,8 @@ def test_hookimpl_is_importable_by_plugin_authors():
 
 
 def test_plugin_manager_is_built_per_config_not_shared():
-    first, second = load_config(environ={}), load_config(environ={})
-    assert first.plugin_manager is not second.plugin_manager
+    first, second = load_engine(environ={}), load_engine(environ={})
+    assert first.plugins is not second.plugins
 
 
 def test_check_pending_catches_a_misspelled_hook():
@@ -78,46 +78,47 @@ def test_check_pending_catches_a_misspelled_hook():
 
 
 def test_disabled_plugin_is_not_called():
-    config = load_config(environ={}, overrides={"disable_plugins": ["init_container"]})
-    pod = admission.mutate(job_pod("sync"), config).pod
+    engine = load_engine(environ={}, overrides={"disable_plugins": ["init_container"]})
+    pod = admission.mutate(job_pod("sync"), engine).pod
     assert "initContainers" not in pod["spec"]
     assert pod["spec"]["containers"][0]["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
 
 
 def test_disabling_an_unknown_plugin_names_it():
     with pytest.raises(ConfigError, match="disable_plugins.*'init_containr'"):
-        load_config(environ={}, overrides={"disable_plugins": ["init_containr"]})
+        load_engine(environ={}, overrides={"disable_plugins": ["init_containr"]})
 
 
 def test_a_plugin_classifier_runs_before_the_builtin_one(with_plugin):
-    config = with_plugin(Classifier(), "ingest")
-    mutation = admission.mutate(job_pod(None, labels={"app": "ingest"}), config)
+    engine = with_plugin(Classifier(), "ingest")
+    mutation = admission.mutate(job_pod(None, labels={"app": "ingest"}), engine)
     assert mutation.job_type == "sync"
 
 
 def test_failing_plugin_in_ignore_mode_admits_the_pod_unpatched_and_warns(with_plugin, caplog):
-    config = with_plugin(Raising(), "raising")
-    answer = admission.review(review(job_pod("sync")), config)
+    engine = with_plugin(Raising(), "raising")
+    answer = admission.review(review(job_pod("sync")), engine)
     response = answer["response"]
     assert response["allowed"] is True
     assert "patch" not in response
     assert response["warnings"] == [
-        "podmutate: plugin 'raising' failed: KeyError: 'no such thing'; the pod was admitted unmutated"]
+        "podmutate: plugin 'raising' failed: KeyError: 'no such thing'; the pod was admitted unmutated"
+    ]
     assert "pod jobs/source-pg-sync-1-0-abcde: plugin 'raising' failed" in caplog.text
 
 
 def test_failing_plugin_in_fail_mode_denies_naming_the_plugin():
-    config = load_config(environ={}, overrides={"failure_mode": "fail"})
-    config.plugin_manager.register(Raising(), name="raising")
-    response = admission.review(review(job_pod("sync")), config)["response"]
+    engine = load_engine(environ={}, overrides={"failure_mode": "fail"})
+    engine.plugins.register(Raising(), name="raising")
+    response = admission.review(review(job_pod("sync")), engine)["response"]
     assert response["allowed"] is False
     assert "plugin 'raising' failed" in response["status"]["message"]
     assert "patch" not in response
 
 
 def test_a_plugin_can_deny_with_a_message(with_plugin):
-    config = with_plugin(Refusing(), "refusing")
-    response = admission.review(review(job_pod("check")), config)["response"]
+    engine = with_plugin(Refusing(), "refusing")
+    response = admission.review(review(job_pod("check")), engine)["response"]
     assert response["allowed"] is False
     assert response["status"] == {"code": 403, "message": "check pods are not welcome", "reason": "Forbidden"}
 
@@ -130,13 +131,13 @@ def test_hooks_are_called_with_keywords_and_plugins_take_what_they_need(with_plu
         def mutate_pod(self, request, job_type):
             seen.update(job_type=job_type, dry_run=request.dry_run)
 
-    config = with_plugin(Recorder(), "recorder")
-    admission.review(review(job_pod("spec"), dry_run=True), config)
+    engine = with_plugin(Recorder(), "recorder")
+    admission.review(review(job_pod("spec"), dry_run=True), engine)
     assert seen == {"job_type": "spec", "dry_run": True}
 
 
-def run_podmutate(*args, pythonpath, input=None):
-    env = {**os.environ, "PYTHONPATH": pythonpath}
+def run_podmutate(*args, pythonpath, input=None, environ=None):
+    env = {**os.environ, "PYTHONPATH": pythonpath, **(environ or {})}
     env.pop("PODMUTATE_CONFIG", None)
     return subprocess.run([*PODMUTATE, *args], capture_output=True, text=True, env=env, input=input)
 
@@ -147,17 +148,58 @@ def test_an_installed_package_is_loaded_through_its_entry_point(example_plugins)
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert rows["team_labels"]["version"] == "1.2.3"
     assert rows["team_labels"]["builtin"] is False
-    assert rows["team_labels"]["hooks"] == ["config_defaults", "mutate_pod", "parse_config"]
+    assert rows["team_labels"]["hooks"] == ["config_defaults", "config_from_environ", "mutate_pod", "parse_config"]
     assert rows["profiles"]["builtin"] is True
 
 
 def test_an_installed_plugin_mutates_and_reads_its_own_section(example_plugins, tmp_path):
     config_file = tmp_path / "podmutate.yaml"
     config_file.write_text("team_labels:\n  team: ingestion\n")
-    result = run_podmutate("mutate", "-f", "-", "--config", str(config_file), "-o", "json",
-                           pythonpath=example_plugins, input=json.dumps(job_pod("sync")))
+    result = run_podmutate(
+        "mutate",
+        "-f",
+        "-",
+        "--config",
+        str(config_file),
+        "-o",
+        "json",
+        pythonpath=example_plugins,
+        input=json.dumps(job_pod("sync")),
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["metadata"]["labels"]["example.com/team"] == "ingestion"
+
+
+def test_an_installed_plugin_reads_its_environment_variable_under_the_file(example_plugins, tmp_path):
+    env_only = run_podmutate(
+        "mutate",
+        "-f",
+        "-",
+        "-o",
+        "json",
+        pythonpath=example_plugins,
+        input=json.dumps(job_pod("sync")),
+        environ={"PODMUTATE_EXAMPLE_TEAM": "billing"},
+    )
+    assert env_only.returncode == 0, env_only.stderr
+    assert json.loads(env_only.stdout)["metadata"]["labels"]["example.com/team"] == "billing"
+    config_file = tmp_path / "podmutate.yaml"
+    config_file.write_text("team_labels:\n  team: ingestion\n")
+    both = run_podmutate(
+        "mutate",
+        "-f",
+        "-",
+        "--config",
+        str(config_file),
+        "-o",
+        "json",
+        pythonpath=example_plugins,
+        input=json.dumps(job_pod("sync")),
+        environ={"PODMUTATE_EXAMPLE_TEAM": "billing"},
+    )
+    assert (
+        json.loads(both.stdout)["metadata"]["labels"]["example.com/team"] == "billing"
+    )  # the environment is over the file
 
 
 def test_an_installed_plugin_can_be_disabled(example_plugins, tmp_path):
@@ -166,12 +208,68 @@ def test_an_installed_plugin_can_be_disabled(example_plugins, tmp_path):
     result = run_podmutate("plugins", "--json", "--config", str(config_file), pythonpath=example_plugins)
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert rows["team_labels"]["enabled"] is False
-    result = run_podmutate("mutate", "-f", "-", "--config", str(config_file), "-o", "json",
-                           pythonpath=example_plugins, input=json.dumps(job_pod("sync")))
+    result = run_podmutate(
+        "mutate",
+        "-f",
+        "-",
+        "--config",
+        str(config_file),
+        "-o",
+        "json",
+        pythonpath=example_plugins,
+        input=json.dumps(job_pod("sync")),
+    )
     assert "example.com/team" not in json.loads(result.stdout)["metadata"]["labels"]
 
 
-def test_applying_the_patch_gives_the_mutated_pod(config):
+def test_applying_the_patch_gives_the_mutated_pod(engine):
     pod = job_pod("orchestrator", labels={"sync_step": "orchestrator-replication"})
-    answer = admission.review(review(pod), config)
-    assert apply_answer(pod, answer) == admission.mutate(pod, config).pod
+    answer = admission.review(review(pod), engine)
+    assert apply_answer(pod, answer) == admission.mutate(pod, engine).pod
+
+
+def test_each_plugins_settings_are_its_own_and_nothing_can_be_changed(engine):
+    config = engine.config
+    assert set(config.settings) == {"connection_labels", "fix_permissions", "init_container", "profiles", "tmp_volume"}
+    with pytest.raises(TypeError):
+        config.settings["profiles"] = {}
+    with pytest.raises(TypeError):
+        config.sections["failure_mode"] = "fail"
+    with pytest.raises(TypeError):
+        config.sections["tmp_volume"]["enabled"] = False
+    with pytest.raises(AttributeError):
+        config.plugin_manager  # noqa: B018 - the host keeps the plugin manager
+    copied = config.section("tmp_volume")
+    copied["enabled"] = False
+    assert config.section("tmp_volume")["enabled"] is True
+
+
+def test_two_plugins_returning_the_same_key_do_not_overwrite_each_other():
+    class First:
+        @hookimpl
+        def parse_config(self):
+            return {"shared": "first"}
+
+    class Second:
+        @hookimpl
+        def parse_config(self):
+            return {"shared": "second"}
+
+    engine = load_engine(environ={})
+    engine.plugins.register(First(), name="first")
+    engine.plugins.register(Second(), name="second")
+    settings = parse_settings(engine.plugins, engine.config)
+    assert settings["first"] == {"shared": "first"} and settings["second"] == {"shared": "second"}
+
+
+def test_a_disabled_plugin_keeps_its_section_checked_but_accepted(tmp_path):
+    config_file = tmp_path / "podmutate.yaml"
+    config_file.write_text(
+        "disable_plugins: [connection_labels]\nconnection_labels:\n  keys: {connection_id: a.io/c}\n"
+    )
+    engine = load_engine(str(config_file), environ={})
+    assert "connection_labels" not in engine.config.settings
+    assert engine.config.section("connection_labels")["keys"]["connection_id"] == "a.io/c"
+    config_file.write_text("disable_plugins: [connection_labels]\nconnection_labels:\n  keys: {connection_id: A B}\n")
+    with pytest.raises(ConfigError, match="connection_labels.keys.connection_id"):
+        load_engine(str(config_file), environ={})

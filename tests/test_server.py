@@ -43,7 +43,7 @@ def test_an_unverified_client_is_refused_by_tls(server):
 def test_tls_below_1_2_is_refused(server):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.load_verify_locations(server.ca_file)
-    context.maximum_version = ssl.TLSVersion.TLSv1  # noqa: the point is to offer an old version
+    context.maximum_version = ssl.TLSVersion.TLSv1  # the point is to offer an old version
     context.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
         with pytest.raises(ssl.SSLError):
@@ -55,11 +55,16 @@ BAD_BODIES = [
     pytest.param(b"{not json", "body is not JSON", id="not-json"),
     pytest.param(b"", "body is not JSON", id="empty"),
     pytest.param(b'"just a string"', "expected an AdmissionReview object, got a string", id="json-string"),
-    pytest.param(json.dumps({"kind": "Pod", "apiVersion": "v1"}).encode(), "apiVersion: 'v1' is not supported",
-                 id="not-a-review"),
-    pytest.param(json.dumps({"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview",
-                             "request": {"uid": "x"}}).encode(), "apiVersion: 'admission.k8s.io/v1beta1'",
-                 id="wrong-api-version"),
+    pytest.param(
+        json.dumps({"kind": "Pod", "apiVersion": "v1"}).encode(), "apiVersion: 'v1' is not supported", id="not-a-review"
+    ),
+    pytest.param(
+        json.dumps(
+            {"apiVersion": "admission.k8s.io/v1beta1", "kind": "AdmissionReview", "request": {"uid": "x"}}
+        ).encode(),
+        "apiVersion: 'admission.k8s.io/v1beta1'",
+        id="wrong-api-version",
+    ),
 ]
 
 
@@ -72,13 +77,16 @@ def test_bad_bodies_get_400_naming_the_problem(server, body, message):
     assert_still_serving(server)
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("uid", None, "request.uid is missing"),
-    ("uid", 7, "request.uid: expected a string, got a number"),
-    ("operation", ["CREATE"], "request.operation: expected a string, got an array"),
-    ("dryRun", "true", "request.dryRun: expected a boolean, got a string"),
-    ("object", "pod", "request.object: expected an object or null, got a string"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("uid", None, "request.uid is missing"),
+        ("uid", 7, "request.uid: expected a string, got a number"),
+        ("operation", ["CREATE"], "request.operation: expected a string, got an array"),
+        ("dryRun", "true", "request.dryRun: expected a boolean, got a string"),
+        ("object", "pod", "request.object: expected an object or null, got a string"),
+    ],
+)
 def test_missing_uid_and_fields_of_the_wrong_type_get_400(server, field, value, message):
     body = review(job_pod("sync"))
     if value is None:
@@ -91,12 +99,15 @@ def test_missing_uid_and_fields_of_the_wrong_type_get_400(server, field, value, 
     assert_still_serving(server)
 
 
-@pytest.mark.parametrize("part, value, message", [
-    ("metadata", ["name", "x"], "request.object.metadata: expected an object, got an array"),
-    ("metadata", "x", "request.object.metadata: expected an object, got a string"),
-    ("spec", 7, "request.object.spec: expected an object, got a number"),
-    ("labels", ["job_type=sync"], "request.object.metadata.labels: expected an object, got an array"),
-])
+@pytest.mark.parametrize(
+    "part, value, message",
+    [
+        ("metadata", ["name", "x"], "request.object.metadata: expected an object, got an array"),
+        ("metadata", "x", "request.object.metadata: expected an object, got a string"),
+        ("spec", 7, "request.object.spec: expected an object, got a number"),
+        ("labels", ["job_type=sync"], "request.object.metadata.labels: expected an object, got an array"),
+    ],
+)
 def test_object_parts_of_the_wrong_type_get_400_not_500(server, part, value, message):
     body = review(job_pod("sync"))
     pod = body["request"]["object"]
@@ -109,16 +120,19 @@ def test_object_parts_of_the_wrong_type_get_400_not_500(server, part, value, mes
 
 def tls_socket(server):
     context = ssl.create_default_context(cafile=server.ca_file)
-    return context.wrap_socket(socket.create_connection(("127.0.0.1", server.port), timeout=10),
-                               server_hostname="127.0.0.1")
+    return context.wrap_socket(
+        socket.create_connection(("127.0.0.1", server.port), timeout=10), server_hostname="127.0.0.1"
+    )
 
 
 def test_a_body_over_the_cap_gets_413_before_it_is_sent(server):
     # Announce a body far larger than the cap (past what is drained) and send almost none of it:
     # the answer must come at once, from the Content-Length alone, without waiting for the body.
     with tls_socket(server) as connection:
-        connection.sendall(f"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                           f"Content-Length: {1000 * CAP}\r\n\r\n{{".encode())
+        connection.sendall(
+            f"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {1000 * CAP}\r\n\r\n{{".encode()
+        )
         answer = b""
         while b"}" not in answer.partition(b"\r\n\r\n")[2]:
             answer += connection.recv(65536)
@@ -133,8 +147,13 @@ def test_a_chunked_body_over_the_cap_gets_413(server):
         for _ in range(CAP // 1024 + 8):
             yield b" " * 1024
 
-    response = server.session.post(server.url + "/mutate", data=chunks(), timeout=10, verify=server.ca_file,
-                                   headers={"Content-Type": "application/json"})
+    response = server.session.post(
+        server.url + "/mutate",
+        data=chunks(),
+        timeout=10,
+        verify=server.ca_file,
+        headers={"Content-Type": "application/json"},
+    )
     assert response.status_code == 413
     assert_still_serving(server)
 
@@ -150,8 +169,9 @@ def test_a_raising_plugin_in_ignore_mode_admits_unpatched_with_a_warning(server)
     answer = server.post("/mutate", review(pod)).json()["response"]
     assert answer["allowed"] is True
     assert "patch" not in answer
-    assert answer["warnings"] == ["podmutate: plugin 'explode' failed: RuntimeError: boom on purpose; "
-                                  "the pod was admitted unmutated"]
+    assert answer["warnings"] == [
+        "podmutate: plugin 'explode' failed: RuntimeError: boom on purpose; the pod was admitted unmutated"
+    ]
     assert "plugin 'explode' failed" in server.log()
     assert "jobs/source-pg-sync-1-0-abcde" in server.log()
 
@@ -209,8 +229,9 @@ def test_a_hung_plugin_cannot_hold_a_review_and_stuck_workers_are_replaced(tmp_p
             answer = served.post("/mutate", hanging, headers=fresh).json()["response"]
             assert time.monotonic() - started < 5
             assert answer["allowed"] is True and "patch" not in answer
-            assert answer["warnings"] == ["podmutate: plugin 'hang' did not finish within 0.5s; "
-                                          "the pod was admitted unmutated"]
+            assert answer["warnings"] == [
+                "podmutate: plugin 'hang' did not finish within 0.5s; the pod was admitted unmutated"
+            ]
         assert "plugin 'hang' overran its budget of 0.5s" in served.log()
         assert wait_for(lambda: "stops and a fresh one takes its place" in served.log())
         normal = served.post("/mutate", review(job_pod("sync")), headers=fresh).json()["response"]
@@ -223,8 +244,13 @@ def test_slow_and_idle_clients_cannot_stall_the_server(server):
     with slow_connections(server.port, server.ca_file, count=64) as held:
         assert held == 64
         for _ in range(20):  # fresh reviews keep being answered while all 64 hang on
-            fresh = requests.post(server.url + "/mutate", data=json.dumps(review(job_pod("sync"))),
-                                  verify=server.ca_file, timeout=5, headers={"Content-Type": "application/json"})
+            fresh = requests.post(
+                server.url + "/mutate",
+                data=json.dumps(review(job_pod("sync"))),
+                verify=server.ca_file,
+                timeout=5,
+                headers={"Content-Type": "application/json"},
+            )
             assert fresh.status_code == 200 and "patch" in fresh.json()["response"]
     assert_still_serving(server)
 
@@ -245,8 +271,25 @@ def test_a_4_mib_body_gets_a_413_that_curl_and_http_client_can_read(server):
         assert "the limit is" in json.loads(answer.read())["message"]
         connection.close()
     if shutil.which("curl"):
-        result = subprocess.run(["curl", "-sS", "--cacert", server.ca_file, "-H", "Content-Type: application/json",
-                                 "--data-binary", "@-", "-o", "/dev/null", "-w", "%{http_code}", f"{server.url}/mutate"],
-                                input=body, capture_output=True, timeout=60)
+        result = subprocess.run(
+            [
+                "curl",
+                "-sS",
+                "--cacert",
+                server.ca_file,
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                "@-",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                f"{server.url}/mutate",
+            ],
+            input=body,
+            capture_output=True,
+            timeout=60,
+        )
         assert result.stdout == b"413", result.stderr
     assert_still_serving(server)

@@ -2,14 +2,16 @@
 
 import logging
 import os
+from collections.abc import Mapping
 
 import orjson
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from certs import CERT_FILE, KEY_FILE
 from webhook import admission
-from webhook.config import Config, ConfigWatcher, load_config
 from webhook.deadline import DeadlineRunner, Overrun
+from webhook.engine import Engine, EngineWatcher, load_engine
 from webhook.errors import ReviewError
 from webhook.plugins import plugin_rows
 
@@ -18,73 +20,80 @@ log = logging.getLogger(__name__)
 EXTENSION = "podmutate"
 
 
-def create_app(config=None, *, config_path=None, environ=None, cert_dir=None, watch=False):
+def create_app(
+    engine: Engine | None = None,
+    *,
+    config_path: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    cert_dir: str | None = None,
+    watch: bool = False,
+) -> Flask:
     """Create the podmutate WSGI app.
 
-    `config` is a loaded Config, or a dict of settings laid over the file at `config_path`
-    (else $PODMUTATE_CONFIG) and the built-in defaults. The file is watched and reloaded when
-    it changes: checked before requests, and once a second from a thread when `watch` is true
-    (as `podmutate serve` does). `cert_dir`, when given, must hold tls.crt and tls.key for /readyz to pass.
+    `engine` is a loaded Engine; without one, the configuration is loaded from `config_path`
+    (else $PODMUTATE_CONFIG) over the built-in defaults. With `watch` (as `podmutate serve`
+    does), the file is checked once a second from a thread and reloaded when it changes.
+    `cert_dir`, when given, must hold the serving pair for /readyz to pass.
     """
-    overrides = None if isinstance(config, Config) else config
-    if overrides is not None or config is None:
-        config = load_config(config_path, overrides=overrides, environ=environ)
-    watcher = ConfigWatcher(config, environ=environ, overrides=overrides)
+    watcher = EngineWatcher(engine or load_engine(config_path, environ=environ), environ=environ)
     if watch:
         watcher.watch()
-    runner = DeadlineRunner(locate=lambda frame: admission.plugin_at(watcher.current().plugin_manager, frame))
+    runner = DeadlineRunner(locate=lambda frame: admission.plugin_at(watcher.current().plugins, frame))
     app = Flask(__name__)
     app.extensions[EXTENSION] = watcher
     app.extensions[f"{EXTENSION}.deadline"] = runner
-    app.json.sort_keys = False
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # the default provider has it
 
     @app.post("/mutate")
-    def mutate():
-        body = read_body(watcher.current().max_body_bytes)
+    def mutate() -> Response | tuple[Response, int]:
+        body = read_body(watcher.current().config.max_body_bytes)
         try:
             admission_review = orjson.loads(body)
         except orjson.JSONDecodeError as error:
             return problem(400, "Bad Request", f"body is not JSON: {error}")
         current = watcher.current()
         try:  # a ReviewError raised by review() in the runner's thread comes back here
-            answer = runner.call(lambda: admission.review(admission_review, current), current.review_timeout_seconds)
+            answer = runner.call(
+                lambda: admission.review(admission_review, current), current.config.review_timeout_seconds
+            )
         except ReviewError as error:
             return problem(400, "Bad Request", str(error))
         except Overrun as overrun:
-            answer = admission.overrun_response(admission_review, current, overrun)
+            answer = admission.overrun_response(admission_review, current.config, overrun)
         return Response(orjson.dumps(answer), mimetype="application/json")
 
     @app.get("/healthz")
-    def healthz():
+    def healthz() -> dict:
         return {"status": "ok"}
 
     @app.get("/readyz")
-    def readyz():
+    def readyz() -> dict | tuple[Response, int]:
         current = watcher.current()
-        missing = [name for name in ("tls.crt", "tls.key")
-                   if cert_dir and not os.path.exists(os.path.join(cert_dir, name))]
+        missing = [
+            name for name in (CERT_FILE, KEY_FILE) if cert_dir and not os.path.exists(os.path.join(cert_dir, name))
+        ]
         if missing:
             return problem(503, "Service Unavailable", f"certificate files missing in {cert_dir}: {missing}")
-        return {"status": "ok", "plugins": [row["name"] for row in plugin_rows(current.plugin_manager)]}
+        return {"status": "ok", "plugins": [row["name"] for row in plugin_rows(current.plugins)]}
 
     @app.get("/plugins")
-    def plugins():
+    def plugins() -> Response:
         current = watcher.current()
-        return jsonify(plugin_rows(current.plugin_manager, current.disabled_plugins))
+        return jsonify(plugin_rows(current.plugins, current.config.disabled_plugins))
 
     @app.errorhandler(HTTPException)
-    def http_error(error):
-        return problem(error.code, error.name, error.description)
+    def http_error(error: HTTPException) -> tuple[Response, int]:
+        return problem(error.code or 500, error.name, error.description or error.name)
 
     @app.errorhandler(Exception)
-    def unexpected_error(error):
+    def unexpected_error(error: Exception) -> tuple[Response, int]:
         log.exception("unexpected error answering %s %s", request.method, request.path)
         return problem(500, "Internal Server Error", f"{type(error).__name__}: the error is logged")
 
     return app
 
 
-def read_body(cap):
+def read_body(cap: int) -> bytes:
     """The request body, refused with 413 past `cap` bytes without reading more than cap + 1.
 
     A Content-Length over the cap is refused before any of the body is read. A chunked body
@@ -101,6 +110,6 @@ def read_body(cap):
     return body
 
 
-def problem(code, title, detail):
+def problem(code: int, title: str, detail: str) -> tuple[Response, int]:
     """A JSON error body naming what was wrong."""
     return jsonify({"code": code, "error": title, "message": detail}), code

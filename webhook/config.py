@@ -1,23 +1,29 @@
 """Configuration: built-in defaults, the YAML file and the environment, merged and checked once."""
 
 import copy
+import hashlib
+import json
 import logging
 import os
 import stat
-import threading
-import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
+from types import MappingProxyType
+from typing import Any
 
-import pluggy
 import yaml
 
 from webhook.errors import ConfigError
-from webhook.plugins import make_plugin_manager
 
 log = logging.getLogger(__name__)
 
 CONFIG_ENV = "PODMUTATE_CONFIG"
 FAILURE_MODES = ("ignore", "fail")
+# Where a value came from (Config.origins), besides the configuration file's path.
+BUILT_IN = "built-in default"
+ENVIRONMENT = "environment"
+OVERRIDE = "override"
 MAX_FILE_BYTES = 1024 * 1024  # a configuration is a few KiB; a larger file is a mistake, not a config
 
 # The host's own keys. `job_types` lists the job types podmutate knows; each is a profile whose
@@ -27,51 +33,88 @@ HOST_DEFAULTS = {
     "max_body_bytes": 3 * 1024 * 1024,
     "review_timeout_seconds": 1.0,  # the internal deadline, below the webhook's timeoutSeconds (2)
     "disable_plugins": [],
-    "job_types": {name: {} for name in ("default", "spec", "check", "discover", "sync", "normalization",
-                                        "orchestrator")},
+    "job_types": {
+        name: {} for name in ("default", "spec", "check", "discover", "sync", "normalization", "orchestrator")
+    },
 }
 
 
 class ConfigFileError(ConfigError):
     """The configuration file cannot be read or is not YAML."""
 
-    def __init__(self, path, problem):
+    def __init__(self, path: str, problem: str) -> None:
         self.key, self.value, self.expected = path, None, problem
         ValueError.__init__(self, f"{path}: {problem}")
 
 
 @dataclass(frozen=True)
 class Config:
-    """A checked configuration and the plugins it enables; replaced whole on reload, never edited."""
+    """A checked configuration, read-only: what every hook is given as `config`.
 
-    raw: dict
-    settings: dict
-    plugin_manager: pluggy.PluginManager = field(repr=False)
+    `sections` holds the merged layers (defaults, file, environment, overrides) as loaded, and
+    `origins` which layer set each key; `settings` holds what each plugin's ``parse_config``
+    returned, under the plugin's name.
+    A new version replaces the whole Config; nothing edits one.
+    """
+
+    sections: Mapping[str, Any]
+    settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     path: str | None = None
+    origins: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+    """Dotted key (``job_types.sync.labels``) -> the layer that set it: BUILT_IN, the file's path,
+    ENVIRONMENT or OVERRIDE."""
+
+    def section(self, name: str) -> Any:
+        """A plain, private copy of the section `name` as loaded (a plugin may edit it as it checks it)."""
+        return thaw(self.sections[name])
+
+    @cached_property
+    def digest(self) -> str:
+        """A short hash of the sections: equal configurations have equal digests."""
+        text = json.dumps(thaw(self.sections), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     @property
-    def failure_mode(self):
-        return self.raw["failure_mode"]
+    def failure_mode(self) -> str:
+        return self.sections["failure_mode"]
 
     @property
-    def max_body_bytes(self):
-        return self.raw["max_body_bytes"]
+    def max_body_bytes(self) -> int:
+        return self.sections["max_body_bytes"]
 
     @property
-    def review_timeout_seconds(self):
-        return self.raw["review_timeout_seconds"]
+    def review_timeout_seconds(self) -> float:
+        return self.sections["review_timeout_seconds"]
 
     @property
-    def disabled_plugins(self):
-        return tuple(self.raw["disable_plugins"])
+    def disabled_plugins(self) -> tuple[str, ...]:
+        return tuple(self.sections["disable_plugins"])
 
     @property
-    def job_types(self):
+    def job_types(self) -> frozenset[str]:
         """The job types a pod can be classified as (every profile but `default`)."""
-        return frozenset(self.raw["job_types"]) - {"default"}
+        return frozenset(self.sections["job_types"]) - {"default"}
 
 
-def merge(base, overlay):
+def freeze(value: Any) -> Any:
+    """`value` made read-only all the way down: mappings become mapping proxies, lists tuples."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({key: freeze(item) for key, item in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze(item) for item in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """A plain, new copy of a frozen value: dicts and lists again."""
+    if isinstance(value, Mapping):
+        return {key: thaw(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return [thaw(item) for item in value]
+    return value
+
+
+def merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
     """Return `base` with `overlay` merged in: mappings merge key by key, anything else replaces."""
     merged = dict(base)
     for key, value in overlay.items():
@@ -82,7 +125,7 @@ def merge(base, overlay):
     return merged
 
 
-def read_config_file(path):
+def read_config_file(path: str) -> dict[str, Any]:
     """Return the mapping in the YAML file at `path`.
 
     Bounded in time and size: the file is opened without blocking and must be a regular file
@@ -112,7 +155,7 @@ def read_config_file(path):
     return loaded
 
 
-def yaml_problem(error):
+def yaml_problem(error: yaml.YAMLError) -> str:
     """One line for a YAML error: where and what."""
     mark = getattr(error, "problem_mark", None)
     problem = getattr(error, "problem", None) or str(error).splitlines()[0]
@@ -121,48 +164,8 @@ def yaml_problem(error):
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
-def load_config(path=None, *, overrides=None, environ=None):
-    """Load, merge and check the configuration; raise ConfigError naming the first bad key.
-
-    Layers, each over the one before: the built-in defaults of the host and of every enabled
-    plugin, the YAML file (`path`, else $PODMUTATE_CONFIG), the environment variables plugins
-    read (Airbyte's names), then `overrides`.
-    """
-    environ = os.environ if environ is None else environ
-    path = path or environ.get(CONFIG_ENV) or None
-    from_file = read_config_file(path) if path else {}
-    overrides = overrides or {}
-    disabled = overrides.get("disable_plugins", from_file.get("disable_plugins", []))
-    if not isinstance(disabled, list) or not all(isinstance(name, str) for name in disabled):
-        raise ConfigError("disable_plugins", disabled, "a list of plugin names")
-    if disabled:
-        # Every section and key is checked, a disabled plugin's too: a misspelling must not pass
-        # because some plugin happens to be off.
-        assemble(make_plugin_manager((), environ=environ), from_file, environ, overrides, path)
-    return assemble(make_plugin_manager(disabled, environ=environ), from_file, environ, overrides, path)
-
-
-def assemble(pm, from_file, environ, overrides, path):
-    """The layers merged and checked with the plugins of `pm`; raises ConfigError naming the first bad key."""
-    raw = copy.deepcopy(HOST_DEFAULTS)
-    for defaults in reversed(pm.hook.config_defaults()):
-        raw = merge(raw, defaults)
-    known_sections = set(raw) | {name for name in from_file if name in HOST_DEFAULTS}
-    raw = merge(raw, from_file)
-    for from_environ in reversed(pm.hook.config_from_environ(environ=environ)):
-        raw = merge(raw, from_environ or {})
-    raw = merge(raw, overrides)
-    unknown = sorted(set(raw) - known_sections)
-    if unknown:
-        raise ConfigError(unknown[0], raw[unknown[0]], f"one of the sections {sorted(known_sections)}")
-    check_host_keys(raw)
-    config = Config(raw=raw, settings={}, plugin_manager=pm, path=path)
-    for parsed in pm.hook.parse_config(config=config):
-        config.settings.update(parsed or {})
-    return config
-
-
-def check_host_keys(raw):
+def check_host_keys(raw: dict[str, Any]) -> None:
+    """Check the host's own keys; raise ConfigError naming the first bad one."""
     if raw["failure_mode"] not in FAILURE_MODES:
         raise ConfigError("failure_mode", raw["failure_mode"], " or ".join(FAILURE_MODES))
     cap = raw["max_body_bytes"]
@@ -170,8 +173,9 @@ def check_host_keys(raw):
         raise ConfigError("max_body_bytes", cap, "a positive whole number of bytes")
     budget = raw["review_timeout_seconds"]
     if isinstance(budget, bool) or not isinstance(budget, int | float) or not 0 < budget <= 29:
-        raise ConfigError("review_timeout_seconds", budget,
-                          "seconds above 0 and below the webhook's timeoutSeconds (at most 29)")
+        raise ConfigError(
+            "review_timeout_seconds", budget, "seconds above 0 and below the webhook's timeoutSeconds (at most 29)"
+        )
     job_types = raw["job_types"]
     if not isinstance(job_types, dict) or "default" not in job_types:
         raise ConfigError("job_types", job_types, "a mapping of job type to profile, with a `default` profile")
@@ -180,60 +184,3 @@ def check_host_keys(raw):
             raise ConfigError(f"job_types.{name}", profile, "a mapping of profile settings")
         if profile is None:
             job_types[name] = {}
-
-
-class ConfigWatcher:
-    """Holds the configuration in force and reloads it when its file changes on disk.
-
-    A new version that fails to load is refused with a logged error; the last good one stays.
-    """
-
-    def __init__(self, config, *, environ=None, overrides=None, interval=1.0):
-        self.config = config
-        self._environ = environ
-        self._overrides = overrides
-        self._interval = interval
-        self._lock = threading.Lock()
-        self._checked_at = time.monotonic()
-        self._stamp = self._file_stamp()
-
-    def _file_stamp(self):
-        if not self.config.path:
-            return None
-        try:
-            status = os.stat(self.config.path)
-        except OSError:
-            return None
-        return (status.st_mtime_ns, status.st_size, status.st_ino)
-
-    def watch(self):
-        """Check the file once per interval from a daemon thread, so a change is seen without traffic."""
-
-        def loop():
-            while True:
-                time.sleep(self._interval)
-                self.check()
-
-        if self.config.path:
-            threading.Thread(target=loop, name="podmutate-config-watch", daemon=True).start()
-
-    def current(self):
-        """The configuration in force. Never reads the file: reloads happen off the request path (watch)."""
-        return self.config
-
-    def check(self):
-        """Reload now if the file changed; return True when a new configuration took effect."""
-        with self._lock:
-            self._checked_at = time.monotonic()
-            stamp = self._file_stamp()
-            if stamp is None or stamp == self._stamp:
-                return False
-            self._stamp = stamp
-            try:
-                config = load_config(self.config.path, overrides=self._overrides, environ=self._environ)
-            except ConfigError as error:
-                log.error("configuration %s refused, keeping the last good one: %s", self.config.path, error)
-                return False
-            self.config = config
-            log.info("configuration %s reloaded", self.config.path)
-            return True

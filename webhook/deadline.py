@@ -7,28 +7,33 @@ process, so past `max_stuck` the runner calls `on_exhausted` (the server then re
 worker: webhook.server).
 """
 
+from __future__ import annotations
+
 import logging
 import sys
 import threading
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class Overrun(TimeoutError):
     """A call did not finish within its budget; `where` names the plugin it was in, when known."""
 
-    def __init__(self, seconds: float, where: str):
+    def __init__(self, seconds: float, where: str) -> None:
         self.seconds = seconds
         self.where = where
         super().__init__(f"{where} did not finish within {seconds:g}s")
 
 
 class _Call:
-    def __init__(self, function: Callable):
+    def __init__(self, function: Callable[[], Any]) -> None:
         self.function = function
         self.done = threading.Event()
-        self.value = None
+        self.value: Any = None
         self.error: BaseException | None = None
 
 
@@ -39,8 +44,13 @@ class DeadlineRunner:
     `on_exhausted()` is called once when `max_stuck` threads are stuck at the same time.
     """
 
-    def __init__(self, *, max_stuck: int = 4, locate: Callable | None = None,
-                 on_exhausted: Callable | None = None):
+    def __init__(
+        self,
+        *,
+        max_stuck: int = 4,
+        locate: Callable[[Any], str] | None = None,
+        on_exhausted: Callable[[], None] | None = None,
+    ) -> None:
         self.max_stuck = max_stuck
         self.locate = locate or (lambda frame: "the review")
         self.on_exhausted = on_exhausted or report_exhausted
@@ -49,14 +59,14 @@ class DeadlineRunner:
         self.stuck = 0
         self._exhausted = False
 
-    def call(self, function: Callable, budget: float):
+    def call(self, function: Callable[[], T], budget: float) -> T:
         """`function()`'s result or exception, or Overrun after `budget` seconds."""
         with self._lock:
             worker = self._idle.pop() if self._idle else _Worker(self)
         job = _Call(function)
         worker.give(job)
         if not job.done.wait(budget):
-            where = self.locate(sys._current_frames().get(worker.ident))
+            where = self.locate(sys._current_frames().get(worker.ident or 0))
             with self._lock:
                 worker.stuck = True
                 self.stuck += 1
@@ -70,7 +80,7 @@ class DeadlineRunner:
             raise job.error
         return job.value
 
-    def _returned(self, worker):
+    def _returned(self, worker: _Worker) -> None:
         with self._lock:
             if worker.stuck:
                 worker.stuck = False
@@ -79,7 +89,7 @@ class DeadlineRunner:
 
 
 class _Worker(threading.Thread):
-    def __init__(self, runner: DeadlineRunner):
+    def __init__(self, runner: DeadlineRunner) -> None:
         super().__init__(name="podmutate-review", daemon=True)
         self.runner = runner
         self.stuck = False
@@ -87,15 +97,16 @@ class _Worker(threading.Thread):
         self._ready = threading.Event()
         self.start()
 
-    def give(self, job: _Call):
+    def give(self, job: _Call) -> None:
         self._job = job
         self._ready.set()
 
-    def run(self):
+    def run(self) -> None:
         while True:
             self._ready.wait()
             self._ready.clear()
             job, self._job = self._job, None
+            assert job is not None  # given before the event is set
             try:
                 job.value = job.function()
             except BaseException as error:  # handed to the caller, who decides
@@ -104,6 +115,6 @@ class _Worker(threading.Thread):
             self.runner._returned(self)
 
 
-def report_exhausted():
+def report_exhausted() -> None:
     """What a process that cannot replace itself does: say so (the server replaces its workers)."""
     log.error("threads stuck in plugins: restart podmutate (`podmutate serve` replaces such a worker itself)")

@@ -4,7 +4,7 @@
 class ConfigError(ValueError):
     """A configuration value is wrong: names the key, the bad value and what is expected."""
 
-    def __init__(self, key, value, expected):
+    def __init__(self, key: str, value: object, expected: str) -> None:
         self.key = key
         self.value = value
         self.expected = expected

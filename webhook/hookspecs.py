@@ -1,6 +1,19 @@
-"""The hooks a podmutate plugin can implement, and the markers to implement them."""
+"""The hooks a podmutate plugin can implement, and the markers to implement them.
+
+Each spec has only a docstring: pluggy calls the implementations, never the spec.
+"""
+# mypy: disable-error-code="empty-body"
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+if TYPE_CHECKING:
+    from webhook.admission import AdmissionRequest
+    from webhook.config import Config
 
 PROJECT_NAME = "podmutate"
 
@@ -9,7 +22,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 @hookspec
-def config_defaults():
+def config_defaults() -> dict[str, Any]:
     """Return a dict of the configuration sections this plugin owns, with their default values.
 
     The defaults of every plugin are merged first; the YAML file and the environment go on top.
@@ -17,7 +30,7 @@ def config_defaults():
 
 
 @hookspec
-def config_from_environ(environ):
+def config_from_environ(environ: Mapping[str, str]) -> dict[str, Any] | None:
     """Return a partial configuration dict read from the environment mapping `environ`, or None.
 
     Plugins never read ``os.environ`` themselves: the host passes it in, so tests and the
@@ -27,18 +40,19 @@ def config_from_environ(environ):
 
 
 @hookspec
-def parse_config(config):
-    """Return a dict of parsed settings by section name, or None.
+def parse_config(config: Config) -> Any:
+    """Check this plugin's sections and return its parsed settings (any value), or None.
 
-    Called once each time the configuration is loaded, never per review: validate the raw
-    sections of ``config.raw`` here and pre-compute what ``mutate_pod`` needs. Raise
-    ``ConfigError(key, value, expected)`` for a bad value; start-up stops (or a reload is
-    refused) with that one line.
+    Called once each time the configuration is loaded, never per review: read your sections
+    with ``config.section(name)`` (a private copy), check them, and pre-compute what
+    ``mutate_pod`` needs. What you return is ``config.settings[<your plugin's name>]`` in
+    every later hook; no other plugin can overwrite it. Raise ``ConfigError(key, value,
+    expected)`` for a bad value; start-up stops (or a reload is refused) with that one line.
     """
 
 
 @hookspec(firstresult=True)
-def classify_pod(pod, namespace, config):
+def classify_pod(pod: dict, namespace: str, config: Config) -> str | None:
     """Return the job type of `pod` (a str such as ``"sync"``), or None when it is not a job pod.
 
     Stops at the first non-None result. The built-in classifier is ``trylast``, so a plugin
@@ -47,7 +61,7 @@ def classify_pod(pod, namespace, config):
 
 
 @hookspec
-def mutate_pod(pod, job_type, config, request):
+def mutate_pod(pod: dict, job_type: str, config: Config, request: AdmissionRequest) -> None:
     """Edit `pod`, a deep copy of the pod being admitted, in place; return nothing.
 
     Must be idempotent: running every plugin again on the result changes nothing, because the

@@ -1,9 +1,13 @@
 """The plugin manager: built-in plugins, third-party ones from entry points, and what is loaded."""
 
+from __future__ import annotations
+
 import importlib
 import logging
 import os
+from collections.abc import Iterable, Mapping
 from importlib import metadata
+from typing import Any
 
 import pluggy
 
@@ -26,12 +30,12 @@ BUILTIN_PLUGINS = (
 TRACE_ENV = "PODMUTATE_TRACE_HOOKS"
 
 
-def builtin_name(module_name):
+def builtin_name(module_name: str) -> str:
     """The name a built-in plugin goes by: its module name without the package."""
     return module_name.rpartition(".")[2]
 
 
-def make_plugin_manager(disabled=(), environ=None):
+def make_plugin_manager(disabled: Iterable[str] = (), environ: Mapping[str, str] | None = None) -> pluggy.PluginManager:
     """Return a checked plugin manager with every built-in and installed plugin not in `disabled`.
 
     Raises ConfigError when `disabled` names a plugin that does not exist.
@@ -56,7 +60,7 @@ def make_plugin_manager(disabled=(), environ=None):
     return pm
 
 
-def plugin_rows(pm, disabled=()):
+def plugin_rows(pm: pluggy.PluginManager, disabled: Iterable[str] = ()) -> list[dict[str, Any]]:
     """Describe every plugin: name, version, hooks and whether it is enabled."""
     import webhook
 
@@ -74,7 +78,6 @@ def plugin_rows(pm, disabled=()):
         if plugin is not None  # a blocked (disabled) plugin is listed with no object
     ]
     rows += [
-        {"name": name, "version": None, "builtin": name in builtin, "hooks": [], "enabled": False}
-        for name in disabled
+        {"name": name, "version": None, "builtin": name in builtin, "hooks": [], "enabled": False} for name in disabled
     ]
     return sorted(rows, key=lambda row: (not row["builtin"], row["name"]))

@@ -2,8 +2,38 @@
 
 import functools
 import posixpath
+from typing import Any
 
-MAIN_CONTAINER = "main"
+from webhook.contract import MAIN_CONTAINER
+
+# The helpers plugins may use, each documented in docs/plugins.md.
+__all__ = [
+    "helper_resources",
+    "restricted_security_context",
+    "run_as",
+    "runs_restricted",
+    "metadata",
+    "annotations",
+    "labels",
+    "annotation",
+    "label",
+    "opted_out",
+    "spec",
+    "containers",
+    "all_containers",
+    "container_name_taken",
+    "main_container",
+    "volume",
+    "add_volume",
+    "clean_path",
+    "mount_at",
+    "path_in_use",
+    "add_mount",
+    "init_container",
+    "add_init_container",
+    "env_value",
+]
+
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 # What an injected helper container asks for by default: Airbyte's init container's resources.
 # Without them, a namespace whose ResourceQuota covers CPU or memory refuses the pod.
@@ -11,21 +41,26 @@ INJECTED_RESOURCES = {"requests": {"cpu": "100m", "memory": "25Mi"}, "limits": {
 NON_ROOT_USER = 1000  # Airbyte's rootless uid, for a helper in a pod that names none
 
 
-def helper_resources(pod, resources):
+def helper_resources(pod: dict, resources: dict | None) -> dict:
     """The `resources` field for a helper container: none when the pod sets pod-level resources,
     which then bound the helper too (its own could exceed them, and the API server would refuse)."""
     return {} if spec(pod).get("resources") is not None or not resources else {"resources": resources}
 
 
-def restricted_security_context(pod):
+def restricted_security_context(pod: dict) -> dict:
     """A securityContext that Pod Security `restricted` admits, for a helper container of `pod`.
 
     `runAsNonRoot` makes the kubelet refuse to start a container that would run as root, so
     unless the pod itself names a non-root user (which the helper inherits), the helper is
     given one: the main container's, else NON_ROOT_USER (an image such as busybox runs as root).
     """
-    context = {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "readOnlyRootFilesystem": True,
-               "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+    context = {
+        "allowPrivilegeEscalation": False,
+        "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
     pod_user = ((pod.get("spec") or {}).get("securityContext") or {}).get("runAsUser")
     if not pod_user:  # unset, or root
         main_user = ((main_container(pod) or {}).get("securityContext") or {}).get("runAsUser")
@@ -33,76 +68,86 @@ def restricted_security_context(pod):
     return context
 
 
-def run_as(pod, container=None):
+def run_as(pod: dict, container: dict | None = None) -> tuple[int | None, int | None]:
     """(runAsUser, runAsGroup) of `container` (the main one by default), falling back to the pod's."""
     pod_context = (pod.get("spec") or {}).get("securityContext") or {}
     container = container if container is not None else main_container(pod) or {}
     context = container.get("securityContext") or {}
-    return (context.get("runAsUser", pod_context.get("runAsUser")),
-            context.get("runAsGroup", pod_context.get("runAsGroup")))
+    return (
+        context.get("runAsUser", pod_context.get("runAsUser")),
+        context.get("runAsGroup", pod_context.get("runAsGroup")),
+    )
 
 
-def runs_restricted(pod):
+def runs_restricted(pod: dict) -> bool:
     """Whether the pod is written for Pod Security `restricted`: runAsNonRoot for every container."""
     pod_context = (pod.get("spec") or {}).get("securityContext") or {}
-    return all((container.get("securityContext") or {}).get("runAsNonRoot", pod_context.get("runAsNonRoot")) is True
-               for container in all_containers(pod))
+    return all(
+        (container.get("securityContext") or {}).get("runAsNonRoot", pod_context.get("runAsNonRoot")) is True
+        for container in all_containers(pod)
+    )
 
 
-def metadata(pod):
+def metadata(pod: dict) -> dict:
+    """The pod's metadata (created empty when missing)."""
     return _mapping(pod, "metadata")
 
 
-def annotations(pod):
+def annotations(pod: dict) -> dict:
     """The pod's annotations (created empty when missing)."""
     return _mapping(metadata(pod), "annotations")
 
 
-def labels(pod):
+def labels(pod: dict) -> dict:
     """The pod's labels (created empty when missing)."""
     return _mapping(metadata(pod), "labels")
 
 
-def _mapping(parent, key):
+def _mapping(parent: dict, key: str) -> dict:
     if parent.get(key) is None:
         parent[key] = {}
     return parent[key]
 
 
-def annotation(pod, key, default=None):
+def annotation(pod: dict, key: str, default: Any = None) -> Any:
+    """The value of the pod's annotation `key`, or `default`; never creates anything."""
     return ((pod.get("metadata") or {}).get("annotations") or {}).get(key, default)
 
 
-def label(pod, key, default=None):
+def label(pod: dict, key: str, default: Any = None) -> Any:
+    """The value of the pod's label `key`, or `default`; never creates anything."""
     return ((pod.get("metadata") or {}).get("labels") or {}).get(key, default)
 
 
-def opted_out(pod, key):
+def opted_out(pod: dict, key: str) -> bool:
     """True when the pod's annotation `key` says "false" (podmutate.io/<feature>: "false")."""
     return str(annotation(pod, key, "")).strip().lower() == "false"
 
 
-def spec(pod):
+def spec(pod: dict) -> dict:
+    """The pod's spec (created empty when missing)."""
     return _mapping(pod, "spec")
 
 
-def containers(pod):
+def containers(pod: dict) -> list[dict]:
+    """The pod's regular containers (not init or ephemeral ones)."""
     return spec(pod).get("containers") or []
 
 
-def all_containers(pod):
+def all_containers(pod: dict) -> list[dict]:
     """Every container of the pod: init, regular and ephemeral."""
     pod_spec = pod.get("spec") or {}
-    return [container for field in CONTAINER_LISTS for container in pod_spec.get(field) or []
-            if isinstance(container, dict)]
+    return [
+        container for field in CONTAINER_LISTS for container in pod_spec.get(field) or [] if isinstance(container, dict)
+    ]
 
 
-def container_name_taken(pod, name):
+def container_name_taken(pod: dict, name: str) -> bool:
     """Whether any container of the pod (init, regular or ephemeral) is called `name`."""
     return any(container.get("name") == name for container in all_containers(pod))
 
 
-def main_container(pod):
+def main_container(pod: dict) -> dict | None:
     """The container named `main`, else the first one; None for a pod without containers."""
     found = containers(pod)
     for container in found:
@@ -111,7 +156,7 @@ def main_container(pod):
     return found[0] if found else None
 
 
-def volume(pod, name):
+def volume(pod: dict, name: str) -> dict | None:
     """The pod volume called `name`, or None."""
     for candidate in spec(pod).get("volumes") or []:
         if candidate.get("name") == name:
@@ -119,7 +164,7 @@ def volume(pod, name):
     return None
 
 
-def add_volume(pod, new_volume):
+def add_volume(pod: dict, new_volume: dict) -> dict:
     """Append `new_volume` unless a volume of that name exists; return the one in the pod."""
     existing = volume(pod, new_volume["name"])
     if existing is not None:
@@ -131,17 +176,17 @@ def add_volume(pod, new_volume):
     return new_volume
 
 
-def clean_path(path):
+def clean_path(path: Any) -> str:
     """A container path in one spelling: `/tmp/`, `//tmp` and `/tmp/.` are all `/tmp`."""
     return _clean_path(path) if isinstance(path, str) and path else ""
 
 
 @functools.lru_cache(maxsize=4096)
-def _clean_path(path):
+def _clean_path(path: str) -> str:
     return posixpath.normpath("/" + path)
 
 
-def mount_at(container, path):
+def mount_at(container: dict, path: str) -> dict | None:
     """The volume mount of `container` at `path` (in any spelling), or None."""
     wanted = clean_path(path)
     for mount in container.get("volumeMounts") or []:
@@ -150,22 +195,15 @@ def mount_at(container, path):
     return None
 
 
-def path_in_use(container, path):
+def path_in_use(container: dict, path: str) -> bool:
     """Whether `container` already uses `path`, as a volume mount or as a block device."""
     wanted = clean_path(path)
     return mount_at(container, path) is not None or any(
-        clean_path(device.get("devicePath", "")) == wanted for device in container.get("volumeDevices") or [])
+        clean_path(device.get("devicePath", "")) == wanted for device in container.get("volumeDevices") or []
+    )
 
 
-def mount_of(container, volume_name):
-    """The first mount of the volume `volume_name` in `container`, or None."""
-    for mount in container.get("volumeMounts") or []:
-        if mount.get("name") == volume_name:
-            return mount
-    return None
-
-
-def add_mount(container, volume_name, path):
+def add_mount(container: dict, volume_name: str, path: str) -> None:
     """Mount `volume_name` at `path` unless the container uses that path already (mount or device)."""
     if path_in_use(container, path):
         return
@@ -174,14 +212,15 @@ def add_mount(container, volume_name, path):
     container["volumeMounts"].append({"name": volume_name, "mountPath": path})
 
 
-def init_container(pod, name):
+def init_container(pod: dict, name: str) -> dict | None:
+    """The init container called `name`, or None."""
     for container in spec(pod).get("initContainers") or []:
         if container.get("name") == name:
             return container
     return None
 
 
-def add_init_container(pod, container):
+def add_init_container(pod: dict, container: dict) -> bool:
     """Append `container` to the init containers unless a container of that name exists (of any kind).
 
     Appended, never inserted: the init containers already there (Airbyte's own `init` among
@@ -196,7 +235,7 @@ def add_init_container(pod, container):
     return True
 
 
-def env_value(container, name):
+def env_value(container: dict, name: str) -> Any:
     """The literal value of env var `name` in `container` (None when unset or from a ref)."""
     for variable in container.get("env") or []:
         if variable.get("name") == name:

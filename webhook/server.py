@@ -17,7 +17,9 @@ import os
 import signal
 import ssl
 import tempfile
+from collections.abc import Awaitable, Callable
 from multiprocessing.connection import wait
+from typing import Any
 
 import orjson
 from hypercorn.config import Config as HypercornConfig
@@ -26,8 +28,15 @@ from certs.reload import ReloadingContext
 
 log = logging.getLogger(__name__)
 
+# ASGI, as hypercorn speaks it.
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
 SETTINGS_ENV = "PODMUTATE_SERVE_SETTINGS"  # how the spawned workers learn what `serve` was told
-HANDSHAKE_TIMEOUT = 5.0   # seconds for a TLS handshake
+HANDSHAKE_TIMEOUT = 5.0  # seconds for a TLS handshake
 # Seconds any one read may wait, an idle keep-alive connection included. A slow client holds a
 # coroutine, not a thread, so this only bounds what it costs; it stays above the API server's
 # idle-connection reuse so that a connection is not closed just as it is being reused.
@@ -40,7 +49,7 @@ DRAIN_FACTOR = 4
 DRAIN_MINIMUM = 16 * 1024 * 1024
 
 
-def default_workers():
+def default_workers() -> int:
     return max(2, min(4, multiprocessing.cpu_count()))
 
 
@@ -49,20 +58,22 @@ class ServeConfig(HypercornConfig):
 
     last_good_dir: str | None = None
 
-    def create_ssl_context(self):
-        reloading = ReloadingContext(self.certfile, self.keyfile, last_good_dir=self.last_good_dir,
-                                     alpn_protocols=self.alpn_protocols)
+    def create_ssl_context(self) -> ssl.SSLContext:
+        assert self.certfile and self.keyfile, "serving needs a certificate pair"
+        reloading = ReloadingContext(
+            self.certfile, self.keyfile, last_good_dir=self.last_good_dir, alpn_protocols=self.alpn_protocols
+        )
         return following_context(reloading, self.alpn_protocols)
 
 
-def following_context(reloading, alpn_protocols):
+def following_context(reloading: ReloadingContext, alpn_protocols: list[str]) -> ssl.SSLContext:
     """A server SSLContext whose every handshake switches to the context of the pair in force."""
     front = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     front.minimum_version = ssl.TLSVersion.TLSv1_2
     front.set_alpn_protocols(alpn_protocols)
     front.load_cert_chain(*reloading.serving_files())
 
-    def switch(ssl_object, _server_name, _context):
+    def switch(ssl_object: ssl.SSLObject, _server_name: str | None, _context: ssl.SSLContext) -> None:
         ssl_object.context = reloading.context()
 
     front.sni_callback = switch  # called for every ClientHello, with or without a server name
@@ -78,13 +89,13 @@ class BufferedBody:
     a broken pipe. A Content-Length beyond even that is refused at once.
     """
 
-    def __init__(self, app, cap):
+    def __init__(self, app: ASGIApp, cap: Callable[[], int]) -> None:
         self.app = app
         self.cap = cap  # a callable: what the configuration in force says
-        self.loop = None
+        self.loop: asyncio.AbstractEventLoop | None = None
         self.in_flight = 0
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         self.loop = asyncio.get_running_loop()
@@ -94,7 +105,7 @@ class BufferedBody:
         finally:
             self.in_flight -= 1
 
-    async def _answer(self, scope, receive, send):
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         cap = self.cap()
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > cap:
@@ -115,7 +126,7 @@ class BufferedBody:
                 break
         replayed = False
 
-        async def replay():
+        async def replay() -> Message:
             nonlocal replayed
             if replayed:
                 return await receive()
@@ -125,15 +136,15 @@ class BufferedBody:
         await self.app(scope, replay, send)
 
 
-def drain_limit(cap):
+def drain_limit(cap: int) -> int:
     return max(DRAIN_FACTOR * cap, DRAIN_MINIMUM)
 
 
-async def refuse(send, message):
+async def refuse(send: Send, message: str) -> None:
     await respond(send, 413, {"code": 413, "error": "Request Entity Too Large", "message": message})
 
 
-async def drain(receive, limit):
+async def drain(receive: Receive, limit: int) -> None:
     """Read and drop the rest of a refused body, up to `limit` bytes (read timeouts still apply)."""
     while limit > 0:
         message = await receive()
@@ -142,15 +153,18 @@ async def drain(receive, limit):
         limit -= len(message.get("body", b""))
 
 
-async def respond(send, status, payload):
+async def respond(send: Send, status: int, payload: dict) -> None:
     body = orjson.dumps(payload)
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"connection", b"close")]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
-def retire(front):
+def retire(front: BufferedBody) -> None:
     """Replace this worker gracefully, as hypercorn does after `max_requests`: it stops accepting,
     tells its clients (HTTP/2 GOAWAY, HTTP/1.1 Connection: close), answers what is in flight,
     and exits, and `WebhookServer.run` starts a fresh worker."""
@@ -163,7 +177,7 @@ def retire(front):
         return
     log.error("threads stuck in plugins: worker %d stops and a fresh one takes its place", os.getpid())
 
-    async def terminate_between_requests():
+    async def terminate_between_requests() -> None:
         # At a moment with no request in progress: a stream cut short would fail its pod's
         # create, while a request refused at the start (HTTP/2 REFUSED_STREAM) is retried.
         while front.in_flight:
@@ -173,7 +187,7 @@ def retire(front):
     asyncio.run_coroutine_threadsafe(terminate_between_requests(), front.loop)
 
 
-def served_app():
+def served_app() -> BufferedBody:
     """The ASGI app each worker runs, built from the settings `WebhookServer` left in the environment."""
     from a2wsgi import WSGIMiddleware
 
@@ -183,7 +197,8 @@ def served_app():
     logging.basicConfig(level=settings["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     flask_app = create_app(config_path=settings["config_path"], cert_dir=settings["cert_dir"], watch=True)
     watcher = flask_app.extensions["podmutate"]
-    front = BufferedBody(WSGIMiddleware(flask_app, workers=settings["threads"]), lambda: watcher.current().max_body_bytes)
+    wsgi = WSGIMiddleware(flask_app, workers=settings["threads"])  # type: ignore[arg-type]  # Flask is a WSGI app
+    front = BufferedBody(wsgi, lambda: watcher.current().config.max_body_bytes)  # type: ignore[arg-type]
     flask_app.extensions["podmutate.deadline"].on_exhausted = lambda: retire(front)
     return front
 
@@ -191,8 +206,21 @@ def served_app():
 class WebhookServer:
     """hypercorn, configured in code: `workers` processes, each running `served_app()`."""
 
-    def __init__(self, *, host, port, cert_file, key_file, config_path=None, cert_dir=None, workers=None,
-                 threads=8, graceful_timeout=30.0, log_level="INFO", on_ready=None):
+    def __init__(
+        self,
+        *,
+        host: str,
+        port: int,
+        cert_file: str,
+        key_file: str,
+        config_path: str | None = None,
+        cert_dir: str | None = None,
+        workers: int | None = None,
+        threads: int = 8,
+        graceful_timeout: float = 30.0,
+        log_level: str = "INFO",
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
         self.on_ready = on_ready
         self.config = ServeConfig()
         self.config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
@@ -212,10 +240,11 @@ class WebhookServer:
         # are bad still serves the last good pair (see certs.reload).
         self.config.last_good_dir = tempfile.mkdtemp(prefix="podmutate-last-good-")
         ReloadingContext(cert_file, key_file, last_good_dir=self.config.last_good_dir)  # fail fast on a bad pair
-        os.environ[SETTINGS_ENV] = json.dumps({"config_path": config_path, "cert_dir": cert_dir,
-                                               "threads": threads, "log_level": log_level})
+        os.environ[SETTINGS_ENV] = json.dumps(
+            {"config_path": config_path, "cert_dir": cert_dir, "threads": threads, "log_level": log_level}
+        )
 
-    def run(self):
+    def run(self) -> int:
         """Supervise the workers until SIGTERM or SIGINT: a worker that exits, whatever its status
         (a crash, a SIGKILL, or a retirement), is replaced at once; hypercorn's own `run` would
         stop the whole server when one worker dies."""
@@ -224,17 +253,18 @@ class WebhookServer:
         context = multiprocessing.get_context("spawn")
         sockets = self.config.create_sockets()
         shutdown = context.Event()
-        stopping = []
+        stopping: list[bool] = []
         if self.on_ready is not None:
             self.on_ready()  # in the master: the workers are spawned, not forked, and do not inherit it
 
-        def start():
-            worker = context.Process(target=asyncio_worker, kwargs={
-                "config": self.config, "sockets": sockets, "shutdown_event": shutdown})
+        def start() -> multiprocessing.process.BaseProcess:
+            worker = context.Process(
+                target=asyncio_worker, kwargs={"config": self.config, "sockets": sockets, "shutdown_event": shutdown}
+            )
             worker.start()
             return worker
 
-        def stop(*_):
+        def stop(*_: object) -> None:
             stopping.append(True)
             shutdown.set()
 

@@ -10,35 +10,37 @@ pod-level resources) — not a second API server; the e2e suite holds it to the 
 
 from collections import Counter
 
-from webhook.kube import RESOURCE_KINDS, quantity
+from webhook.formats import RESOURCE_KINDS, quantity
 from webhook.pods import CONTAINER_LISTS, clean_path
 
 
 def problems(pod: dict) -> set[str]:
     """One line per rule the pod breaks; empty when none of the checked rules is broken."""
-    pod_spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
-    found = set()
+    pod_spec: dict = pod["spec"] if isinstance(pod.get("spec"), dict) else {}
+    found: set[str] = set()
     volume_names = Counter(_name(volume) for volume in _dicts(pod_spec.get("volumes")))
     found.update(f"volume name {name!r} is used {count} times" for name, count in volume_names.items() if count > 1)
-    container_names = Counter()
+    container_names: Counter[object] = Counter()
     for field in CONTAINER_LISTS:
         for container in _dicts(pod_spec.get(field)):
             container_names[_name(container)] += 1
             found.update(container_problems(container, volume_names))
-    found.update(f"container name {name!r} is used {count} times"
-                 for name, count in container_names.items() if count > 1)
+    found.update(
+        f"container name {name!r} is used {count} times" for name, count in container_names.items() if count > 1
+    )
     found.update(pod_resource_problems(pod_spec))
     return found
 
 
 def container_problems(container: dict, volume_names: Counter) -> set[str]:
     name = container.get("name")
-    found = set()
+    found: set[str] = set()
     mounts = _dicts(container.get("volumeMounts"))
     devices = _dicts(container.get("volumeDevices"))
     mount_paths = Counter(clean_path(mount.get("mountPath")) for mount in mounts)
-    found.update(f"container {name!r}: {path} is mounted {count} times"
-                 for path, count in mount_paths.items() if count > 1)
+    found.update(
+        f"container {name!r}: {path} is mounted {count} times" for path, count in mount_paths.items() if count > 1
+    )
     for device in devices:
         if clean_path(device.get("devicePath")) in mount_paths:
             found.add(f"container {name!r}: {clean_path(device.get('devicePath'))} is both a device and a mount")
@@ -72,7 +74,9 @@ def pod_resource_problems(pod_spec: dict) -> set[str]:
 def aggregate_requests(pod_spec: dict) -> dict:
     """What the containers request in all, as the scheduler counts it: the running containers
     and sidecars together, or the largest init container with the sidecars started before it."""
-    running, peak, sidecars = Counter(), Counter(), Counter()
+    running: Counter[str] = Counter()
+    peak: Counter[str] = Counter()
+    sidecars: Counter[str] = Counter()
     for container in _dicts(pod_spec.get("initContainers")):
         requests = _amounts(container.get("resources"), "requests")
         if container.get("restartPolicy") == "Always":
@@ -86,7 +90,7 @@ def aggregate_requests(pod_spec: dict) -> dict:
     return {resource: max(running[resource], peak[resource]) for resource in set(running) | set(peak)}
 
 
-def _amounts(resources, kind) -> dict:
+def _amounts(resources: object, kind: str) -> dict:
     values = (resources or {}).get(kind) if isinstance(resources, dict) else None
     amounts = {}
     for resource, value in (values or {}).items() if isinstance(values, dict) else ():
@@ -97,12 +101,11 @@ def _amounts(resources, kind) -> dict:
     return amounts
 
 
-def _name(item: dict):
+def _name(item: dict) -> object:
     """The `name` of a pod part, hashable whatever a malformed pod holds there."""
     name = item.get("name")
     return name if isinstance(name, str) else repr(name)
 
 
-def _dicts(items) -> list:
+def _dicts(items: object) -> list:
     return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
-

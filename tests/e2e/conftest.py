@@ -68,8 +68,9 @@ def kubectl(control_plane):
     binary = kubectl_binary() or pytest.skip("kubectl is not installed")
 
     def run(*args, input=None, check=True):
-        result = subprocess.run([binary, "--kubeconfig", control_plane.kubeconfig, *args],
-                                capture_output=True, text=True, input=input)
+        result = subprocess.run(
+            [binary, "--kubeconfig", control_plane.kubeconfig, *args], capture_output=True, text=True, input=input
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result
@@ -91,11 +92,13 @@ def job_pod_manifest(job_type, name=None, **extra_labels):
         "metadata": {
             "name": name or f"source-pg-{job_type}-7-0-{uuid.uuid4().hex[:5]}",
             "labels": {JOB_TYPE_LABEL: job_type, **extra_labels},
-            "annotations": {"podmutate.io/connection-id": "8f2c5a7e-0c1d-4d7e-9a55-3e0f1b2c4d5e",
-                            "podmutate.io/job-id": "7", "podmutate.io/attempt-id": "0"},
+            "annotations": {
+                "podmutate.io/connection-id": "8f2c5a7e-0c1d-4d7e-9a55-3e0f1b2c4d5e",
+                "podmutate.io/job-id": "7",
+                "podmutate.io/attempt-id": "0",
+            },
         },
-        "spec": {"restartPolicy": "Never",
-                 "containers": [{"name": "main", "image": "airbyte/source-postgres:3.6.2"}]},
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "airbyte/source-postgres:3.6.2"}]},
     }
 
 
@@ -107,31 +110,53 @@ def is_mutated(pod):
 JOB_TYPE_SELECTOR = {"matchExpressions": [{"key": JOB_TYPE_LABEL, "operator": "Exists"}]}
 
 
-def register(admissionregistration, kubectl, served_url, ca_file, namespace, *, name=None,
-             failure_policy="Fail", reinvocation="IfNeeded", path="/mutate", probe=True,
-             object_selector=JOB_TYPE_SELECTOR):
+def register(
+    admissionregistration,
+    kubectl,
+    served_url,
+    ca_file,
+    namespace,
+    *,
+    name=None,
+    failure_policy="Fail",
+    reinvocation="IfNeeded",
+    path="/mutate",
+    probe=True,
+    object_selector=JOB_TYPE_SELECTOR,
+):
     """Register a MutatingWebhookConfiguration for `namespace` only; wait until it takes effect."""
     with open(ca_file, "rb") as stream:
         ca_bundle = base64.b64encode(stream.read()).decode()
     name = name or f"podmutate-{namespace}"
-    admissionregistration.create_mutating_webhook_configuration({
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": [{
-            "name": f"{name}.podmutate.io",
-            "admissionReviewVersions": ["v1"],
-            "sideEffects": "None",
-            "failurePolicy": failure_policy,
-            "reinvocationPolicy": reinvocation,
-            "timeoutSeconds": 3,
-            "clientConfig": {"url": f"{served_url}{path}", "caBundle": ca_bundle},
-            "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"],
-                       "resources": ["pods"], "scope": "Namespaced"}],
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-            "objectSelector": object_selector,
-        }],
-    })
+    admissionregistration.create_mutating_webhook_configuration(
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "MutatingWebhookConfiguration",
+            "metadata": {"name": name},
+            "webhooks": [
+                {
+                    "name": f"{name}.podmutate.io",
+                    "admissionReviewVersions": ["v1"],
+                    "sideEffects": "None",
+                    "failurePolicy": failure_policy,
+                    "reinvocationPolicy": reinvocation,
+                    "timeoutSeconds": 3,
+                    "clientConfig": {"url": f"{served_url}{path}", "caBundle": ca_bundle},
+                    "rules": [
+                        {
+                            "apiGroups": [""],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE"],
+                            "resources": ["pods"],
+                            "scope": "Namespaced",
+                        }
+                    ],
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                    "objectSelector": object_selector,
+                }
+            ],
+        }
+    )
     if probe:
         wait_effective(kubectl, namespace)
     return name
@@ -142,11 +167,12 @@ def wait_effective(kubectl, namespace, timeout=30):
     probe = json.dumps(job_pod_manifest("spec", name="probe"))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        result = kubectl("create", "-n", namespace, "--dry-run=server", "-o", "json", "-f", "-",
-                         input=probe, check=False)
+        result = kubectl(
+            "create", "-n", namespace, "--dry-run=server", "-o", "json", "-f", "-", input=probe, check=False
+        )
         if result.returncode == 0 and STATUS_CHECK_ANNOTATION in json.loads(result.stdout)["metadata"].get(
-                "annotations", {}):  # written for every job type, whatever else the configuration turns off
+            "annotations", {}
+        ):  # written for every job type, whatever else the configuration turns off
             return
         time.sleep(0.3)
     raise AssertionError(f"the webhook configuration did not take effect in {timeout}s")
-

@@ -17,8 +17,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BUILD_SCRIPT = os.path.join(REPO, "tools", "controlplane", "build.sh")
 BINARIES = ("kube-apiserver", "etcd")
 TOKEN = "podmutate-e2e-token"
-HOW_TO_GET = ("end-to-end tests need kube-apiserver and etcd: install Go (tools/controlplane/build.sh "
-              "builds them once), or set KUBEBUILDER_ASSETS to a directory holding both")
+HOW_TO_GET = (
+    "end-to-end tests need kube-apiserver and etcd: install Go (tools/controlplane/build.sh "
+    "builds them once), or set KUBEBUILDER_ASSETS to a directory holding both"
+)
 
 
 def has_both(directory):
@@ -67,14 +69,19 @@ class ControlPlane:
     def _start_etcd(self):
         client, peer = free_port(), free_port()
         self.etcd_url = f"http://127.0.0.1:{client}"
-        self._spawn("etcd", [
-            os.path.join(self.binaries, "etcd"),
-            f"--data-dir={os.path.join(self.workdir, 'etcd')}",
-            f"--listen-client-urls={self.etcd_url}", f"--advertise-client-urls={self.etcd_url}",
-            f"--listen-peer-urls=http://127.0.0.1:{peer}", f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
-            f"--initial-cluster=default=http://127.0.0.1:{peer}",
-            "--unsafe-no-fsync=true",
-        ])
+        self._spawn(
+            "etcd",
+            [
+                os.path.join(self.binaries, "etcd"),
+                f"--data-dir={os.path.join(self.workdir, 'etcd')}",
+                f"--listen-client-urls={self.etcd_url}",
+                f"--advertise-client-urls={self.etcd_url}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
+                f"--initial-cluster=default=http://127.0.0.1:{peer}",
+                "--unsafe-no-fsync=true",
+            ],
+        )
         self._wait(lambda: requests.get(f"{self.etcd_url}/health", timeout=2).ok, "etcd", 30)
 
     def _start_apiserver(self):
@@ -87,20 +94,28 @@ class ControlPlane:
         tokens = self._write("tokens.csv", f'{TOKEN},admin,admin-uid,"system:masters"\n'.encode())
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
-        self._spawn("kube-apiserver", [
-            os.path.join(self.binaries, "kube-apiserver"),
-            f"--etcd-servers={self.etcd_url}",
-            "--bind-address=127.0.0.1", f"--secure-port={self.port}",
-            f"--tls-cert-file={cert_file}", f"--tls-private-key-file={key_file}",
-            f"--cert-dir={os.path.join(self.workdir, 'apiserver-certs')}",
-            f"--token-auth-file={tokens}", "--authorization-mode=RBAC",
-            "--service-cluster-ip-range=10.0.0.0/24",
-            f"--service-account-issuer=https://127.0.0.1:{self.port}",
-            f"--service-account-key-file={sa_key}", f"--service-account-signing-key-file={sa_key}",
-            "--disable-admission-plugins=ServiceAccount", "--allow-privileged=true",
-            "--feature-gates=MutatingAdmissionPolicy=true",
-            "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
-        ])
+        self._spawn(
+            "kube-apiserver",
+            [
+                os.path.join(self.binaries, "kube-apiserver"),
+                f"--etcd-servers={self.etcd_url}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={self.port}",
+                f"--tls-cert-file={cert_file}",
+                f"--tls-private-key-file={key_file}",
+                f"--cert-dir={os.path.join(self.workdir, 'apiserver-certs')}",
+                f"--token-auth-file={tokens}",
+                "--authorization-mode=RBAC",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                f"--service-account-issuer=https://127.0.0.1:{self.port}",
+                f"--service-account-key-file={sa_key}",
+                f"--service-account-signing-key-file={sa_key}",
+                "--disable-admission-plugins=ServiceAccount",
+                "--allow-privileged=true",
+                "--feature-gates=MutatingAdmissionPolicy=true",
+                "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
+            ],
+        )
 
     def _write(self, name, data):
         path = os.path.join(self.workdir, name)
@@ -123,15 +138,23 @@ class ControlPlane:
         raise RuntimeError(f"{name} not ready after {timeout}s:\n{self.tail(name)}")
 
     def _wait_ready(self, timeout):
-        self._wait(lambda: requests.get(f"{self.url}/readyz", verify=self.ca_file, timeout=2,
-                                        headers={"Authorization": f"Bearer {TOKEN}"}).ok,
-                   "kube-apiserver", timeout)
+        self._wait(
+            lambda: (
+                requests.get(
+                    f"{self.url}/readyz", verify=self.ca_file, timeout=2, headers={"Authorization": f"Bearer {TOKEN}"}
+                ).ok
+            ),
+            "kube-apiserver",
+            timeout,
+        )
 
     def _write_kubeconfig(self):
         with open(self.ca_file, "rb") as stream:
             ca_data = base64.b64encode(stream.read()).decode()
         kubeconfig = {
-            "apiVersion": "v1", "kind": "Config", "current-context": "e2e",
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "e2e",
             "clusters": [{"name": "e2e", "cluster": {"server": self.url, "certificate-authority-data": ca_data}}],
             "users": [{"name": "admin", "user": {"token": TOKEN}}],
             "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "admin"}}],

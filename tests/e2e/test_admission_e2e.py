@@ -22,8 +22,11 @@ def owned_fields(pod):
     spec = pod["spec"]
     main = next(container for container in spec["containers"] if container["name"] == "main")
     return {
-        "labels": {key: value for key, value in pod["metadata"]["labels"].items()
-                   if key in {"connection_id", "job_id", "attempt_id"}},
+        "labels": {
+            key: value
+            for key, value in pod["metadata"]["labels"].items()
+            if key in {"connection_id", "job_id", "attempt_id"}
+        },
         "interval": pod["metadata"]["annotations"].get("podmutate.io/status-check-interval"),
         "init": [container["name"] for container in spec.get("initContainers", [])],
         "volumes": sorted(volume["name"] for volume in spec.get("volumes", [])),
@@ -75,11 +78,11 @@ def test_a_pod_without_the_job_type_label_is_stored_untouched(kubectl, registere
 
 
 @pytest.mark.parametrize("failure_policy", ["Ignore", "Fail"])
-def test_a_stopped_webhook_and_the_failure_policy(admissionregistration, kubectl, namespace, tmp_path,
-                                                   failure_policy):
+def test_a_stopped_webhook_and_the_failure_policy(admissionregistration, kubectl, namespace, tmp_path, failure_policy):
     with serve(tmp_path) as served:
-        name = register(admissionregistration, kubectl, served.url, served.ca_file, namespace,
-                        failure_policy=failure_policy)
+        name = register(
+            admissionregistration, kubectl, served.url, served.ca_file, namespace, failure_policy=failure_policy
+        )
     manifest = json.dumps(job_pod_manifest("check", name="after-stop"))
     result = kubectl("create", "-n", namespace, "-f", "-", input=manifest, check=False)
     if failure_policy == "Ignore":
@@ -99,13 +102,19 @@ class SidecarInjector(BaseHTTPRequestHandler):
         pod = review["request"]["object"]
         patch = []
         if not any(container["name"] == "sidecar" for container in pod["spec"]["containers"]):
-            patch = [{"op": "add", "path": "/spec/containers/-",
-                      "value": {"name": "sidecar", "image": "alpine/socat:1.7.4.4-r0"}}]
+            patch = [
+                {
+                    "op": "add",
+                    "path": "/spec/containers/-",
+                    "value": {"name": "sidecar", "image": "alpine/socat:1.7.4.4-r0"},
+                }
+            ]
         response = {"uid": review["request"]["uid"], "allowed": True}
         if patch:
             response.update(patchType="JSONPatch", patch=base64.b64encode(json.dumps(patch).encode()).decode())
-        body = json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                           "response": response}).encode()
+        body = json.dumps(
+            {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response}
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -133,19 +142,36 @@ def sidecar_webhook(tmp_path):
     server.shutdown()
 
 
-def test_reinvocation_completes_the_pod_without_duplicates(admissionregistration, kubectl, podmutate,
-                                                          namespace, sidecar_webhook):
+def test_reinvocation_completes_the_pod_without_duplicates(
+    admissionregistration, kubectl, podmutate, namespace, sidecar_webhook
+):
     # Webhooks run in the order of their configurations' names: podmutate first, then the
     # sidecar injector; IfNeeded re-invokes podmutate to mount /tmp in the new container.
-    register(admissionregistration, kubectl, podmutate.url, podmutate.ca_file, namespace,
-             name=f"a-podmutate-{namespace}")
+    register(
+        admissionregistration, kubectl, podmutate.url, podmutate.ca_file, namespace, name=f"a-podmutate-{namespace}"
+    )
     url, ca_file = sidecar_webhook
-    register(admissionregistration, kubectl, url, ca_file, namespace, name=f"b-sidecar-{namespace}",
-             path="/", reinvocation="Never", probe=False)
+    register(
+        admissionregistration,
+        kubectl,
+        url,
+        ca_file,
+        namespace,
+        name=f"b-sidecar-{namespace}",
+        path="/",
+        reinvocation="Never",
+        probe=False,
+    )
     manifest = json.dumps(job_pod_manifest("sync", name="reinvoked"))
     deadline = time.monotonic() + 30  # the second configuration takes a moment to take effect
-    while len(json.loads(kubectl("create", "-n", namespace, "--dry-run=server", "-o", "json", "-f", "-",
-                                 input=manifest).stdout)["spec"]["containers"]) < 2:
+    while (
+        len(
+            json.loads(
+                kubectl("create", "-n", namespace, "--dry-run=server", "-o", "json", "-f", "-", input=manifest).stdout
+            )["spec"]["containers"]
+        )
+        < 2
+    ):
         assert time.monotonic() < deadline, "the sidecar webhook did not take effect in 30 s"
         time.sleep(0.3)
     kubectl("create", "-n", namespace, "-f", "-", input=manifest)
@@ -159,18 +185,30 @@ def test_reinvocation_completes_the_pod_without_duplicates(admissionregistration
 
 
 def test_a_hung_plugin_behind_the_api_server_is_answered_in_time_with_a_warning(
-        admissionregistration, kubectl, namespace, tmp_path, example_plugins):
+    admissionregistration, kubectl, namespace, tmp_path, example_plugins
+):
     """Before: after a few hung calls nothing was answered, and job pods went in unmutated, silently."""
-    with serve(tmp_path, config={"review_timeout_seconds": 0.5}, env={"PYTHONPATH": example_plugins},
-               workers=2) as served:
+    with serve(
+        tmp_path, config={"review_timeout_seconds": 0.5}, env={"PYTHONPATH": example_plugins}, workers=2
+    ) as served:
         register(admissionregistration, kubectl, served.url, served.ca_file, namespace, failure_policy="Ignore")
         for index in range(10):
             hanging = job_pod_manifest("sync", name=f"hang-{index}")
             hanging["metadata"]["annotations"]["example.com/hang"] = "true"
             result = kubectl("create", "-n", namespace, "-f", "-", "-o", "json", input=json.dumps(hanging))
             assert "Warning: podmutate: plugin 'hang' did not finish within 0.5s" in result.stderr, (
-                is_mutated(json.loads(result.stdout)), served.log()[-1500:])
+                is_mutated(json.loads(result.stdout)),
+                served.log()[-1500:],
+            )
             assert not is_mutated(json.loads(result.stdout))
-        ordinary = kubectl("create", "-n", namespace, "-f", "-", "-o", "json",
-                           input=json.dumps(job_pod_manifest("sync", name="ordinary")))
+        ordinary = kubectl(
+            "create",
+            "-n",
+            namespace,
+            "-f",
+            "-",
+            "-o",
+            "json",
+            input=json.dumps(job_pod_manifest("sync", name="ordinary")),
+        )
         assert is_mutated(json.loads(ordinary.stdout))  # ordinary job pods are still mutated

@@ -15,12 +15,22 @@ def ca_bundles(admissionregistration, name):
     return [base64.b64decode(webhook.client_config.ca_bundle or "") for webhook in configuration.webhooks]
 
 
-def test_certs_inject_sets_and_keeps_the_ca_bundle(admissionregistration, kubectl, control_plane, podmutate,
-                                                    namespace, tmp_path):
+def test_certs_inject_sets_and_keeps_the_ca_bundle(
+    admissionregistration, kubectl, control_plane, podmutate, namespace, tmp_path
+):
     name = register(admissionregistration, kubectl, podmutate.url, podmutate.ca_file, namespace)
     ensure(tmp_path, ["127.0.0.1"])
-    command = [*PODMUTATE, "certs", "inject", "--webhook-config", name, "--ca", str(tmp_path / CA_FILE),
-               "--kubeconfig", control_plane.kubeconfig]
+    command = [
+        *PODMUTATE,
+        "certs",
+        "inject",
+        "--webhook-config",
+        name,
+        "--ca",
+        str(tmp_path / CA_FILE),
+        "--kubeconfig",
+        control_plane.kubeconfig,
+    ]
     first = subprocess.run(command, capture_output=True, text=True)
     assert first.returncode == 0, first.stderr
     assert f"caBundle set for {name}.podmutate.io" in first.stdout
@@ -32,12 +42,14 @@ def test_certs_inject_sets_and_keeps_the_ca_bundle(admissionregistration, kubect
     assert missing.stderr.strip() == "Error: no-such-config: 404 Not Found"
 
 
-def test_serve_injects_its_own_ca_and_the_api_server_then_trusts_it(admissionregistration, kubectl,
-                                                                   control_plane, namespace, tmp_path):
+def test_serve_injects_its_own_ca_and_the_api_server_then_trusts_it(
+    admissionregistration, kubectl, control_plane, namespace, tmp_path
+):
     # Registered with a CA that did not issue the server's certificate: nothing would verify...
     ensure(tmp_path / "other", ["127.0.0.1"])
-    name = register(admissionregistration, kubectl, "https://127.0.0.1:1", str(tmp_path / "other" / CA_FILE),
-                    namespace, probe=False)
+    name = register(
+        admissionregistration, kubectl, "https://127.0.0.1:1", str(tmp_path / "other" / CA_FILE), namespace, probe=False
+    )
     # ...until `podmutate serve --webhook-config` publishes its own bundle.
     args = ["--webhook-config", name, "--kubeconfig", control_plane.kubeconfig]
     with serve(tmp_path, args=args) as served:
@@ -93,8 +105,10 @@ def test_replicas_that_start_together_agree_on_one_ca(api_client, namespace, tmp
             return seen
 
     names = ["podmutate", f"podmutate.{namespace}.svc"]
-    keepers = [Keeper(tmp_path / replica, names, store=RacingStore(api_client, namespace, "podmutate-tls"))
-               for replica in ("a", "b")]
+    keepers = [
+        Keeper(tmp_path / replica, names, store=RacingStore(api_client, namespace, "podmutate-tls"))
+        for replica in ("a", "b")
+    ]
     threads = [threading.Thread(target=keeper.run_once) for keeper in keepers]
     for thread in threads:
         thread.start()

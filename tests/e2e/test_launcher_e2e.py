@@ -13,15 +13,31 @@ import pytest
 
 from tests.e2e.conftest import register
 from tests.helpers import PODMUTATE
-from webhook.launcher import (KILLED_EXIT_CODE, Job, KillTimeout, WaitTimeout, kill_connection, launch, pod_manifest,
-                              run, wait_for_exit, wait_for_init)
+from webhook.ops.launcher import (
+    KILLED_EXIT_CODE,
+    Job,
+    KillTimeout,
+    WaitTimeout,
+    kill_connection,
+    launch,
+    pod_manifest,
+    run,
+    wait_for_exit,
+    wait_for_init,
+)
 
 BACKGROUND = "Background"
 
 
 def create(core, namespace, connection_id, attempt):
-    job = Job(job_type="sync", image="airbyte/source-postgres:3.6.2", connection_id=connection_id,
-              job_id="7", attempt=attempt, namespace=namespace)
+    job = Job(
+        job_type="sync",
+        image="airbyte/source-postgres:3.6.2",
+        connection_id=connection_id,
+        job_id="7",
+        attempt=attempt,
+        namespace=namespace,
+    )
     return core.create_namespaced_pod(namespace, pod_manifest(job)).metadata.name
 
 
@@ -35,8 +51,16 @@ def names(core, namespace):
 
 def test_launched_pods_come_back_mutated(admissionregistration, kubectl, podmutate, core, namespace):
     register(admissionregistration, kubectl, podmutate.url, podmutate.ca_file, namespace)
-    pod = launch(core, Job(job_type="discover", image="airbyte/source-faker:6.0.0", connection_id="c-1",
-                           job_id="9", namespace=namespace))
+    pod = launch(
+        core,
+        Job(
+            job_type="discover",
+            image="airbyte/source-faker:6.0.0",
+            connection_id="c-1",
+            job_id="9",
+            namespace=namespace,
+        ),
+    )
     assert [container.name for container in pod.spec.init_containers] == ["init"]
     assert pod.metadata.annotations["podmutate.io/status-check-interval"] == "1"
     assert pod.metadata.labels["connection_id"] == "c-1"
@@ -58,8 +82,14 @@ def test_kill_removes_exactly_the_live_pods_of_one_connection(core, namespace):
 
 def test_launch_kills_the_connections_live_pods_first_unless_told_not_to(core, namespace):
     def job(attempt):
-        return Job(job_type="sync", image="airbyte/source-postgres:3.6.2", connection_id="conn-run", job_id="8",
-                   attempt=attempt, namespace=namespace)
+        return Job(
+            job_type="sync",
+            image="airbyte/source-postgres:3.6.2",
+            connection_id="conn-run",
+            job_id="8",
+            attempt=attempt,
+            namespace=namespace,
+        )
 
     first = launch(core, job(0), propagation=BACKGROUND).metadata.name
     kept = launch(core, job(1), kill_running=False).metadata.name
@@ -79,30 +109,74 @@ def test_kill_names_the_pods_it_could_not_remove(core, namespace):
 
 def test_kill_cli_and_a_clear_error(control_plane, core, namespace, tmp_path):
     name = create(core, namespace, "conn-cli", 0)
-    base = [*PODMUTATE, "kill", "--namespace", namespace, "--kubeconfig", control_plane.kubeconfig,
-            "--propagation", BACKGROUND]
+    base = [
+        *PODMUTATE,
+        "kill",
+        "--namespace",
+        namespace,
+        "--kubeconfig",
+        control_plane.kubeconfig,
+        "--propagation",
+        BACKGROUND,
+    ]
     dry = subprocess.run([*base, "--connection", "conn-cli", "--dry-run"], capture_output=True, text=True)
     assert dry.returncode == 0 and dry.stdout.strip() == f"would delete pod/{name}"
     real = subprocess.run([*base, "--connection", "conn-cli"], capture_output=True, text=True)
     assert real.returncode == 0 and real.stdout.strip() == f"deleted pod/{name}"
     unreachable = tmp_path / "kubeconfig"
     unreachable.write_text(open(control_plane.kubeconfig).read().replace(control_plane.url, "https://127.0.0.1:1"))
-    refused = subprocess.run([*PODMUTATE, "kill", "--connection", "x", "--kubeconfig", str(unreachable)],
-                             capture_output=True, text=True, timeout=120)
+    refused = subprocess.run(
+        [*PODMUTATE, "kill", "--connection", "x", "--kubeconfig", str(unreachable)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert refused.returncode == 1
     assert refused.stderr.strip().splitlines()[-1].startswith("Error: cannot reach the API server:")
     assert "Traceback" not in refused.stderr
+
+
+def test_launch_and_kill_use_the_configured_connection_label_keys(control_plane, core, namespace, tmp_path):
+    config = tmp_path / "podmutate.yaml"
+    config.write_text("connection_labels:\n  keys: {connection_id: airbyte.io/connection, job_id: airbyte.io/job}\n")
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        f"job_type: sync\nimage: busybox:1.35\nconnection_id: renamed\njob_id: '9'\nnamespace: {namespace}\n"
+    )
+    common = ["--config", str(config), "--kubeconfig", control_plane.kubeconfig]
+    launched = subprocess.run([*PODMUTATE, "launch", "-f", str(job), *common], capture_output=True, text=True)
+    assert launched.returncode == 0, launched.stderr
+    (pod,) = core.list_namespaced_pod(namespace).items
+    assert pod.metadata.labels["airbyte.io/connection"] == "renamed"
+    assert pod.metadata.labels["airbyte.io/job"] == "9"
+    assert "connection_id" not in pod.metadata.labels
+    killed = subprocess.run(
+        [*PODMUTATE, "kill", "--connection", "renamed", "--namespace", namespace, "--propagation", BACKGROUND, *common],
+        capture_output=True,
+        text=True,
+    )
+    assert killed.returncode == 0, killed.stderr
+    assert killed.stdout.strip() == f"deleted pod/{pod.metadata.name}"
 
 
 def set_status(core, namespace, name, *, init=None, main=None):
     """Write container states through pods/status, as a kubelet would (there is none here)."""
     status = {}
     if init is not None:
-        status["initContainerStatuses"] = [{"name": "init", "ready": False, "restartCount": 0,
-                                            "image": "busybox:1.35", "imageID": "", "state": init}]
+        status["initContainerStatuses"] = [
+            {"name": "init", "ready": False, "restartCount": 0, "image": "busybox:1.35", "imageID": "", "state": init}
+        ]
     if main is not None:
-        status["containerStatuses"] = [{"name": "main", "ready": False, "restartCount": 0,
-                                        "image": "airbyte/source-postgres:3.6.2", "imageID": "", "state": main}]
+        status["containerStatuses"] = [
+            {
+                "name": "main",
+                "ready": False,
+                "restartCount": 0,
+                "image": "airbyte/source-postgres:3.6.2",
+                "imageID": "",
+                "state": main,
+            }
+        ]
     core.patch_namespaced_pod_status(name, namespace, {"status": status})
 
 
@@ -137,8 +211,12 @@ def test_init_wait_times_out_saying_which_wait_and_logging_the_pod(core, namespa
 
 def test_exit_code_of_main_and_143_for_a_deleted_pod(core, namespace):
     done = create(core, namespace, "conn-x", 0)
-    later(0.5, lambda: set_status(core, namespace, done, main={"terminated": {"exitCode": 3, "startedAt": STARTED,
-                                                                               "finishedAt": STARTED}}))
+    later(
+        0.5,
+        lambda: set_status(
+            core, namespace, done, main={"terminated": {"exitCode": 3, "startedAt": STARTED, "finishedAt": STARTED}}
+        ),
+    )
     assert wait_for_exit(core, namespace, done) == 3
     deleted = create(core, namespace, "conn-x", 1)
     later(0.5, lambda: core.delete_namespaced_pod(deleted, namespace))
@@ -151,8 +229,14 @@ def test_run_launches_waits_uploads_and_reports(admissionregistration, kubectl, 
 
     register(admissionregistration, kubectl, podmutate.url, podmutate.ca_file, namespace)
     archives = []
-    job = Job(job_type="check", image="airbyte/source-postgres:3.6.2", connection_id="c-run", job_id="5",
-              namespace=namespace, files={"source_config.json": "{}"})
+    job = Job(
+        job_type="check",
+        image="airbyte/source-postgres:3.6.2",
+        connection_id="c-run",
+        job_id="5",
+        namespace=namespace,
+        files={"source_config.json": "{}"},
+    )
 
     def kubelet():
         # Plays the kubelet's part: the init container starts, then main ends once the upload is in.
@@ -160,8 +244,9 @@ def test_run_launches_waits_uploads_and_reports(admissionregistration, kubectl, 
         set_status(core, namespace, name, init={"running": {"startedAt": STARTED}})
         while len(archives) < 2:
             time.sleep(0.1)
-        set_status(core, namespace, name, main={"terminated": {"exitCode": 0, "startedAt": STARTED,
-                                                               "finishedAt": STARTED}})
+        set_status(
+            core, namespace, name, main={"terminated": {"exitCode": 0, "startedAt": STARTED, "finishedAt": STARTED}}
+        )
 
     later(1.0, kubelet)
     name, code = run(core, job, init_timeout=20, exec_session=FakeExec(archives))
@@ -170,14 +255,18 @@ def test_run_launches_waits_uploads_and_reports(admissionregistration, kubectl, 
     assert core.read_namespaced_pod(name, namespace).metadata.annotations["podmutate.io/status-check-interval"] == "1"
 
 
-def test_launch_cli_creates_a_mutated_job_pod(admissionregistration, kubectl, podmutate, control_plane, core,
-                                              namespace, tmp_path):
+def test_launch_cli_creates_a_mutated_job_pod(
+    admissionregistration, kubectl, podmutate, control_plane, core, namespace, tmp_path
+):
     register(admissionregistration, kubectl, podmutate.url, podmutate.ca_file, namespace)
     job = tmp_path / "job.yaml"
-    job.write_text(f"job_type: sync\nimage: airbyte/source-postgres:3.6.2\nconnection_id: conn-cli-launch\n"
-                   f"job_id: '42'\nattempt: 1\nnamespace: {namespace}\n")
-    result = subprocess.run([*PODMUTATE, "launch", "-f", str(job), "--kubeconfig", control_plane.kubeconfig],
-                            capture_output=True, text=True)
+    job.write_text(
+        f"job_type: sync\nimage: airbyte/source-postgres:3.6.2\nconnection_id: conn-cli-launch\n"
+        f"job_id: '42'\nattempt: 1\nnamespace: {namespace}\n"
+    )
+    result = subprocess.run(
+        [*PODMUTATE, "launch", "-f", str(job), "--kubeconfig", control_plane.kubeconfig], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     name = result.stdout.split()[0].removeprefix("pod/")
     assert name.startswith("source-postgres-sync-42-1-")
@@ -187,17 +276,26 @@ def test_launch_cli_creates_a_mutated_job_pod(admissionregistration, kubectl, po
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("job_type: sync\nimage: x\nflavour: vanilla\n")
-    refused = subprocess.run([*PODMUTATE, "launch", "-f", str(bad), "--kubeconfig", control_plane.kubeconfig],
-                             capture_output=True, text=True)
+    refused = subprocess.run(
+        [*PODMUTATE, "launch", "-f", str(bad), "--kubeconfig", control_plane.kubeconfig], capture_output=True, text=True
+    )
     assert refused.returncode == 1
-    assert refused.stderr.strip() == f"Error: {bad}: flavour: not a job field (expected one of job_type, image, " \
+    assert (
+        refused.stderr.strip() == f"Error: {bad}: flavour: not a job field (expected one of job_type, image, "
         "connection_id, job_id, attempt, namespace, command, args, env, labels, files, security_context)"
+    )
 
 
 def test_a_wait_that_gives_up_deletes_its_pod_unless_told_to_keep_it(core, namespace):
     def job(attempt):
-        return Job(job_type="sync", image="airbyte/source-postgres:3.6.2", connection_id=f"conn-giveup-{attempt}",
-                   job_id="3", attempt=attempt, namespace=namespace)
+        return Job(
+            job_type="sync",
+            image="airbyte/source-postgres:3.6.2",
+            connection_id=f"conn-giveup-{attempt}",
+            job_id="3",
+            attempt=attempt,
+            namespace=namespace,
+        )
 
     with pytest.raises(WaitTimeout):
         run(core, job(0), init_timeout=1, propagation=BACKGROUND)  # no kubelet here: no init status, ever
@@ -237,8 +335,12 @@ def test_an_api_server_that_hangs_or_refuses_is_one_line_within_the_timeout(cont
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(open(control_plane.kubeconfig).read().replace(control_plane.url, f"https://127.0.0.1:{port}"))
     started = time.monotonic()
-    result = subprocess.run([*PODMUTATE, "kill", "--connection", "x", "--timeout", "4", "--kubeconfig",
-                             str(kubeconfig)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [*PODMUTATE, "kill", "--connection", "x", "--timeout", "4", "--kubeconfig", str(kubeconfig)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     elapsed = time.monotonic() - started
     if listener:
         listener.close()

@@ -26,8 +26,9 @@ def podmutate_namespace(core):
 
 def test_kubectl_apply_k_base_is_accepted(kubectl, podmutate_namespace):
     result = kubectl("apply", "-k", f"{MANIFESTS}/base", "--dry-run=server")
-    assert "mutatingwebhookconfiguration.admissionregistration.k8s.io/podmutate created (server dry run)" \
-        in result.stdout
+    assert (
+        "mutatingwebhookconfiguration.admissionregistration.k8s.io/podmutate created (server dry run)" in result.stdout
+    )
     assert "deployment.apps/podmutate created (server dry run)" in result.stdout
 
 
@@ -39,21 +40,33 @@ def test_every_rendered_object_is_accepted_by_the_api_server(kubectl, podmutate_
 
 
 def doctor(control_plane, name, *args):
-    return subprocess.run([*PODMUTATE, "doctor", "--webhook-config", name, "--kubeconfig", control_plane.kubeconfig,
-                           *args], capture_output=True, text=True)
+    return subprocess.run(
+        [*PODMUTATE, "doctor", "--webhook-config", name, "--kubeconfig", control_plane.kubeconfig, *args],
+        capture_output=True,
+        text=True,
+    )
 
 
-def test_doctor_on_a_live_configuration_checks_the_served_certificate(admissionregistration, kubectl, control_plane,
-                                                                     podmutate, namespace, tmp_path):
+def test_doctor_on_a_live_configuration_checks_the_served_certificate(
+    admissionregistration, kubectl, control_plane, podmutate, namespace, tmp_path
+):
     name = register(admissionregistration, kubectl, podmutate.url, podmutate.ca_file, namespace)
     good = doctor(control_plane, name)
     assert good.returncode == 0, good.stdout
     assert f"ok    {name}/{name}.podmutate.io: caBundle verifies the served certificate" in good.stdout
 
     ensure(tmp_path / "other", ["127.0.0.1"])
-    wrong = register(admissionregistration, kubectl, podmutate.url, str(tmp_path / "other" / CA_FILE), namespace,
-                     name=f"wrong-{namespace}", probe=False)
+    wrong = register(
+        admissionregistration,
+        kubectl,
+        podmutate.url,
+        str(tmp_path / "other" / CA_FILE),
+        namespace,
+        name=f"wrong-{namespace}",
+        probe=False,
+    )
     result = doctor(control_plane, wrong)
     assert result.returncode == 1
-    assert (f"fail  {wrong}/{wrong}.podmutate.io: caBundle does not verify the certificate served at "
-            f"{podmutate.url}/mutate") in result.stdout
+    assert (
+        f"fail  {wrong}/{wrong}.podmutate.io: caBundle does not verify the certificate served at {podmutate.url}/mutate"
+    ) in result.stdout

@@ -14,17 +14,29 @@ import yaml
 
 from tests.e2e.conftest import register
 from tests.helpers import PODMUTATE, serve
-from tests.test_golden import case_settings
+from webhook.ops.cases import case_settings
 
 GOLDEN = pathlib.Path(__file__).parent.parent / "golden"
 CASES = sorted(path.name for path in GOLDEN.iterdir() if (path / "pod.yaml").exists())
 
 # What the API server writes itself: generated, or defaulted where the pod leaves a field out.
-GENERATED = {"metadata": {"uid", "creationTimestamp", "resourceVersion", "generation", "managedFields", "namespace"},
-             "": {"status"}}
+GENERATED = {
+    "metadata": {"uid", "creationTimestamp", "resourceVersion", "generation", "managedFields", "namespace"},
+    "": {"status"},
+}
 DEFAULTED = {
-    "spec": {"dnsPolicy", "schedulerName", "securityContext", "terminationGracePeriodSeconds", "enableServiceLinks",
-             "preemptionPolicy", "priority", "restartPolicy", "serviceAccountName", "serviceAccount"},
+    "spec": {
+        "dnsPolicy",
+        "schedulerName",
+        "securityContext",
+        "terminationGracePeriodSeconds",
+        "enableServiceLinks",
+        "preemptionPolicy",
+        "priority",
+        "restartPolicy",
+        "serviceAccountName",
+        "serviceAccount",
+    },
     "container": {"terminationMessagePath", "terminationMessagePolicy", "imagePullPolicy", "resources"},
     "volume source": {"defaultMode"},  # configMap, secret, projected, downwardAPI: 0644
 }
@@ -42,16 +54,18 @@ def differences(offline, served, path="", served_parent=None):
             else:
                 found += differences(value, served[key], f"{path}/{key}", served)
         allowed = allowed_additions(path, served_parent)
-        found += [f"{path}/{key}: only in the served pod" for key in served
-                  if key not in offline and key not in allowed]
+        found += [
+            f"{path}/{key}: only in the served pod" for key in served if key not in offline and key not in allowed
+        ]
         return found
     if isinstance(offline, list) and isinstance(served, list):
         if path == "/spec/tolerations":
             served = [item for item in served if item.get("key") not in DEFAULT_TOLERATION_KEYS]
         if len(offline) != len(served):
             return [f"{path}: {len(offline)} items offline, {len(served)} served"]
-        return [found for index, (a, b) in enumerate(zip(offline, served))
-                for found in differences(a, b, f"{path}/{index}")]
+        return [
+            found for index, (a, b) in enumerate(zip(offline, served)) for found in differences(a, b, f"{path}/{index}")
+        ]
     return [] if offline == served else [f"{path}: {offline!r} offline, {served!r} served"]
 
 
@@ -77,8 +91,9 @@ def test_offline_equals_served(case, admissionregistration, kubectl, namespace, 
     environment = {key: value for key, value in os.environ.items() if key != "PODMUTATE_CONFIG"}
     environment.update(environ)
     pod_file = str(GOLDEN / case / "pod.yaml")
-    offline = subprocess.run([*PODMUTATE, "mutate", "-f", pod_file, "-o", "json", *args],
-                             capture_output=True, text=True, env=environment)
+    offline = subprocess.run(
+        [*PODMUTATE, "mutate", "-f", pod_file, "-o", "json", *args], capture_output=True, text=True, env=environment
+    )
     assert offline.returncode == 0, offline.stderr
     with serve(tmp_path, env=environ, args=args) as served:
         register(admissionregistration, kubectl, served.url, served.ca_file, namespace, object_selector={})
@@ -86,10 +101,12 @@ def test_offline_equals_served(case, admissionregistration, kubectl, namespace, 
     offline_pod = json.loads(offline.stdout)
     offline_pod["metadata"].pop("namespace", None)
     assert differences(offline_pod, json.loads(result.stdout)) == []
-    offline_warnings = sorted(line.removeprefix("warning: ") for line in offline.stderr.splitlines()
-                              if line.startswith("warning: "))
-    served_warnings = sorted(line.removeprefix("Warning: ") for line in result.stderr.splitlines()
-                             if line.startswith("Warning: "))
+    offline_warnings = sorted(
+        line.removeprefix("warning: ") for line in offline.stderr.splitlines() if line.startswith("warning: ")
+    )
+    served_warnings = sorted(
+        line.removeprefix("Warning: ") for line in result.stderr.splitlines() if line.startswith("Warning: ")
+    )
     assert offline_warnings == served_warnings
 
 
@@ -99,5 +116,7 @@ def test_the_comparison_fails_on_a_real_difference():
     served["spec"]["containers"][0]["image"] = "other"
     served["spec"]["nodeSelector"] = {"pool": "jobs"}
     served["spec"]["dnsPolicy"] = "ClusterFirst"
-    assert differences(pod, served) == ["/spec/containers/0/image: 'airbyte/source-postgres:3.6.2' offline, "
-                                        "'other' served", "/spec/nodeSelector: only in the served pod"]
+    assert differences(pod, served) == [
+        "/spec/containers/0/image: 'airbyte/source-postgres:3.6.2' offline, 'other' served",
+        "/spec/nodeSelector: only in the served pod",
+    ]

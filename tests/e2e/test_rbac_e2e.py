@@ -57,12 +57,14 @@ DIFFERENCES = {
     },
 }
 from tests.test_manifests import VARIANTS  # noqa: E402  every variant the manifests offer
+
 SUBJECTS = (PODMUTATE, LAUNCHER, SYSTEM_DEFAULT, JOBS_DEFAULT)
 
 
 def rbac_of(variant):
-    rendered = subprocess.run([kubectl_binary(), "kustomize", f"{MANIFESTS}/{variant}"], capture_output=True,
-                              text=True, check=True).stdout
+    rendered = subprocess.run(
+        [kubectl_binary(), "kustomize", f"{MANIFESTS}/{variant}"], capture_output=True, text=True, check=True
+    ).stdout
     return [document for document in yaml.safe_load_all(rendered) if document and document["kind"] in RBAC_KINDS]
 
 
@@ -82,13 +84,22 @@ def test_every_service_account_can_do_what_it_needs_and_nothing_more(kubectl, va
         expected = {row[:4]: row[4] for row in TABLE}
         expected.update(DIFFERENCES.get(variant, {}))
         actual = {key: can(kubectl, *key) for key in expected}
-        table = "\n".join(f"{'yes' if allowed else 'no ':<4} {who.rsplit(':', 1)[1]:<20} {verb:<7} {resource:<42} "
-                          f"{namespace or '(cluster)'}" for (who, verb, resource, namespace), allowed in actual.items())
+        table = "\n".join(
+            f"{'yes' if allowed else 'no ':<4} {who.rsplit(':', 1)[1]:<20} {verb:<7} {resource:<42} "
+            f"{namespace or '(cluster)'}"
+            for (who, verb, resource, namespace), allowed in actual.items()
+        )
         print(f"\n{variant}:\n{table}")
         assert actual == expected
         # Whatever the overlay: none of our accounts but podmutate's own reads the Secret with the CA key.
         readers = [who for who in SUBJECTS if can(kubectl, who, "get", "secrets/podmutate-tls", "podmutate-system")]
         assert readers in ([PODMUTATE], [])
     finally:
-        kubectl("delete", "--ignore-not-found", "--wait=false", "-f", "-",
-                input=yaml.safe_dump_all([d for d in rbac_of(variant) if d["kind"] != "Namespace"]))
+        kubectl(
+            "delete",
+            "--ignore-not-found",
+            "--wait=false",
+            "-f",
+            "-",
+            input=yaml.safe_dump_all([d for d in rbac_of(variant) if d["kind"] != "Namespace"]),
+        )

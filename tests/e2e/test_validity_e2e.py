@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from kubernetes.client.exceptions import ApiException
 
 from webhook import admission
-from webhook.config import load_config
+from webhook.engine import load_engine
+from webhook.ops.cases import case_engine
 
 GOLDEN = pathlib.Path(__file__).parent.parent / "golden"
 GENERATED_PODS = 500
@@ -38,8 +39,9 @@ def namespaces(core, prefix):
             hard = {"requests.cpu": "100", "requests.memory": "100Gi", "limits.cpu": "100", "limits.memory": "100Gi"}
             core.create_namespaced_resource_quota(name, {"metadata": {"name": "compute"}, "spec": {"hard": hard}})
             # No controller-manager here to fill in the quota's status; without it every pod is refused.
-            core.patch_namespaced_resource_quota_status("compute", name, {"status": {
-                "hard": hard, "used": dict.fromkeys(hard, "0")}})
+            core.patch_namespaced_resource_quota_status(
+                "compute", name, {"status": {"hard": hard, "used": dict.fromkeys(hard, "0")}}
+            )
         names[kind] = name
     return names
 
@@ -69,7 +71,7 @@ def as_received(stored):
     return pod
 
 
-def check_invariant(core, namespaces, pod, config, kinds=NAMESPACES):
+def check_invariant(core, namespaces, pod, engine, kinds=NAMESPACES):
     """For each namespace: if the API server accepts `pod`, it accepts podmutate's mutation too."""
     for kind in kinds:
         stored, _refused = dry_run(core, namespaces[kind], copy.deepcopy(pod))
@@ -79,7 +81,7 @@ def check_invariant(core, namespaces, pod, config, kinds=NAMESPACES):
             continue
         tally["accepted"] += 1
         received = as_received(stored)
-        mutation = admission.mutate(received, config)
+        mutation = admission.mutate(received, engine)
         _after, refused = dry_run(core, namespaces[kind], mutation.pod)
         assert refused is None, f"{kind}: podmutate made a valid pod invalid:\n{refused}\npod: {received}"
 
@@ -89,8 +91,12 @@ def check_invariant(core, namespaces, pod, config, kinds=NAMESPACES):
 NAMES = ("main", "init", "fix-permissions", "source", "destination", "orchestrator", "sidecar")
 PATHS = ("/tmp", "/tmp/", "/config", "/pipes", "/data", "/cache", "/volumes/data")
 QUANTITIES = {"cpu": ("50m", "100m", "250m", "1"), "memory": ("16Mi", "32Mi", "64Mi", "1Gi")}
-RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "runAsNonRoot": True,
-                        "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"}}
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 
 
 @st.composite
@@ -120,20 +126,26 @@ def job_pods(draw):
         container = {"name": name, "image": "busybox:1.35"}
         paths = draw(st.lists(st.sampled_from(PATHS), max_size=2, unique_by=lambda path: path.rstrip("/")))
         if paths:
-            container["volumeMounts"] = [{"name": draw(st.sampled_from(["data", "cache"])), "mountPath": path}
-                                         for path in paths]
+            container["volumeMounts"] = [
+                {"name": draw(st.sampled_from(["data", "cache"])), "mountPath": path} for path in paths
+            ]
         if block and draw(st.booleans()):
             container["volumeDevices"] = [{"name": "disk", "devicePath": draw(st.sampled_from(["/tmp", "/config"]))}]
         if restricted:
             container["securityContext"] = dict(RESTRICTED_CONTAINER)
         if fully_resourced:
-            container["resources"] = {"requests": {"cpu": "50m", "memory": "32Mi"},
-                                      "limits": {"cpu": "250m", "memory": "64Mi"}}
+            container["resources"] = {
+                "requests": {"cpu": "50m", "memory": "32Mi"},
+                "limits": {"cpu": "250m", "memory": "64Mi"},
+            }
         elif draw(st.booleans()):
             container["resources"] = draw(resources())
         containers.append(container)
-    pod_spec = {"restartPolicy": "Never", "initContainers": containers[:init_count],
-                "containers": containers[init_count:]}
+    pod_spec = {
+        "restartPolicy": "Never",
+        "initContainers": containers[:init_count],
+        "containers": containers[init_count:],
+    }
     security = {}
     if draw(st.booleans()):
         security.update(runAsUser=draw(st.sampled_from([0, 1000, 2000])), runAsGroup=draw(st.sampled_from([0, 1000])))
@@ -144,37 +156,54 @@ def job_pods(draw):
     if security:
         pod_spec["securityContext"] = security
     if draw(st.booleans()):
-        pod_spec["resources"] = {"requests": {"cpu": draw(st.sampled_from(["100m", "500m", "2"])),
-                                              "memory": draw(st.sampled_from(["64Mi", "256Mi", "2Gi"]))},
-                                 "limits": {"cpu": "2", "memory": "2Gi"}}
+        pod_spec["resources"] = {
+            "requests": {
+                "cpu": draw(st.sampled_from(["100m", "500m", "2"])),
+                "memory": draw(st.sampled_from(["64Mi", "256Mi", "2Gi"])),
+            },
+            "limits": {"cpu": "2", "memory": "2Gi"},
+        }
     pod_spec["volumes"] = volumes
     annotations = {}
     if draw(st.booleans()):
         annotations["podmutate.io/fix-permissions"] = ",".join(
-            draw(st.lists(st.sampled_from(["data", "cache", "disk", "absent"]), min_size=1, max_size=3)))
+            draw(st.lists(st.sampled_from(["data", "cache", "disk", "absent"]), min_size=1, max_size=3))
+        )
     for opt_out in ("podmutate.io/init-wait", "podmutate.io/tmp-volume"):
         if draw(st.integers(0, 4)) == 0:
             annotations[opt_out] = "false"
-    labels = draw(st.sampled_from([
-        {"podmutate.io/job-type": "sync", "connection_id": "c1"},
-        {"job_type": "check"},
-        {"job_type": "sync", "sync_step": "replication", "airbyte": "job-pod", "connection_id": "c2"},
-        {"sync_step": "orchestrator-replication", "connection_id": "c3"},
-        {"job_type": "sync", "sync_step": "normalize", "connection_id": "c4"},
-    ]))
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": f"gen-{draw(st.integers(0, 10**9))}", "labels": labels, "annotations": annotations},
-            "spec": pod_spec}
+    labels = draw(
+        st.sampled_from(
+            [
+                {"podmutate.io/job-type": "sync", "connection_id": "c1"},
+                {"job_type": "check"},
+                {"job_type": "sync", "sync_step": "replication", "airbyte": "job-pod", "connection_id": "c2"},
+                {"sync_step": "orchestrator-replication", "connection_id": "c3"},
+                {"job_type": "sync", "sync_step": "normalize", "connection_id": "c4"},
+            ]
+        )
+    )
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"gen-{draw(st.integers(0, 10**9))}", "labels": labels, "annotations": annotations},
+        "spec": pod_spec,
+    }
 
 
 def test_generated_pods_stay_valid_in_every_namespace(core, namespaces):
-    config = load_config(environ={})
+    engine = load_engine(environ={})
 
-    @settings(max_examples=GENERATED_PODS, derandomize=True, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=GENERATED_PODS,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(job_pods())
     def invariant(pod):
-        check_invariant(core, namespaces, pod, config)
+        check_invariant(core, namespaces, pod, engine)
 
     _tally.clear()
     invariant()
@@ -190,23 +219,25 @@ GOLDEN_CASES = sorted(path.name for path in GOLDEN.iterdir() if (path / "pod.yam
 
 @pytest.mark.parametrize("case", GOLDEN_CASES)
 def test_golden_pods_stay_valid_in_every_namespace(core, namespaces, case):
-    from tests.test_golden import case_config
-
     pod = yaml.safe_load((GOLDEN / case / "pod.yaml").read_text())
     pod["metadata"].pop("namespace", None)
-    check_invariant(core, namespaces, pod, case_config(GOLDEN / case), kinds=("plain",))
+    check_invariant(core, namespaces, pod, case_engine(GOLDEN / case), kinds=("plain",))
     restricted = restricted_variant(pod)
-    check_invariant(core, namespaces, restricted, case_config(GOLDEN / case))
-    assert dry_run(core, namespaces["restricted"], copy.deepcopy(restricted))[0] is not None, \
+    check_invariant(core, namespaces, restricted, case_engine(GOLDEN / case))
+    assert dry_run(core, namespaces["restricted"], copy.deepcopy(restricted))[0] is not None, (
         "the restricted variant must itself be valid there, or the case proves nothing"
+    )
 
 
 def restricted_variant(pod):
     """The same pod written for Pod Security `restricted` and a CPU and memory quota."""
     pod = copy.deepcopy(pod)
     pod_spec = pod["spec"]
-    pod_spec["securityContext"] = {**(pod_spec.get("securityContext") or {}), "runAsNonRoot": True,
-                                   "seccompProfile": {"type": "RuntimeDefault"}}
+    pod_spec["securityContext"] = {
+        **(pod_spec.get("securityContext") or {}),
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
     pod_spec["securityContext"].setdefault("runAsUser", 1000)
     if pod_spec["securityContext"]["runAsUser"] == 0:
         pod_spec["securityContext"]["runAsUser"] = 1000

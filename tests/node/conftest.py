@@ -25,8 +25,11 @@ WEBHOOK_LABELS = "app.kubernetes.io/name=podmutate,app.kubernetes.io/component=w
 IMAGE = "localhost/podmutate:dev"
 # What the tests change in the podmutate configuration: an init timeout short enough to watch.
 INIT_TIMEOUT_MINUTES = 0.2
-CONFIG = {"failure_mode": "ignore", "job_types": {"default": {"mode": "fill"}},
-          "init_container": {"timeout_minutes": INIT_TIMEOUT_MINUTES}}
+CONFIG = {
+    "failure_mode": "ignore",
+    "job_types": {"default": {"mode": "fill"}},
+    "init_container": {"timeout_minutes": INIT_TIMEOUT_MINUTES},
+}
 
 _running = {}
 
@@ -70,8 +73,13 @@ def kubectl(cluster):
     binary = kubectl_binary() or pytest.fail("kubectl is not installed")
 
     def run(*args, input=None, check=True, timeout=180):
-        result = subprocess.run([binary, "--kubeconfig", cluster.kubeconfig, *args], capture_output=True,
-                                text=True, input=input, timeout=timeout)
+        result = subprocess.run(
+            [binary, "--kubeconfig", cluster.kubeconfig, *args],
+            capture_output=True,
+            text=True,
+            input=input,
+            timeout=timeout,
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result
@@ -86,31 +94,49 @@ class Deployer:
         self.kubectl = kubectl
         self.manifests = os.path.join(workdir, "manifests")
         shutil.copytree(os.path.join(HERE, "..", "manifests"), self.manifests, dirs_exist_ok=True)
+        # Examples' manifests refer to manifests/base by the same relative path as in the repository.
+        shutil.copytree(os.path.join(HERE, "..", "examples"), os.path.join(workdir, "examples"), dirs_exist_ok=True)
 
-    def apply(self, variant="base", *, config=CONFIG, args=()):
-        """`kubectl apply -k` of an overlay over `variant`; waits for the rollout. Returns the overlay."""
+    def apply(self, variant="base", *, config=CONFIG, args=(), image=("ghcr.io/podmutate/podmutate", IMAGE)):
+        """`kubectl apply -k` of an overlay over `variant` (relative to manifests/), with the image
+        `image[0]` swapped for the local `image[1]`; waits for the rollout. Returns the overlay."""
         overlay = os.path.join(self.manifests, "overlays", "node")
         os.makedirs(overlay, exist_ok=True)
-        patches = [{"target": {"kind": "ConfigMap", "name": "podmutate-config"}, "patch": json.dumps(
-            [{"op": "replace", "path": "/data/config.yaml", "value": yaml.safe_dump(config)}])}]
+        patches = [
+            {
+                "target": {"kind": "ConfigMap", "name": "podmutate-config"},
+                "patch": json.dumps([{"op": "replace", "path": "/data/config.yaml", "value": yaml.safe_dump(config)}]),
+            }
+        ]
         if args:
-            patches.append({"target": {"kind": "Deployment", "name": "podmutate"}, "patch": json.dumps(
-                [{"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": arg} for arg in args])})
-        name, tag = IMAGE.rsplit(":", 1)
+            patches.append(
+                {
+                    "target": {"kind": "Deployment", "name": "podmutate"},
+                    "patch": json.dumps(
+                        [{"op": "add", "path": "/spec/template/spec/containers/0/args/-", "value": arg} for arg in args]
+                    ),
+                }
+            )
+        name, tag = image[1].rsplit(":", 1)
         with open(os.path.join(overlay, "kustomization.yaml"), "w") as stream:
-            yaml.safe_dump({
-                "apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
-                "resources": [f"../../{variant}"],
-                "images": [{"name": "ghcr.io/podmutate/podmutate", "newName": name, "newTag": tag}],
-                "patches": patches,
-            }, stream)
+            yaml.safe_dump(
+                {
+                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
+                    "kind": "Kustomization",
+                    "resources": [f"../../{variant}"],
+                    "images": [{"name": image[0], "newName": name, "newTag": tag}],
+                    "patches": patches,
+                },
+                stream,
+            )
         self.kubectl("apply", "-k", overlay)
         self.wait_rolled_out()
         return overlay
 
     def wait_rolled_out(self, timeout=180):
-        self.kubectl("-n", NAMESPACE, "rollout", "status", "deployment/podmutate", f"--timeout={timeout}s",
-                     timeout=timeout + 10)
+        self.kubectl(
+            "-n", NAMESPACE, "rollout", "status", "deployment/podmutate", f"--timeout={timeout}s", timeout=timeout + 10
+        )
 
 
 @pytest.fixture(scope="session")
@@ -128,8 +154,12 @@ def podmutate(deployer):
 def webhook_pods(core):
     """The podmutate pods that are Ready, and not being deleted."""
     pods = core.list_namespaced_pod(NAMESPACE, label_selector=WEBHOOK_LABELS).items
-    return [pod for pod in pods if pod.metadata.deletion_timestamp is None and any(
-        condition.type == "Ready" and condition.status == "True" for condition in pod.status.conditions or [])]
+    return [
+        pod
+        for pod in pods
+        if pod.metadata.deletion_timestamp is None
+        and any(condition.type == "Ready" and condition.status == "True" for condition in pod.status.conditions or [])
+    ]
 
 
 def ca_bundle(kubectl):

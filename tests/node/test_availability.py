@@ -13,19 +13,24 @@ from kubernetes.client.exceptions import ApiException
 from tests.node.conftest import NAMESPACE, wait_for, webhook_pods
 
 STREAM = "stream"
-RATE = 5.0              # pod creations per second
+RATE = 5.0  # pod creations per second
 MIN_SECONDS = 60.0
 MAX_SECONDS = 180.0
-CERT_VALIDITY = 60      # seconds: a serving pair is renewed every half of it, several times a run
+CERT_VALIDITY = 60  # seconds: a serving pair is renewed every half of it, several times a run
 
 
 def stream_pod(index):
     return {
-        "metadata": {"name": f"stream-{index:04d}-{uuid.uuid4().hex[:4]}",
-                     "labels": {"podmutate.io/job-type": "sync", "connection_id": "stream"}},
+        "metadata": {
+            "name": f"stream-{index:04d}-{uuid.uuid4().hex[:4]}",
+            "labels": {"podmutate.io/job-type": "sync", "connection_id": "stream"},
+        },
         # Never scheduled: the stream tests admission, not the node's capacity for 300 pods.
-        "spec": {"restartPolicy": "Never", "nodeSelector": {"podmutate.io/never": "scheduled"},
-                 "containers": [{"name": "main", "image": "busybox:1.35"}]},
+        "spec": {
+            "restartPolicy": "Never",
+            "nodeSelector": {"podmutate.io/never": "scheduled"},
+            "containers": [{"name": "main", "image": "busybox:1.35"}],
+        },
     }
 
 
@@ -100,7 +105,8 @@ def fail_closed(podmutate, kubectl):
 
 
 def test_every_job_pod_is_created_and_mutated_while_podmutate_restarts_crashes_and_rotates(
-        fail_closed, core, kubectl, podmutate):
+    fail_closed, core, kubectl, podmutate
+):
     stream = Stream(core)
     runner = threading.Thread(target=stream.run)
     serving_pairs = set()
@@ -128,8 +134,10 @@ def test_every_job_pod_is_created_and_mutated_while_podmutate_restarts_crashes_a
     finally:
         stream.stop()
         runner.join(60)
-        print(f"\navailability under failurePolicy Fail ({RATE:.0f}/s, {time.monotonic() - started:.0f}s, "
-              f"{len(serving_pairs)} serving pairs seen): {stream.counts}")
+        print(
+            f"\navailability under failurePolicy Fail ({RATE:.0f}/s, {time.monotonic() - started:.0f}s, "
+            f"{len(serving_pairs)} serving pairs seen): {stream.counts}"
+        )
     assert stream.failures == []
     assert all(counts["unmutated"] == 0 and counts["created"] > 0 for counts in stream.counts.values()), stream.counts
     assert set(stream.counts) >= {"rollout restart", "worker SIGKILL", "certificate rotation"}

@@ -13,14 +13,18 @@ def test_both_replicas_serve_a_certificate_the_ca_bundle_verifies(podmutate, cor
     assert len(pods) == 2
     bundle = ca_bundle(kubectl)
     # Each replica on its own pod IP: one good connection proves nothing about the other.
-    assert {pod.status.pod_ip: verifies(bundle, pod.status.pod_ip) for pod in pods} == \
-        {pod.status.pod_ip: True for pod in pods}
+    assert {pod.status.pod_ip: verifies(bundle, pod.status.pod_ip) for pod in pods} == {
+        pod.status.pod_ip: True for pod in pods
+    }
 
 
 def test_doctor_passes_against_the_live_cluster(podmutate, core, cluster):
     pod_ip = webhook_pods(core)[0].status.pod_ip
-    result = subprocess.run([*PODMUTATE, "doctor", "--kubeconfig", cluster.kubeconfig,
-                             "--url", f"https://{pod_ip}:8443/mutate"], capture_output=True, text=True)
+    result = subprocess.run(
+        [*PODMUTATE, "doctor", "--kubeconfig", cluster.kubeconfig, "--url", f"https://{pod_ip}:8443/mutate"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "fail" not in result.stdout.split()
 
@@ -29,8 +33,11 @@ def test_replicas_start_without_error_lines_under_a_read_only_root(podmutate, co
     for pod in webhook_pods(core):
         log = kubectl("-n", NAMESPACE, "logs", pod.metadata.name).stdout
         assert "serving https://" in log
-        problems = [line for line in log.splitlines() if " ERROR " in line or "[ERROR]" in line
-                    or "Traceback" in line or "Read-only file system" in line]
+        problems = [
+            line
+            for line in log.splitlines()
+            if " ERROR " in line or "[ERROR]" in line or "Traceback" in line or "Read-only file system" in line
+        ]
         assert problems == [], pod.metadata.name
 
 
@@ -39,8 +46,18 @@ def test_replicas_started_together_agree_on_one_ca_every_time(podmutate, core, k
     mismatches = []
     for trial in range(CA_RACE_TRIALS):
         kubectl("-n", NAMESPACE, "scale", "deployment/podmutate", "--replicas=0")
-        kubectl("-n", NAMESPACE, "delete", "pods", "-l", WEBHOOK_LABELS, "--grace-period=0", "--force",
-                "--ignore-not-found", "--wait=true")
+        kubectl(
+            "-n",
+            NAMESPACE,
+            "delete",
+            "pods",
+            "-l",
+            WEBHOOK_LABELS,
+            "--grace-period=0",
+            "--force",
+            "--ignore-not-found",
+            "--wait=true",
+        )
         kubectl("-n", NAMESPACE, "delete", "secret", "podmutate-tls", "--ignore-not-found")
         kubectl("-n", NAMESPACE, "scale", "deployment/podmutate", "--replicas=2")
         podmutate.wait_rolled_out()

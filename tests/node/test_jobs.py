@@ -10,7 +10,7 @@ import yaml
 
 from tests.helpers import PODMUTATE
 from tests.node.conftest import INIT_TIMEOUT_MINUTES, wait_for
-from webhook.launcher import Job, extract, launch, live_pods, open_exec, tar_of, upload, wait_for_init
+from webhook.ops.launcher import Job, extract, launch, live_pods, open_exec, tar_of, upload, wait_for_init
 
 JOBS = "jobs"
 BUSYBOX = "busybox:1.35"
@@ -24,8 +24,14 @@ if touch /root-is-writable 2>/dev/null; then echo "the root filesystem is writab
 echo "config and /tmp checked"
 exit 7
 """
-RESTRICTED = {"readOnlyRootFilesystem": True, "runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000,
-              "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+RESTRICTED = {
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "runAsUser": 1000,
+    "runAsGroup": 1000,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+}
 
 
 @pytest.fixture(scope="module")
@@ -38,10 +44,19 @@ def connection():
     return str(uuid.uuid4())
 
 
-def job(connection_id, *, attempt=0, command=("sh", "-c", "trap 'exit 143' TERM; while true; do sleep 1; done"),
-        **fields):
-    return Job(job_type="sync", image=BUSYBOX, connection_id=connection_id, job_id="7", attempt=attempt,
-               namespace=JOBS, command=list(command), **fields)
+def job(
+    connection_id, *, attempt=0, command=("sh", "-c", "trap 'exit 143' TERM; while true; do sleep 1; done"), **fields
+):
+    return Job(
+        job_type="sync",
+        image=BUSYBOX,
+        connection_id=connection_id,
+        job_id="7",
+        attempt=attempt,
+        namespace=JOBS,
+        command=list(command),
+        **fields,
+    )
 
 
 def container_state(core, name, container, init=False):
@@ -52,9 +67,11 @@ def container_state(core, name, container, init=False):
 
 def terminated(core, name, container, init=False, timeout=90):
     """The terminated state of a container, once it has one."""
+
     def state():
         found = container_state(core, name, container, init)
         return found is not None and found.terminated
+
     return wait_for(state, f"{container} of pod {name} to end", timeout=timeout)
 
 
@@ -63,20 +80,46 @@ def start(core, description):
     name = launch(core, description, kill_running=False).metadata.name
     wait_for_init(core, JOBS, name, timeout=60)
     upload(core, JOBS, name, {})
-    wait_for(lambda: (state := container_state(core, name, "main")) is not None and state.running,
-             f"pod {name} to run its main container")
+    wait_for(
+        lambda: (state := container_state(core, name, "main")) is not None and state.running,
+        f"pod {name} to run its main container",
+    )
     return name
 
 
 def test_launch_wait_runs_a_job_to_its_exit_code(jobs, core, cluster, tmp_path):
     job_file = tmp_path / "job.yaml"
-    job_file.write_text(yaml.safe_dump({
-        "job_type": "sync", "image": BUSYBOX, "connection_id": connection(), "job_id": "42", "attempt": 0,
-        "namespace": JOBS, "command": ["sh", "-c", CHECKING_SCRIPT], "security_context": RESTRICTED,
-        "files": {"source_config.json": '{"host": "db"}', "catalog.json": '{"streams": []}'},
-    }))
-    result = subprocess.run([*PODMUTATE, "launch", "-f", str(job_file), "--wait", "--init-timeout", "60",
-                             "--kubeconfig", cluster.kubeconfig], capture_output=True, text=True, timeout=180)
+    job_file.write_text(
+        yaml.safe_dump(
+            {
+                "job_type": "sync",
+                "image": BUSYBOX,
+                "connection_id": connection(),
+                "job_id": "42",
+                "attempt": 0,
+                "namespace": JOBS,
+                "command": ["sh", "-c", CHECKING_SCRIPT],
+                "security_context": RESTRICTED,
+                "files": {"source_config.json": '{"host": "db"}', "catalog.json": '{"streams": []}'},
+            }
+        )
+    )
+    result = subprocess.run(
+        [
+            *PODMUTATE,
+            "launch",
+            "-f",
+            str(job_file),
+            "--wait",
+            "--init-timeout",
+            "60",
+            "--kubeconfig",
+            cluster.kubeconfig,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 7, result.stdout + result.stderr
     name = result.stdout.split()[0].removeprefix("pod/").rstrip(":")
     pod = core.read_namespaced_pod(name, JOBS)
@@ -103,8 +146,10 @@ def test_a_slow_upload_that_keeps_writing_is_not_cut_off(jobs, core):
     pause = INIT_TIMEOUT_MINUTES * 60 / 2
     started = time.monotonic()
     for part in range(4):  # twice the timeout in all, never a whole timeout without a new file
-        extract(open_exec(core, JOBS, name, "init", ["tar", "-xmf", "-", "-C", "/config"]),
-                tar_of({f"part-{part}": "x" * 8192}))
+        extract(
+            open_exec(core, JOBS, name, "init", ["tar", "-xmf", "-", "-C", "/config"]),
+            tar_of({f"part-{part}": "x" * 8192}),
+        )
         time.sleep(pause)
     assert time.monotonic() - started > INIT_TIMEOUT_MINUTES * 60
     upload(core, JOBS, name, {})
@@ -117,8 +162,23 @@ def test_kill_stops_every_live_pod_of_a_connection_and_only_those(jobs, core, cl
     doomed, spared = connection(), connection()
     doomed_pods = [start(core, job(doomed, attempt=attempt)) for attempt in range(3)]
     spared_pod = start(core, job(spared))
-    result = subprocess.run([*PODMUTATE, "kill", "--connection", doomed, "--namespace", JOBS, "--timeout", "60",
-                             "--kubeconfig", cluster.kubeconfig], capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            *PODMUTATE,
+            "kill",
+            "--connection",
+            doomed,
+            "--namespace",
+            JOBS,
+            "--timeout",
+            "60",
+            "--kubeconfig",
+            cluster.kubeconfig,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert sorted(line.split("/", 1)[1] for line in result.stdout.splitlines()) == sorted(doomed_pods)
     # A pod object goes only once the kubelet has seen its containers end.
@@ -143,16 +203,29 @@ def test_fix_permissions_lets_a_non_root_main_container_write_its_volume(jobs, c
         os.mkdir(host_dir, 0o755)  # root's, and not writable by the job's user until chowned
         annotations = {"podmutate.io/fix-permissions": "data"} if fixed else {}
         name = f"fix-permissions-{'on' if fixed else 'off'}-{uuid.uuid4().hex[:5]}"
-        core.create_namespaced_pod(JOBS, {
-            "metadata": {"name": name, "labels": {"podmutate.io/job-type": "sync", "connection_id": connection()},
-                         "annotations": {"podmutate.io/init-wait": "false", **annotations}},
-            "spec": {"restartPolicy": "Never",
-                     "securityContext": {"runAsUser": 1000, "runAsGroup": 1000},
-                     "containers": [{"name": "main", "image": BUSYBOX,
-                                     "command": ["sh", "-c", "echo written > /data/out && id -u"],
-                                     "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
-                     "volumes": [{"name": "data", "hostPath": {"path": host_dir, "type": "Directory"}}]},
-        })
+        core.create_namespaced_pod(
+            JOBS,
+            {
+                "metadata": {
+                    "name": name,
+                    "labels": {"podmutate.io/job-type": "sync", "connection_id": connection()},
+                    "annotations": {"podmutate.io/init-wait": "false", **annotations},
+                },
+                "spec": {
+                    "restartPolicy": "Never",
+                    "securityContext": {"runAsUser": 1000, "runAsGroup": 1000},
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": BUSYBOX,
+                            "command": ["sh", "-c", "echo written > /data/out && id -u"],
+                            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                        }
+                    ],
+                    "volumes": [{"name": "data", "hostPath": {"path": host_dir, "type": "Directory"}}],
+                },
+            },
+        )
         state = terminated(core, name, "main")
         outcomes[fixed] = state.exit_code
         if fixed:
@@ -162,13 +235,29 @@ def test_fix_permissions_lets_a_non_root_main_container_write_its_volume(jobs, c
 
 def test_a_missing_image_is_left_to_kubernetes(jobs, core):
     name = f"missing-image-{uuid.uuid4().hex[:5]}"
-    core.create_namespaced_pod(JOBS, {
-        "metadata": {"name": name, "labels": {"podmutate.io/job-type": "sync", "connection_id": connection()},
-                     "annotations": {"podmutate.io/init-wait": "false"}},
-        "spec": {"restartPolicy": "Never", "containers": [
-            {"name": "main", "image": "localhost/podmutate-absent:1", "imagePullPolicy": "Never"}]},
-    })
-    state = wait_for(lambda: (found := container_state(core, name, "main")) is not None and found.waiting
-                     and found.waiting.reason == "ErrImageNeverPull" and found, "ErrImageNeverPull", timeout=60)
+    core.create_namespaced_pod(
+        JOBS,
+        {
+            "metadata": {
+                "name": name,
+                "labels": {"podmutate.io/job-type": "sync", "connection_id": connection()},
+                "annotations": {"podmutate.io/init-wait": "false"},
+            },
+            "spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "main", "image": "localhost/podmutate-absent:1", "imagePullPolicy": "Never"}],
+            },
+        },
+    )
+    state = wait_for(
+        lambda: (
+            (found := container_state(core, name, "main")) is not None
+            and found.waiting
+            and found.waiting.reason == "ErrImageNeverPull"
+            and found
+        ),
+        "ErrImageNeverPull",
+        timeout=60,
+    )
     assert state.waiting.reason == "ErrImageNeverPull"
     assert core.read_namespaced_pod(name, JOBS).spec.containers[0].image_pull_policy == "Never"

@@ -17,9 +17,9 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
-import ssl
 import time
 import urllib.request
 
@@ -35,8 +35,8 @@ TOOLS = os.path.join(REPO, "tools")
 DEFAULT_DIR = os.path.join(os.environ.get("TMPDIR", "/tmp"), "podmutate-node")
 
 NODE_NAME = "podmutate-node"
-NODE_IP = "10.254.0.1"                # on lo: a node address of its own, the host's network untouched
-POD_CIDR = "10.244.0.0/16"            # not 10.88/16: buildah's default CNI network lives there
+NODE_IP = "10.254.0.1"  # on lo: a node address of its own, the host's network untouched
+POD_CIDR = "10.244.0.0/16"  # not 10.88/16: buildah's default CNI network lives there
 SERVICE_CIDR = "10.0.0.0/24"
 API_SERVICE_IP = "10.0.0.1"
 API_PORT = 6443
@@ -44,9 +44,16 @@ BRIDGE = "cni0"
 CNI_BIN = "/usr/lib/cni"
 TOKEN = "podmutate-node-token"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1"
-IMAGES = ("busybox.tar", "pause.tar", "podmutate.tar")
-PROCESSES = ("containerd", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler",
-             "kubelet", "kube-proxy")
+IMAGES = ("busybox.tar", "pause.tar", "podmutate.tar", "keycloak.tar")
+PROCESSES = (
+    "containerd",
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+)
 OWNED_CHAINS = ("KUBE-", "CNI-")
 CGROUP_ROOT = "/sys/fs/cgroup"
 
@@ -90,7 +97,7 @@ def issue_client(ca, common_name, organization=None):
     subject = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
     if organization:
         subject.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name(subject))
@@ -147,8 +154,9 @@ class Cluster:
         self._start_kubelet(node)
         self._start_kube_proxy(node)
         self._wait(self._node_ready, "kubelet", timeout)
-        self._wait(lambda: self._get("/api/v1/namespaces/default/serviceaccounts/default"),
-                   "kube-controller-manager", timeout)
+        self._wait(
+            lambda: self._get("/api/v1/namespaces/default/serviceaccounts/default"), "kube-controller-manager", timeout
+        )
         self.timings["start"] = time.monotonic() - started
         return self
 
@@ -176,13 +184,22 @@ class Cluster:
         ca = CA.create("podmutate node CA")
         self._write("ca.crt", ca.cert_pem())
         self._write("ca.key", ca.key_pem())
-        serving = ca.issue(NODE_IP, "127.0.0.1", API_SERVICE_IP, "localhost", "kubernetes", "kubernetes.default",
-                           "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")
+        serving = ca.issue(
+            NODE_IP,
+            "127.0.0.1",
+            API_SERVICE_IP,
+            "localhost",
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        )
         self._write("apiserver.crt", serving.cert_pem())
         self._write("apiserver.key", serving.key_pem())
-        for name, common_name, organization in (("kubelet-client", "kube-apiserver-kubelet-client",
-                                                 "system:masters"),
-                                                ("front-proxy-client", "front-proxy-client", None)):
+        for name, common_name, organization in (
+            ("kubelet-client", "kube-apiserver-kubelet-client", "system:masters"),
+            ("front-proxy-client", "front-proxy-client", None),
+        ):
             cert, key = issue_client(ca, common_name, organization)
             self._write(f"{name}.crt", cert.public_bytes(Encoding.PEM))
             self._write(f"{name}.key", key_pem(key))
@@ -192,17 +209,33 @@ class Cluster:
         self._write("tokens.csv", f'{TOKEN},admin,admin-uid,"system:masters"\n')
         with open(self._pki_path("ca.crt"), "rb") as stream:
             ca_data = base64.b64encode(stream.read()).decode()
-        self._write("kubeconfig", json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "node",
-            "clusters": [{"name": "node", "cluster": {"server": self.url, "certificate-authority-data": ca_data}}],
-            "users": [{"name": "admin", "user": {"token": TOKEN}}],
-            "contexts": [{"name": "node", "context": {"cluster": "node", "user": "admin"}}],
-        }), directory=self.workdir)
+        self._write(
+            "kubeconfig",
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "node",
+                    "clusters": [
+                        {"name": "node", "cluster": {"server": self.url, "certificate-authority-data": ca_data}}
+                    ],
+                    "users": [{"name": "admin", "user": {"token": TOKEN}}],
+                    "contexts": [{"name": "node", "context": {"cluster": "node", "user": "admin"}}],
+                }
+            ),
+            directory=self.workdir,
+        )
 
     def _spawn(self, name, command):
         log = open(os.path.join(self.logs, f"{name}.log"), "ab")
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True, cwd=self.workdir)
+        process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=self.workdir,
+        )
         log.close()
         with open(os.path.join(self.workdir, f"{name}.pid"), "w") as stream:
             stream.write(str(process.pid))
@@ -212,16 +245,37 @@ class Cluster:
         root = os.path.join(self.state, "containerd")
         net_d = os.path.join(self.state, "cni", "net.d")
         os.makedirs(net_d, exist_ok=True)
-        self._write("10-podnet.conflist", json.dumps({
-            "cniVersion": "0.4.0", "name": "podnet", "plugins": [
-                {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": True, "hairpinMode": True,
-                 "ipam": {"type": "host-local", "dataDir": os.path.join(self.state, "cni", "ipam"),
-                          "ranges": [[{"subnet": POD_CIDR}]], "routes": [{"dst": "0.0.0.0/0"}]}},
-                {"type": "portmap", "capabilities": {"portMappings": True}},
-            ]}), directory=net_d)
+        self._write(
+            "10-podnet.conflist",
+            json.dumps(
+                {
+                    "cniVersion": "0.4.0",
+                    "name": "podnet",
+                    "plugins": [
+                        {
+                            "type": "bridge",
+                            "bridge": BRIDGE,
+                            "isGateway": True,
+                            "ipMasq": True,
+                            "hairpinMode": True,
+                            "ipam": {
+                                "type": "host-local",
+                                "dataDir": os.path.join(self.state, "cni", "ipam"),
+                                "ranges": [[{"subnet": POD_CIDR}]],
+                                "routes": [{"dst": "0.0.0.0/0"}],
+                            },
+                        },
+                        {"type": "portmap", "capabilities": {"portMappings": True}},
+                    ],
+                }
+            ),
+            directory=net_d,
+        )
         # restrict_oom_score_adj: root may lack CAP_SYS_RESOURCE (as in some sandboxes), and runc
         # then cannot give the pause container its oom_score_adj of -998.
-        config = self._write("containerd.toml", f"""version = 2
+        config = self._write(
+            "containerd.toml",
+            f"""version = 2
 root = "{root}/root"
 state = "{root}/state"
 [grpc]
@@ -239,100 +293,164 @@ state = "{root}/state"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "{CNI_BIN}"
     conf_dir = "{net_d}"
-""")
+""",
+        )
         process = self._spawn("containerd", ["containerd", "--config", config])
-        self._wait(lambda: process.poll() is None and os.path.exists(self.containerd_socket)
-                   and run("ctr", "-a", self.containerd_socket, "version", check=False).returncode == 0,
-                   "containerd", 30)
+        self._wait(
+            lambda: (
+                process.poll() is None
+                and os.path.exists(self.containerd_socket)
+                and run("ctr", "-a", self.containerd_socket, "version", check=False).returncode == 0
+            ),
+            "containerd",
+            30,
+        )
 
     def ctr(self, *args):
         return run("ctr", "-a", self.containerd_socket, "-n", "k8s.io", *args)
 
     def _start_etcd(self, binaries):
-        self._spawn("etcd", [
-            os.path.join(binaries, "etcd"), f"--data-dir={os.path.join(self.state, 'etcd')}",
-            "--listen-client-urls=http://127.0.0.1:2379", "--advertise-client-urls=http://127.0.0.1:2379",
-            "--listen-peer-urls=http://127.0.0.1:2380", "--initial-advertise-peer-urls=http://127.0.0.1:2380",
-            "--initial-cluster=default=http://127.0.0.1:2380", "--unsafe-no-fsync=true",
-            "--listen-metrics-urls=http://127.0.0.1:2381",
-        ])
+        self._spawn(
+            "etcd",
+            [
+                os.path.join(binaries, "etcd"),
+                f"--data-dir={os.path.join(self.state, 'etcd')}",
+                "--listen-client-urls=http://127.0.0.1:2379",
+                "--advertise-client-urls=http://127.0.0.1:2379",
+                "--listen-peer-urls=http://127.0.0.1:2380",
+                "--initial-advertise-peer-urls=http://127.0.0.1:2380",
+                "--initial-cluster=default=http://127.0.0.1:2380",
+                "--unsafe-no-fsync=true",
+                "--listen-metrics-urls=http://127.0.0.1:2381",
+            ],
+        )
 
     def _start_apiserver(self, binaries):
         pki = self._pki_path
-        self._spawn("kube-apiserver", [
-            os.path.join(binaries, "kube-apiserver"),
-            "--etcd-servers=http://127.0.0.1:2379",
-            "--bind-address=0.0.0.0", f"--advertise-address={NODE_IP}", f"--secure-port={API_PORT}",
-            f"--tls-cert-file={pki('apiserver.crt')}", f"--tls-private-key-file={pki('apiserver.key')}",
-            f"--client-ca-file={pki('ca.crt')}", f"--token-auth-file={pki('tokens.csv')}",
-            "--authorization-mode=Node,RBAC",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={pki('sa.pub')}", f"--service-account-signing-key-file={pki('sa.key')}",
-            f"--kubelet-client-certificate={pki('kubelet-client.crt')}",
-            f"--kubelet-client-key={pki('kubelet-client.key')}",
-            "--kubelet-preferred-address-types=InternalIP",
-            f"--requestheader-client-ca-file={pki('ca.crt')}", "--requestheader-allowed-names=front-proxy-client",
-            "--requestheader-username-headers=X-Remote-User", "--requestheader-group-headers=X-Remote-Group",
-            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-            f"--proxy-client-cert-file={pki('front-proxy-client.crt')}",
-            f"--proxy-client-key-file={pki('front-proxy-client.key')}",
-            "--allow-privileged=true", "--enable-aggregator-routing=true",
-            f"--cert-dir={os.path.join(self.state, 'apiserver')}",
-            "--feature-gates=MutatingAdmissionPolicy=true",
-            "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
-        ])
+        self._spawn(
+            "kube-apiserver",
+            [
+                os.path.join(binaries, "kube-apiserver"),
+                "--etcd-servers=http://127.0.0.1:2379",
+                "--bind-address=0.0.0.0",
+                f"--advertise-address={NODE_IP}",
+                f"--secure-port={API_PORT}",
+                f"--tls-cert-file={pki('apiserver.crt')}",
+                f"--tls-private-key-file={pki('apiserver.key')}",
+                f"--client-ca-file={pki('ca.crt')}",
+                f"--token-auth-file={pki('tokens.csv')}",
+                "--authorization-mode=Node,RBAC",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={pki('sa.pub')}",
+                f"--service-account-signing-key-file={pki('sa.key')}",
+                f"--kubelet-client-certificate={pki('kubelet-client.crt')}",
+                f"--kubelet-client-key={pki('kubelet-client.key')}",
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--requestheader-client-ca-file={pki('ca.crt')}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki('front-proxy-client.crt')}",
+                f"--proxy-client-key-file={pki('front-proxy-client.key')}",
+                "--allow-privileged=true",
+                "--enable-aggregator-routing=true",
+                f"--cert-dir={os.path.join(self.state, 'apiserver')}",
+                "--feature-gates=MutatingAdmissionPolicy=true",
+                "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
+            ],
+        )
 
     def _start_controllers(self, binaries):
-        auth = [f"--kubeconfig={self.kubeconfig}", f"--authentication-kubeconfig={self.kubeconfig}",
-                f"--authorization-kubeconfig={self.kubeconfig}", "--bind-address=127.0.0.1", "--leader-elect=false"]
-        self._spawn("kube-controller-manager", [
-            os.path.join(binaries, "kube-controller-manager"), *auth,
-            f"--service-account-private-key-file={self._pki_path('sa.key')}",
-            f"--root-ca-file={self._pki_path('ca.crt')}",
-            f"--cluster-signing-cert-file={self._pki_path('ca.crt')}",
-            f"--cluster-signing-key-file={self._pki_path('ca.key')}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}", f"--cluster-cidr={POD_CIDR}",
-            "--allocate-node-cidrs=false",
-        ])
+        auth = [
+            f"--kubeconfig={self.kubeconfig}",
+            f"--authentication-kubeconfig={self.kubeconfig}",
+            f"--authorization-kubeconfig={self.kubeconfig}",
+            "--bind-address=127.0.0.1",
+            "--leader-elect=false",
+        ]
+        self._spawn(
+            "kube-controller-manager",
+            [
+                os.path.join(binaries, "kube-controller-manager"),
+                *auth,
+                f"--service-account-private-key-file={self._pki_path('sa.key')}",
+                f"--root-ca-file={self._pki_path('ca.crt')}",
+                f"--cluster-signing-cert-file={self._pki_path('ca.crt')}",
+                f"--cluster-signing-key-file={self._pki_path('ca.key')}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
+                f"--cluster-cidr={POD_CIDR}",
+                "--allocate-node-cidrs=false",
+            ],
+        )
         self._spawn("kube-scheduler", [os.path.join(binaries, "kube-scheduler"), *auth])
 
     def _start_kubelet(self, binaries):
         root = os.path.join(self.state, "kubelet")
         os.makedirs(root, exist_ok=True)
-        config = self._write("kubelet.yaml", json.dumps({
-            "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
-            "cgroupDriver": "cgroupfs",
-            "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
-            "failSwapOn": False, "failCgroupV1": False,
-            "address": NODE_IP, "readOnlyPort": 0, "healthzBindAddress": "127.0.0.1",
-            "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": True},
-                               "x509": {"clientCAFile": self._pki_path("ca.crt")}},
-            "authorization": {"mode": "Webhook"},
-            "clusterDomain": "cluster.local",
-            "resolvConf": "/etc/resolv.conf",
-            "serializeImagePulls": False,
-            # Never collect the images: there is no registry to pull them again from.
-            "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
-            "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
-            "podLogsDir": os.path.join(self.state, "pod-logs"),
-            "volumePluginDir": os.path.join(root, "volume-plugins"),
-        }))
-        self._spawn("kubelet", [
-            os.path.join(binaries, "kubelet"), f"--config={config}", f"--kubeconfig={self.kubeconfig}",
-            f"--root-dir={root}", f"--cert-dir={os.path.join(root, 'pki')}",
-            f"--hostname-override={NODE_NAME}", f"--node-ip={NODE_IP}",
-        ])
+        config = self._write(
+            "kubelet.yaml",
+            json.dumps(
+                {
+                    "apiVersion": "kubelet.config.k8s.io/v1beta1",
+                    "kind": "KubeletConfiguration",
+                    "cgroupDriver": "cgroupfs",
+                    "containerRuntimeEndpoint": f"unix://{self.containerd_socket}",
+                    "failSwapOn": False,
+                    "failCgroupV1": False,
+                    "address": NODE_IP,
+                    "readOnlyPort": 0,
+                    "healthzBindAddress": "127.0.0.1",
+                    "authentication": {
+                        "anonymous": {"enabled": False},
+                        "webhook": {"enabled": True},
+                        "x509": {"clientCAFile": self._pki_path("ca.crt")},
+                    },
+                    "authorization": {"mode": "Webhook"},
+                    "clusterDomain": "cluster.local",
+                    "resolvConf": "/etc/resolv.conf",
+                    "serializeImagePulls": False,
+                    # Never collect the images: there is no registry to pull them again from.
+                    "imageGCHighThresholdPercent": 100,
+                    "imageGCLowThresholdPercent": 99,
+                    "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+                    "podLogsDir": os.path.join(self.state, "pod-logs"),
+                    "volumePluginDir": os.path.join(root, "volume-plugins"),
+                }
+            ),
+        )
+        self._spawn(
+            "kubelet",
+            [
+                os.path.join(binaries, "kubelet"),
+                f"--config={config}",
+                f"--kubeconfig={self.kubeconfig}",
+                f"--root-dir={root}",
+                f"--cert-dir={os.path.join(root, 'pki')}",
+                f"--hostname-override={NODE_NAME}",
+                f"--node-ip={NODE_IP}",
+            ],
+        )
 
     def _start_kube_proxy(self, binaries):
-        config = self._write("kube-proxy.yaml", json.dumps({
-            "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
-            "clientConnection": {"kubeconfig": self.kubeconfig},
-            "mode": "iptables", "clusterCIDR": POD_CIDR, "hostnameOverride": NODE_NAME,
-            "bindAddress": NODE_IP,
-            "metricsBindAddress": "127.0.0.1:10249", "healthzBindAddress": "127.0.0.1:10256",
-            "conntrack": {"maxPerCore": 0},  # leave the host's nf_conntrack_max alone
-        }))
+        config = self._write(
+            "kube-proxy.yaml",
+            json.dumps(
+                {
+                    "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+                    "kind": "KubeProxyConfiguration",
+                    "clientConnection": {"kubeconfig": self.kubeconfig},
+                    "mode": "iptables",
+                    "clusterCIDR": POD_CIDR,
+                    "hostnameOverride": NODE_NAME,
+                    "bindAddress": NODE_IP,
+                    "metricsBindAddress": "127.0.0.1:10249",
+                    "healthzBindAddress": "127.0.0.1:10256",
+                    "conntrack": {"maxPerCore": 0},  # leave the host's nf_conntrack_max alone
+                }
+            ),
+        )
         self._spawn("kube-proxy", [os.path.join(binaries, "kube-proxy"), f"--config={config}"])
 
     def _get(self, path):
@@ -446,9 +564,14 @@ state = "{root}/state"
         """Unmount what containerd and the kubelet mounted under the work dir and for sandboxes."""
         with open("/proc/self/mountinfo") as stream:
             points = [line.split()[4] for line in stream]
-        owned = [point for point in points
-                 if point.startswith(self.workdir + "/") or point.startswith("/run/containerd/")
-                 or point.startswith("/run/netns/cni-") or point.startswith("/var/run/netns/cni-")]
+        owned = [
+            point
+            for point in points
+            if point.startswith(self.workdir + "/")
+            or point.startswith("/run/containerd/")
+            or point.startswith("/run/netns/cni-")
+            or point.startswith("/var/run/netns/cni-")
+        ]
         for point in sorted(set(owned), key=len, reverse=True):
             run("umount", "-l", point, check=False)
         for directory in ("/run/netns", "/var/run/netns"):
@@ -487,8 +610,12 @@ def without_owned_chains(rules):
         if line.startswith(":") and line[1:].startswith(OWNED_CHAINS):
             continue
         words = line.split()
-        if line.startswith("-A ") and (words[1].startswith(OWNED_CHAINS) or any(
-                word.startswith(OWNED_CHAINS) for previous, word in zip(words, words[1:]) if previous in ("-j", "-g"))):
+        if line.startswith("-A ") and (
+            words[1].startswith(OWNED_CHAINS)
+            or any(
+                word.startswith(OWNED_CHAINS) for previous, word in zip(words, words[1:]) if previous in ("-j", "-g")
+            )
+        ):
             continue
         kept.append(line)
     return "\n".join(kept) + "\n"
@@ -536,8 +663,10 @@ def main(argv=None):
                 cluster.stop()
                 raise
             print(f"KUBECONFIG={cluster.kubeconfig}")
-            print(f"node Ready in {cluster.timings['start']:.1f}s (builds and images {cluster.timings['build']:.1f}s)",
-                  file=sys.stderr)
+            print(
+                f"node Ready in {cluster.timings['start']:.1f}s (builds and images {cluster.timings['build']:.1f}s)",
+                file=sys.stderr,
+            )
         else:
             cluster.stop()
     except ClusterError as error:

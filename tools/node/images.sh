@@ -5,7 +5,9 @@
 #   pause.tar      registry.k8s.io/pause:3.10.1, from Kubernetes' own pause.c
 #   python.tar     docker.io/library/python:3.11-slim stand-in (debootstrap), the Dockerfile's base
 #   podmutate.tar  localhost/podmutate:dev, built from the repository's Dockerfile
-# The first three are made once; the project image is rebuilt each time (its layers are cached).
+#   keycloak.tar   localhost/podmutate-keycloak:dev, that image with examples/podmutate-keycloak
+#                  installed by its own Containerfile
+# The first three are made once; the project images are rebuilt each time (their layers are cached).
 #
 # Cache: $PODMUTATE_IMAGE_CACHE, else $XDG_CACHE_HOME/podmutate/images, else ~/.cache/podmutate/images.
 # Needs root, buildah, busybox-static, debootstrap, gcc and Go (for the pause.c source).
@@ -20,6 +22,7 @@ BUSYBOX=docker.io/library/busybox:1.35
 PAUSE=registry.k8s.io/pause:3.10.1
 PYTHON=docker.io/library/python:3.11-slim
 PODMUTATE=${PODMUTATE_IMAGE:-localhost/podmutate:dev}
+KEYCLOAK=localhost/podmutate-keycloak:dev
 
 # buildah's RUN steps would otherwise create podman's default CNI bridge on 10.88.0.0/16.
 export BUILDAH_ISOLATION=chroot
@@ -89,4 +92,9 @@ fi
 echo "building $PODMUTATE from $repo/Dockerfile" >&2
 buildah bud --quiet --pull-never --layers --network host -t "$PODMUTATE" -f "$repo/Dockerfile" "$repo" >&2
 archive "$PODMUTATE" "$out/podmutate.tar"
+
+echo "building $KEYCLOAK from examples/podmutate-keycloak/Containerfile" >&2
+buildah bud --quiet --pull-never --layers --network host --build-arg "PODMUTATE_IMAGE=$PODMUTATE" -t "$KEYCLOAK" \
+    -f "$repo/examples/podmutate-keycloak/Containerfile" "$repo/examples/podmutate-keycloak" >&2
+archive "$KEYCLOAK" "$out/keycloak.tar"
 echo "$out"

@@ -9,11 +9,17 @@ def config_defaults():
 
 
 @hookimpl
+def config_from_environ(environ):
+    team = environ.get("PODMUTATE_EXAMPLE_TEAM")
+    return {"team_labels": {"team": team}} if team else None
+
+
+@hookimpl
 def parse_config(config):
-    team = config.raw["team_labels"]["team"]
+    team = config.section("team_labels")["team"]
     if not isinstance(team, str) or not team:
         raise ConfigError("team_labels.team", team, "a team name")
-    return {"team_labels": team}
+    return team
 
 
 @hookimpl

@@ -1,10 +1,13 @@
 """Preflight checks of a webhook configuration, live or rendered: the mistakes that take clusters down."""
 
+from __future__ import annotations
+
 import base64
 import socket
 import ssl
 import tempfile
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -23,11 +26,11 @@ class Finding:
     subject: str
     message: str
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.level:<5} {self.subject}: {self.message}"
 
 
-def selector_matches(selector, labels):
+def selector_matches(selector: dict | None, labels: dict) -> bool:
     """Whether a LabelSelector (dict, API form) selects an object with `labels`; None selects all."""
     selector = selector or {}
     for key, value in (selector.get("matchLabels") or {}).items():
@@ -47,9 +50,9 @@ def selector_matches(selector, labels):
     return True
 
 
-def requirements(selector):
+def requirements(selector: dict | None) -> dict:
     """Per label key, what a selector demands: {"in": set} / {"notin": set} / {"exists": bool}."""
-    demands = {}
+    demands: dict[str, dict] = {}
     for key, value in ((selector or {}).get("matchLabels") or {}).items():
         demands.setdefault(key, {})["in"] = {value}
     for requirement in (selector or {}).get("matchExpressions") or []:
@@ -66,7 +69,7 @@ def requirements(selector):
     return demands
 
 
-def disjoint(first, second):
+def disjoint(first: dict | None, second: dict | None) -> bool:
     """True when no object can be selected by both selectors."""
     a, b = requirements(first), requirements(second)
     for key in set(a) & set(b):
@@ -82,13 +85,14 @@ def disjoint(first, second):
     return False
 
 
-def exclusive(first, second):
+def exclusive(first: dict, second: dict) -> bool:
     """True when no pod can be sent to both webhooks."""
-    return any(disjoint(first.get(selector), second.get(selector))
-               for selector in ("objectSelector", "namespaceSelector"))
+    return any(
+        disjoint(first.get(selector), second.get(selector)) for selector in ("objectSelector", "namespaceSelector")
+    )
 
 
-def calls_for_pod_create(webhook):
+def calls_for_pod_create(webhook: dict) -> bool:
     for rule in webhook.get("rules") or []:
         if not ({"pods", "*"} & set(rule.get("resources") or [])):
             continue
@@ -97,23 +101,28 @@ def calls_for_pod_create(webhook):
     return False
 
 
-def worst_case_seconds(webhooks):
+def worst_case_seconds(webhooks: list[dict]) -> int:
     """The longest the mutating webhooks can take on one pod creation, re-invocations included.
 
     Webhooks whose object or namespace selectors exclude each other never run for the same
     pod, so the worst case is the heaviest set of webhooks that can all match one pod.
     """
-    costs = [(webhook, webhook.get("timeoutSeconds", 10) * (2 if webhook.get("reinvocationPolicy") == "IfNeeded"
-                                                             else 1))
-             for webhook in webhooks if calls_for_pod_create(webhook)]
+    costs = [
+        (webhook, webhook.get("timeoutSeconds", 10) * (2 if webhook.get("reinvocationPolicy") == "IfNeeded" else 1))
+        for webhook in webhooks
+        if calls_for_pod_create(webhook)
+    ]
     # Webhooks that can meet one pod are linked: the worst case is the heaviest clique (Bron-Kerbosch;
     # selectors leave few links, so this is quick at any number of webhooks a cluster has).
-    linked = {index: {other for other in range(len(costs))
-                      if other != index and not exclusive(costs[index][0], costs[other][0])}
-              for index in range(len(costs))}
+    linked = {
+        index: {
+            other for other in range(len(costs)) if other != index and not exclusive(costs[index][0], costs[other][0])
+        }
+        for index in range(len(costs))
+    }
     worst = 0
 
-    def expand(clique, candidates, excluded):
+    def expand(clique: set[int], candidates: set[int], excluded: set[int]) -> None:
         nonlocal worst
         if not candidates and not excluded:
             worst = max(worst, sum(costs[index][1] for index in clique))
@@ -128,7 +137,15 @@ def worst_case_seconds(webhooks):
     return worst
 
 
-def check(configurations, namespaces, *, name, own_namespace=None, url=None, renew_days=SERVING_RENEW_DAYS):
+def check(
+    configurations: list[dict],
+    namespaces: dict[str, dict],
+    *,
+    name: str,
+    own_namespace: str | None = None,
+    url: str | None = None,
+    renew_days: int = SERVING_RENEW_DAYS,
+) -> list[Finding]:
     """Findings for the MutatingWebhookConfiguration `name` among `configurations` (dicts).
 
     `namespaces` maps namespace names to their labels (the name label is implied). `url`
@@ -147,20 +164,35 @@ def check(configurations, namespaces, *, name, own_namespace=None, url=None, ren
                 continue
             labels = {**namespaces.get(namespace, {}), NAME_LABEL: namespace}
             if selector_matches(webhook.get("namespaceSelector"), labels):
-                findings.append(Finding("fail", subject, f"namespace {namespace} is not excluded: a webhook that is "
-                                        "down can then block the pods that would bring it back"))
+                findings.append(
+                    Finding(
+                        "fail",
+                        subject,
+                        f"namespace {namespace} is not excluded: a webhook that is "
+                        "down can then block the pods that would bring it back",
+                    )
+                )
             else:
                 findings.append(Finding("ok", subject, f"namespace {namespace} is excluded"))
         side_effects = webhook.get("sideEffects")
         if side_effects in SAFE_SIDE_EFFECTS:
             findings.append(Finding("ok", subject, f"sideEffects {side_effects}: kubectl --dry-run=server works"))
         else:
-            findings.append(Finding("fail", subject, f"sideEffects {side_effects}: the API server refuses "
-                                    "--dry-run=server requests (\"does not support dry run\")"))
+            findings.append(
+                Finding(
+                    "fail",
+                    subject,
+                    f"sideEffects {side_effects}: the API server refuses "
+                    '--dry-run=server requests ("does not support dry run")',
+                )
+            )
         if "v1" not in (webhook.get("admissionReviewVersions") or []):
-            findings.append(Finding("fail", subject, "admissionReviewVersions lacks v1, the only one podmutate answers"))
-        if webhook.get("objectSelector") and (webhook["objectSelector"].get("matchLabels")
-                                              or webhook["objectSelector"].get("matchExpressions")):
+            findings.append(
+                Finding("fail", subject, "admissionReviewVersions lacks v1, the only one podmutate answers")
+            )
+        if webhook.get("objectSelector") and (
+            webhook["objectSelector"].get("matchLabels") or webhook["objectSelector"].get("matchExpressions")
+        ):
             findings.append(Finding("ok", subject, "objectSelector present: other pods never reach the webhook"))
         else:
             findings.append(Finding("warn", subject, "no objectSelector: every pod creation calls the webhook"))
@@ -168,22 +200,36 @@ def check(configurations, namespaces, *, name, own_namespace=None, url=None, ren
     all_webhooks = [webhook for item in configurations for webhook in item.get("webhooks") or []]
     worst = worst_case_seconds(all_webhooks)
     if worst > BUDGET_SECONDS:
-        findings.append(Finding("fail", "mutating webhooks", f"up to {worst}s on one pod creation (timeouts, "
-                                f"re-invocations counted): more than the API server's {BUDGET_SECONDS}s"))
+        findings.append(
+            Finding(
+                "fail",
+                "mutating webhooks",
+                f"up to {worst}s on one pod creation (timeouts, "
+                f"re-invocations counted): more than the API server's {BUDGET_SECONDS}s",
+            )
+        )
     else:
-        findings.append(Finding("ok", "mutating webhooks", f"at most {worst}s on one pod creation, within "
-                                f"{BUDGET_SECONDS}s"))
+        findings.append(
+            Finding("ok", "mutating webhooks", f"at most {worst}s on one pod creation, within {BUDGET_SECONDS}s")
+        )
     return findings
 
 
-def check_ca_bundle(configuration, webhook, subject, url, renew_days):
+def check_ca_bundle(
+    configuration: dict, webhook: dict, subject: str, url: str | None, renew_days: int
+) -> list[Finding]:
     client_config = webhook.get("clientConfig") or {}
     encoded = client_config.get("caBundle") or ""
     if not encoded:
         if CA_INJECTION_ANNOTATION in ((configuration.get("metadata") or {}).get("annotations") or {}):
             return [Finding("ok", subject, "caBundle left to cert-manager's cainjector")]
-        return [Finding("warn", subject, "caBundle empty: `podmutate serve --webhook-config` or "
-                        "`podmutate certs inject` must fill it")]
+        return [
+            Finding(
+                "warn",
+                subject,
+                "caBundle empty: `podmutate serve --webhook-config` or `podmutate certs inject` must fill it",
+            )
+        ]
     try:
         bundle = base64.b64decode(encoded)
         x509.load_pem_x509_certificates(bundle)
@@ -194,22 +240,31 @@ def check_ca_bundle(configuration, webhook, subject, url, renew_days):
     if not target:
         return [Finding("warn", subject, "serving certificate not checked: pass --url to reach the Service")]
     parts = urlsplit(target)
-    hostname = f"{service['name']}.{service['namespace']}.svc" if service else parts.hostname
+    hostname = f"{service['name']}.{service['namespace']}.svc" if service else parts.hostname or ""
     try:
-        served = served_certificate(parts.hostname, parts.port or 443, hostname, bundle)
+        served = served_certificate(parts.hostname or "", parts.port or 443, hostname, bundle)
     except ssl.SSLCertVerificationError as error:
-        return [Finding("fail", subject, f"caBundle does not verify the certificate served at {target}: "
-                        f"{error.verify_message}")]
+        return [
+            Finding(
+                "fail", subject, f"caBundle does not verify the certificate served at {target}: {error.verify_message}"
+            )
+        ]
     except OSError as error:
         return [Finding("warn", subject, f"{target} not reachable, serving certificate not checked: {error}")]
     days = (served.not_valid_after_utc - now()).total_seconds() / 86400
     if days <= renew_days:
-        return [Finding("warn", subject, f"caBundle verifies the served certificate, which expires in {days:.0f} "
-                        f"days (renewal is due {renew_days} days before)")]
+        return [
+            Finding(
+                "warn",
+                subject,
+                f"caBundle verifies the served certificate, which expires in {days:.0f} "
+                f"days (renewal is due {renew_days} days before)",
+            )
+        ]
     return [Finding("ok", subject, f"caBundle verifies the served certificate ({days:.0f} days left)")]
 
 
-def served_certificate(host, port, hostname, bundle):
+def served_certificate(host: str, port: int, hostname: str, bundle: bytes) -> x509.Certificate:
     """Handshake with the webhook, verifying against `bundle`; return the certificate it served."""
     with tempfile.NamedTemporaryFile(suffix=".crt") as ca_file:
         ca_file.write(bundle)
@@ -217,19 +272,23 @@ def served_certificate(host, port, hostname, bundle):
         context = ssl.create_default_context(cafile=ca_file.name)
     with socket.create_connection((host, port), timeout=5) as raw:
         with context.wrap_socket(raw, server_hostname=hostname) as tls:
-            return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True))
+            return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True) or b"")
 
 
-def from_documents(documents):
+def from_documents(documents: list[Any]) -> tuple[list[dict], dict[str, dict]]:
     """(configurations, namespaces) from rendered manifests."""
-    configurations = [doc for doc in documents if isinstance(doc, dict)
-                      and doc.get("kind") == "MutatingWebhookConfiguration"]
-    namespaces = {doc["metadata"]["name"]: doc["metadata"].get("labels") or {} for doc in documents
-                  if isinstance(doc, dict) and doc.get("kind") == "Namespace"}
+    configurations = [
+        doc for doc in documents if isinstance(doc, dict) and doc.get("kind") == "MutatingWebhookConfiguration"
+    ]
+    namespaces = {
+        doc["metadata"]["name"]: doc["metadata"].get("labels") or {}
+        for doc in documents
+        if isinstance(doc, dict) and doc.get("kind") == "Namespace"
+    }
     return configurations, namespaces
 
 
-def from_cluster(client):
+def from_cluster(client: Any) -> tuple[list[dict], dict[str, dict]]:
     """(configurations, namespaces) read from a live cluster."""
     import kubernetes
 
@@ -239,4 +298,3 @@ def from_cluster(client):
     core = kubernetes.client.CoreV1Api(client)
     namespaces = {item.metadata.name: item.metadata.labels or {} for item in core.list_namespace().items}
     return configurations, namespaces
-

@@ -1,12 +1,31 @@
-"""Kubernetes value formats podmutate checks before it writes them: a patch must never be refused."""
+"""Kubernetes value formats (label keys and values, quantities, names, tolerations) podmutate checks
+before it writes them: a patch must never be refused. For plugins' `parse_config`; each raises ConfigError."""
+
+from __future__ import annotations
 
 import functools
 import re
 from decimal import Decimal
+from typing import Any
 
 from kubernetes.utils.quantity import parse_quantity
 
 from webhook.errors import ConfigError
+
+# The helpers plugins may use, each documented in docs/plugins.md.
+__all__ = [
+    "label_value_problem",
+    "qualified_name_problem",
+    "check_labels",
+    "check_annotations",
+    "check_string_map",
+    "check_quantity",
+    "check_resources",
+    "quantity",
+    "check_env_name",
+    "check_object_name",
+    "check_toleration",
+]
 
 _NAME = r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
 _LABEL_VALUE = re.compile(rf"^({_NAME})?$")
@@ -21,7 +40,7 @@ TOLERATION_OPERATORS = ("Exists", "Equal")
 TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
 
-def label_value_problem(value):
+def label_value_problem(value: Any) -> str | None:
     """Why `value` is not a valid label value, or None when it is."""
     if not isinstance(value, str):
         return "a label value must be a string"
@@ -32,7 +51,7 @@ def label_value_problem(value):
     return None
 
 
-def qualified_name_problem(key):
+def qualified_name_problem(key: Any) -> str | None:
     """Why `key` is not a valid label or annotation key ([prefix/]name), or None."""
     if not isinstance(key, str) or not key:
         return "a key must be a non-empty string"
@@ -44,7 +63,7 @@ def qualified_name_problem(key):
     return None
 
 
-def check_labels(key, labels):
+def check_labels(key: str, labels: Any) -> dict[str, str]:
     """Check a mapping of label keys to values; raise ConfigError naming `key` and the entry."""
     check_string_map(key, labels)
     for name, value in labels.items():
@@ -54,7 +73,8 @@ def check_labels(key, labels):
     return labels
 
 
-def check_annotations(key, annotations):
+def check_annotations(key: str, annotations: Any) -> dict[str, str]:
+    """Check a mapping of annotation keys to string values; raise ConfigError naming `key` and the entry."""
     check_string_map(key, annotations)
     for name in annotations:
         problem = qualified_name_problem(name)
@@ -63,7 +83,8 @@ def check_annotations(key, annotations):
     return annotations
 
 
-def check_string_map(key, mapping):
+def check_string_map(key: str, mapping: Any) -> dict[str, str]:
+    """Check a mapping of strings to strings (a YAML number or boolean is refused); raise ConfigError."""
     if not isinstance(mapping, dict):
         raise ConfigError(key, mapping, "a mapping of strings to strings")
     for name, value in mapping.items():
@@ -72,7 +93,7 @@ def check_string_map(key, mapping):
     return mapping
 
 
-def check_quantity(key, value):
+def check_quantity(key: str, value: Any) -> str:
     """Return `value` as a canonical quantity string, or raise ConfigError."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ConfigError(key, value, "a Kubernetes quantity such as 500m, 2 or 1Gi")
@@ -85,7 +106,7 @@ def check_quantity(key, value):
     return str(value)
 
 
-def check_resources(key, raw):
+def check_resources(key: str, raw: Any) -> dict[str, dict[str, str]]:
     """Check {requests: {cpu, memory}, limits: {cpu, memory}}; return it with quantities as strings."""
     if not isinstance(raw, dict) or set(raw) - set(RESOURCE_KINDS):
         raise ConfigError(key, raw, "a mapping with requests and/or limits")
@@ -95,30 +116,33 @@ def check_resources(key, raw):
             continue
         if not isinstance(values, dict) or set(values) - set(RESOURCE_NAMES):
             raise ConfigError(f"{key}.{kind}", values, "a mapping with cpu and/or memory")
-        checked[kind] = {name: check_quantity(f"{key}.{kind}.{name}", value)
-                         for name, value in values.items() if value is not None}
+        checked[kind] = {
+            name: check_quantity(f"{key}.{kind}.{name}", value) for name, value in values.items() if value is not None
+        }
     return checked
 
 
 @functools.lru_cache(maxsize=4096)  # pods repeat the same few quantities; parsing them is not free
-def quantity(value):
+def quantity(value: str) -> Decimal:
     """The Decimal amount of a quantity string (for comparing requests with limits)."""
     return Decimal(parse_quantity(value))
 
 
-def check_env_name(key, name):
+def check_env_name(key: str, name: Any) -> str:
+    """Return `name` when it is a valid environment variable name, else raise ConfigError."""
     if not isinstance(name, str) or not _ENV_NAME.match(name):
         raise ConfigError(key, name, "an environment variable name (letters, digits, '_', '-', '.')")
     return name
 
 
-def check_object_name(key, name):
+def check_object_name(key: str, name: Any) -> str:
+    """Return `name` when it is a valid object name (a lower-case DNS subdomain), else raise ConfigError."""
     if not isinstance(name, str) or len(name) > 253 or not _DNS_SUBDOMAIN.match(name):
         raise ConfigError(key, name, "an object name (lower-case DNS subdomain)")
     return name
 
 
-def check_toleration(key, toleration):
+def check_toleration(key: str, toleration: Any) -> dict[str, Any]:
     """Return a toleration in API form, or raise ConfigError for one the API server would refuse."""
     if not isinstance(toleration, dict):
         raise ConfigError(key, toleration, "a toleration mapping with key, operator and effect")

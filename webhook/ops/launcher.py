@@ -5,6 +5,8 @@ pods with the right labels; scheduling, resources, volumes and the init containe
 the webhook at admission.
 """
 
+from __future__ import annotations
+
 import io
 import json
 import logging
@@ -14,36 +16,44 @@ import string
 import tarfile
 import time
 import uuid
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError
 from kubernetes.stream import stream as kubernetes_stream
 from kubernetes.stream.ws_client import STDIN_CHANNEL
+from urllib3.exceptions import HTTPError
+
+from webhook.contract import (
+    CONFIG_DIR,
+    CONNECTION_ID,
+    DEFAULT_LABEL_KEYS,
+    INIT_CONTAINER,
+    JOB_TYPE_LABEL,
+    MAIN_CONTAINER,
+    ORCHESTRATOR_JOB_TYPE,
+    ORCHESTRATOR_POD_PREFIX,
+    STATUS_CHECK_ANNOTATION,
+    SUCCESS_FILE,
+    SWEEPER_LABEL,
+)
 
 log = logging.getLogger(__name__)
 
-JOB_TYPE_LABEL = "podmutate.io/job-type"
-SWEEPER_LABEL = {"airbyte": "job-pod"}
 NAME_LIMIT = 63
 KILL_TIMEOUT = 45.0
 INIT_WAIT_TIMEOUT = 300.0
 TERMINAL_PHASES = ("Succeeded", "Failed")
-INIT_CONTAINER = "init"
-CONFIG_DIR = "/config"
-SUCCESS_FILE = "FINISHED_UPLOADING"
-STATUS_CHECK_ANNOTATION = "podmutate.io/status-check-interval"
 KILLED_EXIT_CODE = 143
-ORCHESTRATOR_JOB_TYPE = "orchestrator"
-ORCHESTRATOR_POD_PREFIX = "orchestrator-repl"  # Airbyte's ReplicationLauncherWorker.POD_NAME_PREFIX
 UPLOAD_ATTEMPTS = 3
 
 
 class WaitTimeout(TimeoutError):
     """A wait on a pod ran out of time; says which wait. The pod's whole state has been logged."""
 
-    def __init__(self, pod_name, what, seconds):
+    def __init__(self, pod_name: str, what: str, seconds: float) -> None:
         self.pod_name = pod_name
         self.what = what
         super().__init__(f"pod {pod_name}: timed out after {seconds:.0f}s waiting for {what}")
@@ -56,7 +66,7 @@ class UploadError(RuntimeError):
 class KillTimeout(RuntimeError):
     """Live pods of a connection were still there when the kill's time ran out."""
 
-    def __init__(self, connection_id, names, seconds):
+    def __init__(self, connection_id: str, names: list[str], seconds: float) -> None:
         self.names = names
         super().__init__(f"pods of connection {connection_id} still live after {seconds:.0f}s: {', '.join(names)}")
 
@@ -82,9 +92,8 @@ class Job:
     files: dict = field(default_factory=dict)  # name in /config -> text or bytes
     security_context: dict = field(default_factory=dict)  # the main container's securityContext
 
-
     @classmethod
-    def from_mapping(cls, data):
+    def from_mapping(cls, data: Any) -> Job:
         """A Job from a parsed job description; raises JobError naming the first bad field."""
         if not isinstance(data, dict):
             raise JobError(f"expected a mapping of job fields, got {json_type(data)}")
@@ -101,22 +110,24 @@ class Job:
         return cls(**data)
 
 
-def _string(value):
+def _string(value: Any) -> bool:
     return isinstance(value, str) and bool(value)
 
 
-def _strings(value):
+def _strings(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(item, str) for item in value)
 
 
-def _string_map(value):
-    return isinstance(value, dict) and all(isinstance(key, str) and isinstance(item, str)
-                                           for key, item in value.items())
+def _string_map(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(key, str) and isinstance(item, str) for key, item in value.items()
+    )
 
 
-def _env(value):
-    return isinstance(value, dict) and all(isinstance(key, str) and isinstance(item, str | int | float | bool)
-                                           for key, item in value.items())
+def _env(value: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(key, str) and isinstance(item, str | int | float | bool) for key, item in value.items()
+    )
 
 
 # name: (check, what it must be, required)
@@ -125,8 +136,11 @@ JOB_FIELDS = {
     "image": (_string, "an image reference (a string)", True),
     "connection_id": (_string, "a string (quote ids in YAML)", True),
     "job_id": (_string, "a string (quote ids in YAML)", True),
-    "attempt": (lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= 0,
-                "a whole number from 0", False),
+    "attempt": (
+        lambda value: isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+        "a whole number from 0",
+        False,
+    ),
     "namespace": (_string, "a namespace name (a string)", False),
     "command": (_strings, "a list of strings, e.g. [sh, -c, 'sleep 10']", False),
     "args": (_strings, "a list of strings", False),
@@ -137,18 +151,25 @@ JOB_FIELDS = {
 }
 
 
-def json_type(value):
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "a number",
-            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+def json_type(value: Any) -> str:
+    return {
+        dict: "a mapping",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
 
 
-def image_short_name(image):
+def image_short_name(image: str) -> str:
     """`registry/org/source-postgres:3.6.2@sha256:...` -> `source-postgres`."""
     last = image.rsplit("/", 1)[-1]
     return re.split(r"[:@]", last, maxsplit=1)[0]
 
 
-def pod_name(job, suffix=None):
+def pod_name(job: Job, suffix: str | None = None) -> str:
     """Airbyte's names.
 
     An orchestrator gets a fixed name, `orchestrator-repl-job-<job>-attempt-<n>`, so that a
@@ -165,9 +186,15 @@ def pod_name(job, suffix=None):
     return re.sub(r"^[^a-z]+", "", name) or suffix
 
 
-def pod_manifest(job, *, process_id=None, suffix=None):
-    """The plain pod for `job`: labels to find it by, one `main` container, never restarted."""
-    container = {"name": "main", "image": job.image}
+def pod_manifest(
+    job: Job,
+    *,
+    label_keys: Mapping[str, str] = DEFAULT_LABEL_KEYS,
+    process_id: str | None = None,
+    suffix: str | None = None,
+) -> dict:
+    """The plain pod for `job`: labels to find it by (under `label_keys`), one `main` container, never restarted."""
+    container: dict[str, Any] = {"name": MAIN_CONTAINER, "image": job.image}
     if job.command:
         container["command"] = list(job.command)
     if job.args:
@@ -176,9 +203,18 @@ def pod_manifest(job, *, process_id=None, suffix=None):
         container["env"] = [{"name": name, "value": str(value)} for name, value in job.env.items()]
     if job.security_context:
         container["securityContext"] = dict(job.security_context)
-    labels = {**job.labels, **SWEEPER_LABEL, JOB_TYPE_LABEL: job.job_type,
-              "connection_id": job.connection_id, "job_id": str(job.job_id), "attempt_id": str(job.attempt),
-              "process_id": process_id or str(uuid.uuid4())}
+    ids = {
+        CONNECTION_ID: job.connection_id,
+        "job_id": str(job.job_id),
+        "attempt_id": str(job.attempt),
+        "process_id": process_id or str(uuid.uuid4()),
+    }
+    labels = {
+        **job.labels,
+        **SWEEPER_LABEL,
+        JOB_TYPE_LABEL: job.job_type,
+        **{label_keys[name]: value for name, value in ids.items()},
+    }
     return {
         "apiVersion": "v1",
         "kind": "Pod",
@@ -187,28 +223,38 @@ def pod_manifest(job, *, process_id=None, suffix=None):
     }
 
 
-def core_api(kubeconfig=None, timeouts=None):
+def core_api(kubeconfig: str | None = None, timeouts: Any = None) -> kubernetes.client.CoreV1Api:
     """CoreV1Api with in-cluster credentials in a pod, else the kubeconfig (as kubectl)."""
-    from webhook.kubeapi import DEFAULT_TIMEOUTS, api_client
+    from webhook.ops.kubeapi import DEFAULT_TIMEOUTS, api_client
 
     return kubernetes.client.CoreV1Api(api_client(kubeconfig, timeouts or DEFAULT_TIMEOUTS))
 
 
-def launch(core, job, *, kill_running=True, propagation="Foreground"):
+def launch(
+    core: kubernetes.client.CoreV1Api,
+    job: Job,
+    *,
+    label_keys: Mapping[str, str] = DEFAULT_LABEL_KEYS,
+    kill_running: bool = True,
+    propagation: str = "Foreground",
+) -> Any:
     """Create the pod of `job`; return it as the API server stored it (mutated by the webhook).
 
     First, unless told not to, every live pod of the job's connection is killed, as Airbyte's
-    LauncherWorker did before each run: one live run per connection.
+    LauncherWorker did before each run: one live run per connection. `label_keys` are the
+    configured connection label keys (connection_labels.keys).
     """
     if kill_running:
-        kill_connection(core, job.namespace, job.connection_id, propagation=propagation)
-    manifest = pod_manifest(job)
+        kill_connection(
+            core, job.namespace, job.connection_id, label_key=label_keys[CONNECTION_ID], propagation=propagation
+        )
+    manifest = pod_manifest(job, label_keys=label_keys)
     created = core.create_namespaced_pod(job.namespace, manifest)
     log.info("launched pod %s/%s for connection %s", job.namespace, created.metadata.name, job.connection_id)
     return created
 
 
-def is_terminal(pod):
+def is_terminal(pod: Any) -> bool:
     """A pod is done when its phase says so or its main container has terminated."""
     status = pod.status
     if status is None:
@@ -216,26 +262,40 @@ def is_terminal(pod):
     if status.phase in TERMINAL_PHASES:
         return True
     for container in status.container_statuses or []:
-        if container.name == "main" and container.state is not None and container.state.terminated is not None:
+        if container.name == MAIN_CONTAINER and container.state is not None and container.state.terminated is not None:
             return True
     return False
 
 
-def live_pods(core, namespace, connection_id, label_key="connection_id"):
+def live_pods(
+    core: kubernetes.client.CoreV1Api,
+    namespace: str,
+    connection_id: str,
+    label_key: str = DEFAULT_LABEL_KEYS[CONNECTION_ID],
+) -> list:
     """Every non-terminal pod of the connection, across all its attempts and process ids."""
     pods = core.list_namespaced_pod(namespace, label_selector=f"{label_key}={connection_id}").items
     return [pod for pod in pods if not is_terminal(pod)]
 
 
-def kill_connection(core, namespace, connection_id, *, label_key="connection_id", timeout=KILL_TIMEOUT,
-                    dry_run=False, poll=1.0, propagation="Foreground"):
+def kill_connection(
+    core: kubernetes.client.CoreV1Api,
+    namespace: str,
+    connection_id: str,
+    *,
+    label_key: str = DEFAULT_LABEL_KEYS[CONNECTION_ID],
+    timeout: float = KILL_TIMEOUT,
+    dry_run: bool = False,
+    poll: float = 1.0,
+    propagation: str = "Foreground",
+) -> list[str]:
     """Delete every live pod of the connection (foreground propagation, as Airbyte) until none is left.
 
     Returns the names of the pods it deleted (or, with `dry_run`, would delete). Pods already
     gone are fine, so a second kill is a no-op. Raises KillTimeout naming the pods left after
     `timeout` seconds.
     """
-    killed = []
+    killed: list[str] = []
     deadline = time.monotonic() + timeout
     while True:
         live = live_pods(core, namespace, connection_id, label_key)
@@ -255,7 +315,14 @@ def kill_connection(core, namespace, connection_id, *, label_key="connection_id"
         time.sleep(poll)
 
 
-def wait_for_pod(core, namespace, name, predicate, what, timeout):
+def wait_for_pod(
+    core: kubernetes.client.CoreV1Api,
+    namespace: str,
+    name: str,
+    predicate: Callable[[Any], bool],
+    what: str,
+    timeout: float,
+) -> Any:
     """Watch pod `name` until `predicate(pod)` is true; return the pod.
 
     The pod is read first, then watched from that resourceVersion, so no change is missed.
@@ -280,7 +347,9 @@ def wait_for_pod(core, namespace, name, predicate, what, timeout):
         # The watch ended (its timeout, a dropped stream, 410 Gone): read afresh and go on.
 
 
-def watch_pod(core, namespace, selector, resource_version, seconds):
+def watch_pod(
+    core: kubernetes.client.CoreV1Api, namespace: str, selector: str, resource_version: str, seconds: int
+) -> Iterator[dict]:
     """The events of a watch from `resource_version`, for at most `seconds`; ends quietly when the
     stream drops or the API server answers 410 Gone (the version is too old): the caller lists
     afresh and watches again."""
@@ -288,9 +357,14 @@ def watch_pod(core, namespace, selector, resource_version, seconds):
     connect = getattr(core.api_client, "timeouts", None)
     request_timeout = (connect.connect if connect else 5.0, seconds + 10)
     try:
-        yield from watch.stream(core.list_namespaced_pod, namespace, field_selector=selector,
-                                resource_version=resource_version, timeout_seconds=seconds,
-                                _request_timeout=request_timeout)
+        yield from watch.stream(
+            core.list_namespaced_pod,
+            namespace,
+            field_selector=selector,
+            resource_version=resource_version,
+            timeout_seconds=seconds,
+            _request_timeout=request_timeout,
+        )
     except ApiException as error:
         if error.status != 410:
             raise
@@ -301,18 +375,20 @@ def watch_pod(core, namespace, selector, resource_version, seconds):
         watch.stop()
 
 
-def has_init_status(pod):
+def has_init_status(pod: Any) -> bool:
     return bool(pod.status and pod.status.init_container_statuses)
 
 
-def init_running(pod):
+def init_running(pod: Any) -> bool:
     for status in (pod.status.init_container_statuses or []) if pod.status else []:
         if status.name == INIT_CONTAINER:
             return status.state is not None and status.state.running is not None
     return False
 
 
-def wait_for_init(core, namespace, name, timeout=INIT_WAIT_TIMEOUT):
+def wait_for_init(
+    core: kubernetes.client.CoreV1Api, namespace: str, name: str, timeout: float = INIT_WAIT_TIMEOUT
+) -> Any:
     """Wait until the init container has a status, then until it runs; each wait is bounded."""
     log.info("pod %s: waiting for the init container to be ready before copying files", name)
     wait_for_pod(core, namespace, name, has_init_status, "the init container to have a status", timeout)
@@ -322,7 +398,7 @@ def wait_for_init(core, namespace, name, timeout=INIT_WAIT_TIMEOUT):
     return pod
 
 
-def log_pod_state(core, namespace, name, what):
+def log_pod_state(core: kubernetes.client.CoreV1Api, namespace: str, name: str, what: str) -> None:
     """Log everything known of the pod: phase, conditions, container statuses and its events."""
     try:
         pod = core.read_namespaced_pod(name, namespace)
@@ -334,11 +410,17 @@ def log_pod_state(core, namespace, name, what):
         event_lines = [f"{event.type} {event.reason}: {event.message}" for event in events]
     except ApiException as error:
         event_lines = [f"cannot list events: {error.status} {error.reason}"]
-    log.error("pod %s/%s: gave up waiting for %s; status: %s; events: %s", namespace, name, what,
-              json.dumps(state, default=str), event_lines or "none")
+    log.error(
+        "pod %s/%s: gave up waiting for %s; status: %s; events: %s",
+        namespace,
+        name,
+        what,
+        json.dumps(state, default=str),
+        event_lines or "none",
+    )
 
 
-def tar_of(files):
+def tar_of(files: Mapping[str, str | bytes]) -> bytes:
     """A tar archive of `files` (name -> text or bytes), as `kubectl cp` sends it."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as archive:
@@ -352,17 +434,27 @@ def tar_of(files):
     return buffer.getvalue()
 
 
-def open_exec(core, namespace, name, container, command):
+def open_exec(core: kubernetes.client.CoreV1Api, namespace: str, name: str, container: str, command: list[str]) -> Any:
     """An exec session in `container` of the pod, with binary stdin."""
-    return kubernetes_stream(core.connect_get_namespaced_pod_exec, name, namespace, container=container,
-                             command=command, stdin=True, stdout=True, stderr=True, tty=False,
-                             _preload_content=False, binary=True)
+    return kubernetes_stream(
+        core.connect_get_namespaced_pod_exec,
+        name,
+        namespace,
+        container=container,
+        command=command,
+        stdin=True,
+        stdout=True,
+        stderr=True,
+        tty=False,
+        _preload_content=False,
+        binary=True,
+    )
 
 
-def extract(session, archive, timeout=60.0):
+def extract(session: Any, archive: bytes, timeout: float = 60.0) -> None:
     """Send `archive` to a `tar -x` session, close its stdin, wait for it to end; return its code."""
     for start in range(0, len(archive), 64 * 1024):
-        session.write_stdin(archive[start:start + 64 * 1024])
+        session.write_stdin(archive[start : start + 64 * 1024])
     session.close_channel(STDIN_CHANNEL)
     deadline = time.monotonic() + timeout
     errors = b""
@@ -376,7 +468,15 @@ def extract(session, archive, timeout=60.0):
         raise UploadError(f"tar exited with {code}: {errors.decode(errors='replace').strip()}")
 
 
-def upload(core, namespace, name, files, *, exec_session=open_exec, attempts=UPLOAD_ATTEMPTS):
+def upload(
+    core: kubernetes.client.CoreV1Api,
+    namespace: str,
+    name: str,
+    files: Mapping[str, str | bytes],
+    *,
+    exec_session: Callable[..., Any] = open_exec,
+    attempts: int = UPLOAD_ATTEMPTS,
+) -> None:
     """Copy `files` into /config of the init container, then FINISHED_UPLOADING, last and alone.
 
     Each copy is a tar stream into `tar -x` (what `kubectl cp` does) and is retried on failure:
@@ -389,34 +489,37 @@ def upload(core, namespace, name, files, *, exec_session=open_exec, attempts=UPL
         archive = tar_of(batch)
         for attempt in range(1, attempts + 1):
             try:
-                extract(exec_session(core, namespace, name, INIT_CONTAINER, ["tar", "-xmf", "-", "-C", CONFIG_DIR]),
-                        archive)
+                extract(
+                    exec_session(core, namespace, name, INIT_CONTAINER, ["tar", "-xmf", "-", "-C", CONFIG_DIR]), archive
+                )
                 break
             except (UploadError, ApiException, OSError) as error:
                 if attempt == attempts:
-                    raise UploadError(f"pod {name}: copying {sorted(batch)} failed {attempts} times: {error}") \
-                        from error
-                log.warning("pod %s: copying %s failed (attempt %d of %d): %s", name, sorted(batch), attempt,
-                            attempts, error)
+                    raise UploadError(
+                        f"pod {name}: copying {sorted(batch)} failed {attempts} times: {error}"
+                    ) from error
+                log.warning(
+                    "pod %s: copying %s failed (attempt %d of %d): %s", name, sorted(batch), attempt, attempts, error
+                )
                 time.sleep(attempt)
 
 
-def main_exit_code(pod):
+def main_exit_code(pod: Any) -> int | None:
     """The exit code of the main container, or None while it has not terminated."""
     for status in (pod.status.container_statuses or []) if pod.status else []:
-        if status.name == "main" and status.state is not None and status.state.terminated is not None:
+        if status.name == MAIN_CONTAINER and status.state is not None and status.state.terminated is not None:
             return status.state.terminated.exit_code
     return None
 
 
-def status_check_interval(pod, default=30):
+def status_check_interval(pod: Any, default: int = 30) -> int:
     try:
         return max(1, int((pod.metadata.annotations or {}).get(STATUS_CHECK_ANNOTATION, default)))
     except ValueError:
         return default
 
 
-def wait_for_exit(core, namespace, name):
+def wait_for_exit(core: kubernetes.client.CoreV1Api, namespace: str, name: str) -> int:
     """Watch the pod until its main container ends; return its exit code (143 if the pod is deleted).
 
     The resync period is the status-check interval the webhook wrote on the pod for its job type.
@@ -441,15 +544,24 @@ def wait_for_exit(core, namespace, name):
                 return code
 
 
-def run(core, job, *, init_timeout=INIT_WAIT_TIMEOUT, exec_session=open_exec, kill_running=True,
-        propagation="Foreground", keep_pod=False):
+def run(
+    core: kubernetes.client.CoreV1Api,
+    job: Job,
+    *,
+    label_keys: Mapping[str, str] = DEFAULT_LABEL_KEYS,
+    init_timeout: float = INIT_WAIT_TIMEOUT,
+    exec_session: Callable = open_exec,
+    kill_running: bool = True,
+    propagation: str = "Foreground",
+    keep_pod: bool = False,
+) -> tuple[str, int]:
     """Launch `job`, wait for its init container, upload its files, and wait for it to end.
 
     Returns (pod name, exit code of the main container); 143 when the pod was deleted first.
     When a wait or the upload gives up, the pod is deleted (a pod nobody will feed is only in
     the way) unless `keep_pod`.
     """
-    pod = launch(core, job, kill_running=kill_running, propagation=propagation)
+    pod = launch(core, job, label_keys=label_keys, kill_running=kill_running, propagation=propagation)
     name = pod.metadata.name
     try:
         wait_for_init(core, job.namespace, name, timeout=init_timeout)
@@ -461,7 +573,7 @@ def run(core, job, *, init_timeout=INIT_WAIT_TIMEOUT, exec_session=open_exec, ki
     return name, wait_for_exit(core, job.namespace, name)
 
 
-def delete_pod(core, namespace, name, propagation="Foreground"):
+def delete_pod(core: kubernetes.client.CoreV1Api, namespace: str, name: str, propagation: str = "Foreground") -> None:
     try:
         core.delete_namespaced_pod(name, namespace, propagation_policy=propagation)
         log.info("deleted pod %s/%s, which was given up on", namespace, name)

@@ -11,13 +11,17 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 RETRIED_STATUSES = (429, 500, 502, 503, 504)
 IDEMPOTENT = ("GET", "HEAD", "DELETE", "OPTIONS")
@@ -43,11 +47,21 @@ class ApiError(RuntimeError):
 class ResilientApiClient(kubernetes.client.ApiClient):
     """An ApiClient whose every request has the timeouts, and is retried where that is safe."""
 
-    def __init__(self, configuration=None, timeouts=DEFAULT_TIMEOUTS):
+    def __init__(
+        self, configuration: kubernetes.client.Configuration | None = None, timeouts: Timeouts = DEFAULT_TIMEOUTS
+    ) -> None:
         super().__init__(configuration)
         self.timeouts = timeouts
 
-    def call_api(self, method, url, header_params=None, body=None, post_params=None, _request_timeout=None):
+    def call_api(
+        self,
+        method: str,
+        url: str,
+        header_params: dict | None = None,
+        body: Any = None,
+        post_params: Any = None,
+        _request_timeout: Any = None,
+    ) -> Any:
         timeout = _request_timeout or (self.timeouts.connect, self.timeouts.read)
         for attempt in range(1, self.timeouts.attempts + 1):
             last = attempt == self.timeouts.attempts
@@ -62,16 +76,17 @@ class ResilientApiClient(kubernetes.client.ApiClient):
                 if not retry or last:
                     return response
                 pause = retry_after(response.getheader("Retry-After")) or self._backoff(attempt)
-            log.debug("%s %s: retrying in %.1fs (attempt %d of %d)", method, url, pause, attempt + 1,
-                      self.timeouts.attempts)
+            log.debug(
+                "%s %s: retrying in %.1fs (attempt %d of %d)", method, url, pause, attempt + 1, self.timeouts.attempts
+            )
             time.sleep(pause)
         raise AssertionError("unreachable")
 
-    def _backoff(self, attempt):
+    def _backoff(self, attempt: int) -> float:
         return self.timeouts.backoff * 2 ** (attempt - 1) * random.uniform(0.5, 1.5)
 
 
-def retry_after(value):
+def retry_after(value: str | None) -> float | None:
     """Seconds a Retry-After header asks to wait (at most 30), or None."""
     if not value:
         return None
@@ -85,7 +100,7 @@ def retry_after(value):
         return max(0.0, min(30.0, parsed.timestamp() - time.time()))
 
 
-def api_client(kubeconfig=None, timeouts=DEFAULT_TIMEOUTS):
+def api_client(kubeconfig: str | None = None, timeouts: Timeouts = DEFAULT_TIMEOUTS) -> ResilientApiClient:
     """A client with in-cluster credentials when running in a pod, else the kubeconfig's (as kubectl)."""
     configuration = kubernetes.client.Configuration()
     try:
@@ -96,7 +111,7 @@ def api_client(kubeconfig=None, timeouts=DEFAULT_TIMEOUTS):
     return ResilientApiClient(configuration, timeouts)
 
 
-def one_line(error, subject=None):
+def one_line(error: BaseException, subject: str | None = None) -> str:
     """An API or connection error as one line, naming `subject` (the object the call was about)."""
     if isinstance(error, ApiException) and not error.status:  # the client's wrapping of a TLS or network error
         return f"cannot reach the API server: {str(error.reason or '').splitlines()[-1].strip()}"
@@ -110,3 +125,17 @@ def one_line(error, subject=None):
             pass
         return f"{error.status} {error.reason}: {message}".rstrip(": ")
     return f"cannot reach the API server: {getattr(error, 'reason', None) or error}"
+
+
+def call(action: Callable[[], T], subject: str | None = None) -> T:
+    """Run `action()`; an API, connection or credentials error becomes an ApiError of one line.
+
+    With a `subject` (the object the call was about), the line names it instead of quoting
+    the API server's message.
+    """
+    try:
+        return action()
+    except (ApiException, HTTPError) as error:
+        raise ApiError(one_line(error, subject)) from None
+    except kubernetes.config.ConfigException as error:
+        raise ApiError(f"no credentials for the API server: {error}") from None

@@ -1,0 +1,76 @@
+"""The Keycloak example plugin (examples/podmutate-keycloak), installed as a package and found through
+its entry point, checked offline by its own golden cases with `podmutate test`, as its CI would.
+On the real node: tests/node/test_keycloak.py."""
+
+import json
+import os
+import subprocess
+
+import pytest
+import yaml
+
+from tests.helpers import HERE, PODMUTATE, example_plugin_path, job_pod
+
+EXAMPLE = os.path.join(HERE, "..", "examples", "podmutate-keycloak")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    return example_plugin_path(tmp_path_factory, EXAMPLE)
+
+
+def podmutate(*args, pythonpath, input=None):
+    env = {**os.environ, "PYTHONPATH": pythonpath}
+    env.pop("PODMUTATE_CONFIG", None)
+    return subprocess.run([*PODMUTATE, *args], capture_output=True, text=True, env=env, input=input)
+
+
+def test_the_golden_cases_pass(installed):
+    result = podmutate("test", os.path.join(EXAMPLE, "tests"), pythonpath=installed)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == "4 passed, 0 failed"
+
+
+def test_it_is_registered_through_its_entry_point(installed):
+    rows = {row["name"]: row for row in json.loads(podmutate("plugins", "--json", pythonpath=installed).stdout)}
+    assert rows["keycloak"]["builtin"] is False and rows["keycloak"]["version"] == "0.1.0"
+    assert rows["keycloak"]["hooks"] == [
+        "classify_pod",
+        "config_defaults",
+        "config_from_environ",
+        "mutate_pod",
+        "parse_config",
+    ]
+
+
+def test_a_second_pass_changes_nothing_and_job_pods_are_untouched_by_it(installed):
+    pod_file = os.path.join(EXAMPLE, "tests", "clustered", "pod.yaml")
+    once = podmutate("mutate", "-f", pod_file, "-o", "json", pythonpath=installed)
+    again = podmutate("mutate", "-f", "-", "--patch", "-o", "json", pythonpath=installed, input=once.stdout)
+    assert json.loads(again.stdout) == []
+    without = podmutate("mutate", "-f", "-", "-o", "json", pythonpath=installed, input=json.dumps(job_pod("sync")))
+    plain = subprocess.run(
+        [*PODMUTATE, "mutate", "-f", "-", "-o", "json"],
+        capture_output=True,
+        text=True,
+        input=json.dumps(job_pod("sync")),
+    )
+    assert json.loads(without.stdout) == json.loads(plain.stdout)
+
+
+def test_a_bad_setting_is_one_line_naming_it(installed, tmp_path):
+    config = tmp_path / "podmutate.yaml"
+    config.write_text(yaml.safe_dump({"keycloak": {"probes": {"readiness": {"periodSeconds": 0}}}}))
+    result = podmutate(
+        "mutate",
+        "-f",
+        os.path.join(EXAMPLE, "tests", "clustered", "pod.yaml"),
+        "--config",
+        str(config),
+        pythonpath=installed,
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "Error: invalid configuration: keycloak.probes.readiness.periodSeconds: 0 is not "
+        "valid: expected a whole number of seconds (or times)"
+    )

@@ -1,0 +1,153 @@
+"""The host: a loaded configuration and the plugins it enables, replaced whole when the file changes.
+
+Plugins are given the read-only Config; the plugin manager stays here, with the host.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import pluggy
+
+from webhook.config import (
+    BUILT_IN,
+    CONFIG_ENV,
+    ENVIRONMENT,
+    HOST_DEFAULTS,
+    OVERRIDE,
+    Config,
+    check_host_keys,
+    freeze,
+    merge,
+    read_config_file,
+)
+from webhook.errors import ConfigError
+from webhook.plugins import make_plugin_manager
+from webhook.watch import FileWatcher
+
+
+@dataclass(frozen=True)
+class Engine:
+    """A checked configuration and the plugin manager of the plugins it enables."""
+
+    config: Config
+    plugins: pluggy.PluginManager
+
+
+def load_engine(
+    path: str | None = None, *, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> Engine:
+    """Load, merge and check the configuration; raise ConfigError naming the first bad key.
+
+    Layers, each over the one before: the built-in defaults of the host and of every plugin,
+    the YAML file (`path`, else $PODMUTATE_CONFIG), the environment variables plugins read
+    (Airbyte's names), then `overrides`. Every section and key is checked by its plugin, a
+    disabled plugin's too: a misspelling must not pass because some plugin happens to be off.
+    """
+    environ = os.environ if environ is None else environ
+    path = path or environ.get(CONFIG_ENV) or None
+    from_file = read_config_file(path) if path else {}
+    overrides = overrides or {}
+    disabled = overrides.get("disable_plugins", from_file.get("disable_plugins", []))
+    if not isinstance(disabled, list) or not all(isinstance(name, str) for name in disabled):
+        raise ConfigError("disable_plugins", disabled, "a list of plugin names")
+    everything = make_plugin_manager((), environ=environ)
+    raw, layers = assemble(everything, from_file, environ, overrides, path)
+    sections, origins = freeze(raw), MappingProxyType(layers)
+    config = Config(sections=sections, path=path, origins=origins)
+    settings = parse_settings(everything, config)
+    plugins = everything
+    if disabled:
+        plugins = make_plugin_manager(disabled, environ=environ)
+        settings = {name: parsed for name, parsed in settings.items() if not plugins.is_blocked(name)}
+    return Engine(Config(sections=sections, settings=MappingProxyType(settings), path=path, origins=origins), plugins)
+
+
+def assemble(
+    pm: pluggy.PluginManager,
+    from_file: Mapping[str, Any],
+    environ: Mapping[str, str],
+    overrides: Mapping[str, Any],
+    path: str | None = None,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The layers merged, with the sections checked against the plugins of `pm`; and the origin
+    of every key (dotted) — the layer that set it last."""
+    origins: dict[str, str] = {}
+    raw = copy.deepcopy(HOST_DEFAULTS)
+    for defaults in reversed(pm.hook.config_defaults()):
+        raw = merge(raw, defaults)
+    record(origins, raw, BUILT_IN)
+    known_sections = set(raw)
+    raw = merge(raw, from_file)
+    record(origins, from_file, str(path))
+    for from_environ in reversed(pm.hook.config_from_environ(environ=environ)):
+        raw = merge(raw, from_environ or {})
+        record(origins, from_environ or {}, ENVIRONMENT)
+    raw = merge(raw, overrides)
+    record(origins, overrides, OVERRIDE)
+    unknown = sorted(set(raw) - known_sections)
+    if unknown:
+        raise ConfigError(unknown[0], raw[unknown[0]], f"one of the sections {sorted(known_sections)}")
+    check_host_keys(raw)
+    return raw, origins
+
+
+def record(origins: dict[str, str], layer: Mapping[str, Any], origin: str, prefix: str = "") -> None:
+    """Note `origin` as where every key of `layer` (and below) came from."""
+    for key, value in layer.items():
+        origins[f"{prefix}{key}"] = origin
+        if isinstance(value, Mapping):
+            record(origins, value, origin, f"{prefix}{key}.")
+
+
+def parse_settings(pm: pluggy.PluginManager, config: Config) -> dict[str, Any]:
+    """Each plugin's parsed settings, under its own name: no plugin can overwrite another's."""
+    settings = {}
+    for impl in pm.hook.parse_config.get_hookimpls():
+        parsed = impl.function(*[config for _ in impl.argnames])  # the hook's one argument, if declared
+        if parsed is not None:
+            settings[impl.plugin_name] = parsed
+    return settings
+
+
+class EngineWatcher:
+    """Holds the engine in force and loads it again when its configuration file changes.
+
+    A new version that fails to load is refused with a logged error; the last good one stays.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        environ: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+        interval: float = 1.0,
+    ) -> None:
+        path = engine.config.path
+        self._watcher = FileWatcher(
+            [path] if path else [],
+            lambda: load_engine(path, overrides=overrides, environ=environ),
+            engine,
+            what=f"configuration {path}",
+            refused=(ConfigError,),
+            interval=interval,
+        )
+
+    def current(self) -> Engine:
+        """The engine in force. Never reads the file: reloads happen off the request path (watch)."""
+        return self._watcher.current()
+
+    def check(self) -> bool:
+        """Reload now if the file changed; True when a new configuration took effect."""
+        return bool(self._watcher.paths) and self._watcher.check()
+
+    def watch(self) -> None:
+        """Check the file once per interval from a daemon thread."""
+        if self._watcher.paths:
+            self._watcher.watch("podmutate-config-watch")

@@ -1,0 +1,103 @@
+"""One way to follow files on disk: a value loaded from them, loaded again when they change.
+
+Used for the configuration file and for the serving certificate pair. A new version that
+fails to load is refused with one logged line and the last good value stays in force; it is
+tried again when the files change once more.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Stamp = tuple[tuple[int, int, int], ...] | None
+
+
+def file_stamp(paths: Sequence[str]) -> Stamp:
+    """What tells a change of the files: modification time, size and inode of each; None if one is missing."""
+    stamps = []
+    for path in paths:
+        try:
+            status = os.stat(path)
+        except OSError:
+            return None
+        stamps.append((status.st_mtime_ns, status.st_size, status.st_ino))
+    return tuple(stamps)
+
+
+class FileWatcher(Generic[T]):
+    """Holds `value`, loaded from `paths`; `check()` loads it again when the files changed.
+
+    `load()` raises one of `refused` for a version that must not take effect. `on_change`
+    callbacks run with each new value, under the watcher's lock. With `check_on_read`,
+    `current()` checks at most once per `interval` itself; else only `check()` and the
+    thread of `watch()` do, and reading the value never touches the disk.
+    """
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        load: Callable[[], T],
+        value: T,
+        *,
+        what: str,
+        refused: tuple[type[BaseException], ...],
+        interval: float = 1.0,
+        check_on_read: bool = False,
+        on_change: Sequence[Callable[[T], None]] = (),
+    ) -> None:
+        self.paths = tuple(paths)
+        self.what = what
+        self.interval = interval
+        self.reloads = 0
+        self._load = load
+        self._refused = refused
+        self._check_on_read = check_on_read
+        self._on_change = list(on_change)
+        self._value = value
+        self._lock = threading.Lock()
+        self._stamp = file_stamp(self.paths)
+        self._checked_at = time.monotonic()
+
+    def current(self) -> T:
+        """The value in force."""
+        if self._check_on_read and time.monotonic() - self._checked_at >= self.interval:
+            self.check()
+        return self._value
+
+    def check(self) -> bool:
+        """Load again now if the files changed; True when a new value took effect."""
+        with self._lock:
+            self._checked_at = time.monotonic()
+            stamp = file_stamp(self.paths)
+            if stamp is None or stamp == self._stamp:
+                return False
+            self._stamp = stamp
+            try:
+                value = self._load()
+            except self._refused as error:
+                log.error("%s refused, keeping the last good one: %s", self.what, error)
+                return False
+            self._value = value
+            for callback in self._on_change:
+                callback(value)
+            self.reloads += 1
+            log.info("%s reloaded", self.what)
+            return True
+
+    def watch(self, name: str = "podmutate-watch") -> None:
+        """Check once per interval from a daemon thread, so a change is seen without traffic."""
+
+        def loop() -> None:
+            while True:
+                time.sleep(self.interval)
+                self.check()
+
+        threading.Thread(target=loop, name=name, daemon=True).start()
