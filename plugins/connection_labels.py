@@ -28,12 +28,10 @@ def config_defaults():
 
 @hookimpl
 def parse_config(config):
-    raw = config.section("connection_labels")
-    unknown = sorted(set(raw) - set(config_defaults()["connection_labels"]))
-    if unknown:
-        raise ConfigError(f"connection_labels.{unknown[0]}", raw[unknown[0]], "enabled, keys, required or warn_missing")
-    if not isinstance(raw["enabled"], bool):
-        raise ConfigError("connection_labels.enabled", raw["enabled"], "true or false")
+    raw = formats.check_keys(
+        "connection_labels", config.section("connection_labels"), config_defaults()["connection_labels"]
+    )
+    formats.check_flag("connection_labels.enabled", raw["enabled"])
     keys = raw["keys"]
     if not isinstance(keys, dict) or set(keys) - set(IDS):
         raise ConfigError("connection_labels.keys", keys, f"a mapping from {sorted(IDS)} to label keys")
@@ -49,8 +47,7 @@ def parse_config(config):
                 f"connection_labels.{setting}", values, "a mapping of job type to true/false, with default"
             )
         for job_type, value in values.items():
-            if not isinstance(value, bool):
-                raise ConfigError(f"connection_labels.{setting}.{job_type}", value, "true or false")
+            formats.check_flag(f"connection_labels.{setting}.{job_type}", value)
         per_type[setting] = {job_type: values.get(job_type, values["default"]) for job_type in config.job_types}
     return {"enabled": raw["enabled"], "keys": {**config_defaults()["connection_labels"]["keys"], **keys}, **per_type}
 

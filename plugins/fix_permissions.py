@@ -6,7 +6,7 @@ written for it (runAsNonRoot everywhere) the pod's fsGroup is set instead, which
 kubelet give the volumes to that group.
 """
 
-from webhook import ConfigError, formats, hookimpl
+from webhook import formats, hookimpl
 from webhook.contract import FIX_PERMISSIONS_ANNOTATION as ANNOTATION
 from webhook.pods import (
     INJECTED_RESOURCES,
@@ -32,13 +32,11 @@ def config_defaults():
 
 @hookimpl
 def parse_config(config):
-    raw = config.section("fix_permissions")
-    unknown = sorted(set(raw) - {"image", "resources"})
-    if unknown:
-        raise ConfigError(f"fix_permissions.{unknown[0]}", raw[unknown[0]], "image or resources")
-    if not isinstance(raw["image"], str) or not raw["image"].strip():
-        raise ConfigError("fix_permissions.image", raw["image"], "an image reference such as busybox:1.35")
-    return {"image": raw["image"], "resources": formats.check_resources("fix_permissions.resources", raw["resources"])}
+    raw = formats.check_keys("fix_permissions", config.section("fix_permissions"), config_defaults()["fix_permissions"])
+    return {
+        "image": formats.check_image("fix_permissions.image", raw["image"]),
+        "resources": formats.check_resources("fix_permissions.resources", raw["resources"]),
+    }
 
 
 @hookimpl

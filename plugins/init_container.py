@@ -59,16 +59,9 @@ def config_from_environ(environ):
 
 @hookimpl
 def parse_config(config):
-    raw = config.section("init_container")
-    unknown = sorted(set(raw) - set(config_defaults()["init_container"]))
-    if unknown:
-        raise ConfigError(
-            f"init_container.{unknown[0]}", raw[unknown[0]], "enabled, image, timeout_minutes or resources"
-        )
-    if not isinstance(raw["enabled"], bool):
-        raise ConfigError("init_container.enabled", raw["enabled"], "true or false")
-    if not isinstance(raw["image"], str) or not raw["image"].strip():
-        raise ConfigError("init_container.image", raw["image"], "an image reference such as busybox:1.35")
+    raw = formats.check_keys("init_container", config.section("init_container"), config_defaults()["init_container"])
+    formats.check_flag("init_container.enabled", raw["enabled"])
+    formats.check_image("init_container.image", raw["image"])
     minutes = raw["timeout_minutes"]
     if isinstance(minutes, bool) or not isinstance(minutes, int | float) or not 0 < minutes <= 24 * 60:
         raise ConfigError("init_container.timeout_minutes", minutes, "a number of minutes above 0, at most a day")

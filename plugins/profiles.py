@@ -215,9 +215,7 @@ def sources(job_type, own, config):
 def check_profile(job_type, raw):
     """Check one profile as written; return its settings with unset ones as None."""
     key = f"job_types.{job_type}"
-    unknown = sorted(set(raw) - set(SETTINGS))
-    if unknown:
-        raise ConfigError(f"{key}.{unknown[0]}", raw[unknown[0]], f"one of the settings {list(SETTINGS)}")
+    formats.check_keys(key, raw, SETTINGS)
     checked = dict.fromkeys(SETTINGS)
     if raw.get("mode") is not None:
         if raw["mode"] not in MODES:

@@ -19,14 +19,8 @@ def config_defaults():
 
 @hookimpl
 def parse_config(config):
-    raw = config.section("tmp_volume")
-    unknown = sorted(set(raw) - set(config_defaults()["tmp_volume"]))
-    if unknown:
-        raise ConfigError(
-            f"tmp_volume.{unknown[0]}", raw[unknown[0]], "enabled, containers, name, size_limit or medium"
-        )
-    if not isinstance(raw["enabled"], bool):
-        raise ConfigError("tmp_volume.enabled", raw["enabled"], "true or false")
+    raw = formats.check_keys("tmp_volume", config.section("tmp_volume"), config_defaults()["tmp_volume"])
+    formats.check_flag("tmp_volume.enabled", raw["enabled"])
     if raw["containers"] not in TARGETS:
         raise ConfigError("tmp_volume.containers", raw["containers"], " or ".join(TARGETS))
     formats.check_object_name("tmp_volume.name", raw["name"])

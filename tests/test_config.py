@@ -110,6 +110,8 @@ def test_malformed_variables_stop_loading_naming_the_variable(environ, message):
         ("tmp_volum: {enabled: false}\n", "tmp_volum: {'enabled': False} is not valid: expected one of the sections"),
         ("disable_plugins: [profiles]\ntmp_volum: {enabled: false}\n", "tmp_volum"),  # whatever is disabled
         ("disable_plugins: [tmp_volume]\ntmp_volume: {enabeld: false}\n", "tmp_volume.enabeld"),
+        ("tmp_volume: 5\n", "tmp_volume: 5 is not valid: expected a mapping of containers, enabled"),
+        ("connection_labels: [keys]\n", "connection_labels: ['keys'] is not valid: expected a mapping"),
     ],
 )
 def test_bad_files_stop_loading_with_one_line_naming_the_key(tmp_path, text, message):

@@ -66,3 +66,17 @@ def test_tolerations_in_api_form():
         formats.check_toleration("t", {"key": "k", "operator": "Exists", "value": "x", "effect": "NoSchedule"})
     with pytest.raises(ConfigError, match="t.tolerationSeconds"):
         formats.check_toleration("t", {"key": "k", "effect": "NoSchedule", "tolerationSeconds": 5})
+
+
+def test_sections_flags_and_images():
+    assert formats.check_keys("s", {"a": 1}, ("a", "b")) == {"a": 1}
+    with pytest.raises(ConfigError, match=r"s.c: 3 is not valid: expected one of the keys a, b"):
+        formats.check_keys("s", {"a": 1, "c": 3}, ("b", "a"))
+    with pytest.raises(ConfigError, match=r"s: 5 is not valid: expected a mapping of a"):
+        formats.check_keys("s", 5, ("a",))
+    assert formats.check_flag("f", False) is False
+    with pytest.raises(ConfigError, match="f: 'yes' is not valid: expected true or false"):
+        formats.check_flag("f", "yes")
+    assert formats.check_image("i", "busybox:1.35") == "busybox:1.35"
+    with pytest.raises(ConfigError, match="an image reference"):
+        formats.check_image("i", " ")

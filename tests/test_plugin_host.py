@@ -152,54 +152,36 @@ def test_an_installed_package_is_loaded_through_its_entry_point(example_plugins)
     assert rows["profiles"]["builtin"] is True
 
 
-def test_an_installed_plugin_mutates_and_reads_its_own_section(example_plugins, tmp_path):
-    config_file = tmp_path / "podmutate.yaml"
-    config_file.write_text("team_labels:\n  team: ingestion\n")
+def mutated_labels(pythonpath, config_file=None, environ=None):
+    """The labels `podmutate mutate` gives a sync pod with the example plugins installed."""
+    config = ["--config", str(config_file)] if config_file else []
     result = run_podmutate(
         "mutate",
         "-f",
         "-",
-        "--config",
-        str(config_file),
+        *config,
         "-o",
         "json",
-        pythonpath=example_plugins,
+        pythonpath=pythonpath,
         input=json.dumps(job_pod("sync")),
+        environ=environ,
     )
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["metadata"]["labels"]["example.com/team"] == "ingestion"
+    return json.loads(result.stdout)["metadata"]["labels"]
 
 
-def test_an_installed_plugin_reads_its_environment_variable_under_the_file(example_plugins, tmp_path):
-    env_only = run_podmutate(
-        "mutate",
-        "-f",
-        "-",
-        "-o",
-        "json",
-        pythonpath=example_plugins,
-        input=json.dumps(job_pod("sync")),
-        environ={"PODMUTATE_EXAMPLE_TEAM": "billing"},
-    )
-    assert env_only.returncode == 0, env_only.stderr
-    assert json.loads(env_only.stdout)["metadata"]["labels"]["example.com/team"] == "billing"
+def test_an_installed_plugin_mutates_and_reads_its_own_section(example_plugins, tmp_path):
     config_file = tmp_path / "podmutate.yaml"
     config_file.write_text("team_labels:\n  team: ingestion\n")
-    both = run_podmutate(
-        "mutate",
-        "-f",
-        "-",
-        "--config",
-        str(config_file),
-        "-o",
-        "json",
-        pythonpath=example_plugins,
-        input=json.dumps(job_pod("sync")),
-        environ={"PODMUTATE_EXAMPLE_TEAM": "billing"},
-    )
-    assert (
-        json.loads(both.stdout)["metadata"]["labels"]["example.com/team"] == "billing"
-    )  # the environment is over the file
+    assert mutated_labels(example_plugins, config_file)["example.com/team"] == "ingestion"
+
+
+def test_an_installed_plugin_reads_its_environment_variable_over_the_file(example_plugins, tmp_path):
+    environ = {"PODMUTATE_EXAMPLE_TEAM": "billing"}
+    assert mutated_labels(example_plugins, environ=environ)["example.com/team"] == "billing"
+    config_file = tmp_path / "podmutate.yaml"
+    config_file.write_text("team_labels:\n  team: ingestion\n")
+    assert mutated_labels(example_plugins, config_file, environ)["example.com/team"] == "billing"
 
 
 def test_an_installed_plugin_can_be_disabled(example_plugins, tmp_path):
@@ -208,18 +190,7 @@ def test_an_installed_plugin_can_be_disabled(example_plugins, tmp_path):
     result = run_podmutate("plugins", "--json", "--config", str(config_file), pythonpath=example_plugins)
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert rows["team_labels"]["enabled"] is False
-    result = run_podmutate(
-        "mutate",
-        "-f",
-        "-",
-        "--config",
-        str(config_file),
-        "-o",
-        "json",
-        pythonpath=example_plugins,
-        input=json.dumps(job_pod("sync")),
-    )
-    assert "example.com/team" not in json.loads(result.stdout)["metadata"]["labels"]
+    assert "example.com/team" not in mutated_labels(example_plugins, config_file)
 
 
 def test_applying_the_patch_gives_the_mutated_pod(engine):

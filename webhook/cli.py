@@ -13,7 +13,7 @@ import click
 import yaml
 
 from certs import SERVING_DAYS, SERVING_RENEW_DAYS
-from webhook.config import yaml_problem
+from webhook.config import CONFIG_ENV, yaml_problem
 from webhook.engine import Engine, load_engine
 from webhook.errors import ConfigError
 from webhook.plugins import plugin_rows
@@ -21,6 +21,26 @@ from webhook.plugins import plugin_rows
 log = logging.getLogger("podmutate")
 
 T = TypeVar("T")
+
+
+def config_option(description: str = "YAML configuration file.") -> Callable[[Callable], Callable]:
+    """The --config option of every command that reads podmutate's configuration."""
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        envvar=CONFIG_ENV,
+        help=f"{description} [env: {CONFIG_ENV}]",
+    )
+
+
+def kubeconfig_option(
+    description: str = "Credentials outside a cluster (in one, its own).",
+) -> Callable[[Callable], Callable]:
+    """The --kubeconfig option of every command that talks to the API server."""
+    return click.option(
+        "--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG", help=f"{description} [env: KUBECONFIG]"
+    )
 
 
 def load_or_exit(config_path: str | None) -> Engine:
@@ -75,13 +95,7 @@ def main(log_level: str) -> None:
     help="Directory with tls.crt and tls.key; created with a CA when empty. "
     "[default: $PODMUTATE_STATE_DIR or ~/.local/state/podmutate, under certs/]",
 )
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    envvar="PODMUTATE_CONFIG",
-    help="YAML configuration file, reloaded when it changes. [env: PODMUTATE_CONFIG]",
-)
+@config_option("YAML configuration file, reloaded when it changes.")
 @click.option("--workers", type=click.IntRange(1, 64), help="Worker processes. [default: cores, 2 to 4]")
 @click.option(
     "--threads",
@@ -102,12 +116,7 @@ def main(log_level: str) -> None:
     envvar="PODMUTATE_CERT_SECRET",
     help="Secret (in --namespace) where replicas share the certificates podmutate manages.",
 )
-@click.option(
-    "--kubeconfig",
-    type=click.Path(dir_okay=False),
-    envvar="KUBECONFIG",
-    help="Credentials for --webhook-config and --cert-secret outside a cluster.",
-)
+@kubeconfig_option("Credentials for --webhook-config and --cert-secret outside a cluster.")
 @click.option(
     "--rotate-every",
     default=3600.0,
@@ -202,7 +211,7 @@ def serve(
     type=click.File("r"),
     help="Pod, AdmissionReview, v1 List or multi-document YAML; - for standard input.",
 )
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="PODMUTATE_CONFIG")
+@config_option()
 @click.option("--patch", is_flag=True, help="Print the JSONPatch of each Pod instead of the objects.")
 @click.option(
     "--explain",
@@ -288,7 +297,7 @@ def test_cases(directory: str, update: bool) -> None:
 
 
 @main.command()
-@click.option("--config", "config_path", type=click.Path(dir_okay=False), envvar="PODMUTATE_CONFIG")
+@config_option()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def plugins(config_path: str | None, as_json: bool) -> None:
     """List built-in and installed plugins: name, version, hooks, enabled."""
@@ -348,7 +357,7 @@ def certs_show(directory: str) -> None:
 @certs.command("inject")
 @click.option("--webhook-config", required=True, help="MutatingWebhookConfiguration name.")
 @click.option("--ca", "ca_file", required=True, type=click.File("rb"), help="CA bundle (PEM), e.g. DIR/ca.crt.")
-@click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
+@kubeconfig_option()
 def certs_inject(webhook_config: str, ca_file: Any, kubeconfig: str | None) -> None:
     """Set the caBundle of every webhook in a MutatingWebhookConfiguration (idempotent)."""
     from certs.inject import inject_ca_bundle
@@ -386,14 +395,8 @@ def certs_inject(webhook_config: str, ca_file: Any, kubeconfig: str | None) -> N
     type=click.FloatRange(min=1),
     help="Seconds to wait for the API server to answer one call.",
 )
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    envvar="PODMUTATE_CONFIG",
-    help="podmutate's configuration, for the connection label keys (connection_labels.keys).",
-)
-@click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
+@config_option("podmutate's configuration, for the connection label keys (connection_labels.keys).")
+@kubeconfig_option()
 def launch(
     source: Any,
     wait: bool,
@@ -452,14 +455,8 @@ def launch(
     type=click.Choice(["Foreground", "Background"]),
     help="Deletion propagation policy.",
 )
-@click.option(
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    envvar="PODMUTATE_CONFIG",
-    help="podmutate's configuration, for the connection label keys (connection_labels.keys).",
-)
-@click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
+@config_option("podmutate's configuration, for the connection label keys (connection_labels.keys).")
+@kubeconfig_option()
 def kill(
     connection_id: str,
     namespace: str,
@@ -511,7 +508,7 @@ def kill(
 @click.option("--webhook-config", default="podmutate", show_default=True, help="The configuration to check.")
 @click.option("--namespace", help="podmutate's namespace. [default: its Service's]")
 @click.option("--url", help="Where to reach the webhook for the certificate check (a port-forward, say).")
-@click.option("--kubeconfig", type=click.Path(dir_okay=False), envvar="KUBECONFIG")
+@kubeconfig_option()
 def doctor(source: Any, webhook_config: str, namespace: str | None, url: str | None, kubeconfig: str | None) -> None:
     """Check a webhook configuration for what takes clusters down; exit 1 on any failure."""
     from webhook.ops.doctor import check, from_cluster, from_documents

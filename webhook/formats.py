@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -14,6 +15,9 @@ from webhook.errors import ConfigError
 
 # The helpers plugins may use, each documented in docs/plugins.md.
 __all__ = [
+    "check_keys",
+    "check_flag",
+    "check_image",
     "label_value_problem",
     "qualified_name_problem",
     "check_labels",
@@ -38,6 +42,32 @@ RESOURCE_KINDS = ("requests", "limits")
 RESOURCE_NAMES = ("cpu", "memory")
 TOLERATION_OPERATORS = ("Exists", "Equal")
 TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+def check_keys(key: str, section: Any, allowed: Iterable[str]) -> dict[str, Any]:
+    """Return `section` when it is a mapping whose keys are all `allowed`; else raise ConfigError
+    naming the first other key (a typo in a section must not pass as "not set")."""
+    allowed = sorted(allowed)
+    if not isinstance(section, dict):
+        raise ConfigError(key, section, f"a mapping of {', '.join(allowed)}")
+    unknown = sorted(set(section) - set(allowed), key=str)
+    if unknown:
+        raise ConfigError(f"{key}.{unknown[0]}", section[unknown[0]], f"one of the keys {', '.join(allowed)}")
+    return section
+
+
+def check_flag(key: str, value: Any) -> bool:
+    """Return `value` when it is true or false (not a string or a number), else raise ConfigError."""
+    if not isinstance(value, bool):
+        raise ConfigError(key, value, "true or false")
+    return value
+
+
+def check_image(key: str, value: Any) -> str:
+    """Return `value` when it is an image reference (a non-blank string), else raise ConfigError."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(key, value, "an image reference such as busybox:1.35")
+    return value
 
 
 def label_value_problem(value: Any) -> str | None:

@@ -14,6 +14,7 @@ from tests.helpers import HERE
 from tests.node.conftest import CONFIG, wait_for
 
 KEYCLOAK = "keycloak"
+LABELS = {"app.kubernetes.io/name": "keycloak"}  # the plugin's default selector
 REPLICAS = 3
 EXAMPLE = f"{HERE}/../examples/podmutate-keycloak"
 IMAGE = ("ghcr.io/podmutate/podmutate-keycloak", "localhost/podmutate-keycloak:dev")
@@ -26,9 +27,9 @@ STAND_IN = {
     "metadata": {"name": "keycloak"},
     "spec": {
         "replicas": REPLICAS,
-        "selector": {"matchLabels": {"app.kubernetes.io/name": "keycloak"}},
+        "selector": {"matchLabels": LABELS},
         "template": {
-            "metadata": {"labels": {"app.kubernetes.io/name": "keycloak"}},
+            "metadata": {"labels": LABELS},
             "spec": {
                 "containers": [
                     {
@@ -51,6 +52,24 @@ def keycloak(podmutate, kubectl):
     config["keycloak"] = {"probes": PROBES}
     podmutate.apply("../examples/podmutate-keycloak/manifests", config=config, image=IMAGE)
     kubectl("create", "namespace", KEYCLOAK, check=False)
+    # Replicas of the image without the plugin may answer for a moment after the rollout (until
+    # the Service drops them): wait until a server-side dry run comes back clustered.
+    probe_pod = yaml.safe_dump(
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "probe", "labels": LABELS},
+            "spec": {"containers": [{"name": "keycloak", "image": "busybox:1.35"}]},
+        }
+    )
+    wait_for(
+        lambda: (
+            "jgroups.dns.query"
+            in kubectl("create", "-n", KEYCLOAK, "--dry-run=server", "-o", "json", "-f", "-", input=probe_pod).stdout
+        ),
+        "podmutate with the Keycloak plugin to answer",
+        timeout=60,
+    )
     kubectl("apply", "-n", KEYCLOAK, "-f", f"{EXAMPLE}/manifests/headless-service.yaml")
     yield
     kubectl("delete", "namespace", KEYCLOAK, "--wait=false", check=False)

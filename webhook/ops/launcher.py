@@ -274,8 +274,12 @@ def live_pods(
     label_key: str = DEFAULT_LABEL_KEYS[CONNECTION_ID],
 ) -> list:
     """Every non-terminal pod of the connection, across all its attempts and process ids."""
-    pods = core.list_namespaced_pod(namespace, label_selector=f"{label_key}={connection_id}").items
-    return [pod for pod in pods if not is_terminal(pod)]
+    return [pod for pod in connection_pods(core, namespace, connection_id, label_key) if not is_terminal(pod)]
+
+
+def connection_pods(core: kubernetes.client.CoreV1Api, namespace: str, connection_id: str, label_key: str) -> list:
+    """Every pod of the connection, terminated ones included."""
+    return core.list_namespaced_pod(namespace, label_selector=f"{label_key}={connection_id}").items
 
 
 def kill_connection(
@@ -291,18 +295,23 @@ def kill_connection(
 ) -> list[str]:
     """Delete every live pod of the connection (foreground propagation, as Airbyte) until none is left.
 
-    Returns the names of the pods it deleted (or, with `dry_run`, would delete). Pods already
-    gone are fine, so a second kill is a no-op. Raises KillTimeout naming the pods left after
-    `timeout` seconds.
+    The pods it deleted are waited for until they are gone, as Airbyte waited for the deletion:
+    a pod whose containers ended may still be torn down. Returns the names of the pods it
+    deleted (or, with `dry_run`, would delete). Pods already gone are fine, so a second kill is
+    a no-op. Raises KillTimeout naming the pods left after `timeout` seconds.
     """
     killed: list[str] = []
     deadline = time.monotonic() + timeout
     while True:
-        live = live_pods(core, namespace, connection_id, label_key)
-        if dry_run or not live:
-            return [pod.metadata.name for pod in live] if dry_run else killed
+        listed = connection_pods(core, namespace, connection_id, label_key)
+        live = [pod for pod in listed if not is_terminal(pod)]
+        if dry_run:
+            return [pod.metadata.name for pod in live]
+        going = [pod for pod in listed if pod.metadata.name in killed and is_terminal(pod)]
+        if not live and not going:
+            return killed
         if time.monotonic() >= deadline:
-            raise KillTimeout(connection_id, [pod.metadata.name for pod in live], timeout)
+            raise KillTimeout(connection_id, [pod.metadata.name for pod in live + going], timeout)
         for pod in live:
             try:
                 core.delete_namespaced_pod(pod.metadata.name, namespace, propagation_policy=propagation)

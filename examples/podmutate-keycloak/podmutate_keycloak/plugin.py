@@ -66,10 +66,7 @@ def config_from_environ(environ):
 
 @hookimpl
 def parse_config(config):
-    raw = config.section(SECTION)
-    unknown = sorted(set(raw) - set(config_defaults()[SECTION]))
-    if unknown:
-        raise ConfigError(f"{SECTION}.{unknown[0]}", raw[unknown[0]], f"one of {sorted(config_defaults()[SECTION])}")
+    raw = formats.check_keys(SECTION, config.section(SECTION), config_defaults()[SECTION])
     selector = formats.check_labels(f"{SECTION}.selector", raw["selector"] or DEFAULT_SELECTOR)
     if not selector:
         raise ConfigError(f"{SECTION}.selector", selector, "at least one label that Keycloak pods carry")
@@ -77,12 +74,9 @@ def parse_config(config):
     for key in ("container", "cache", "cache_stack"):
         if not isinstance(raw[key], str) or not raw[key]:
             raise ConfigError(f"{SECTION}.{key}", raw[key], "a non-empty string")
-    probes = raw["probes"]
-    if not isinstance(probes, dict) or set(probes) - set(PROBES):
-        raise ConfigError(f"{SECTION}.probes", probes, f"a mapping with {' and/or '.join(PROBES)}")
+    probes = formats.check_keys(f"{SECTION}.probes", raw["probes"], PROBES)
     for name, timings in probes.items():
-        if not isinstance(timings, dict) or set(timings) - set(PROBE_FIELDS):
-            raise ConfigError(f"{SECTION}.probes.{name}", timings, f"a mapping of {', '.join(PROBE_FIELDS)}")
+        formats.check_keys(f"{SECTION}.probes.{name}", timings, PROBE_FIELDS)
         for field, value in timings.items():
             if (
                 isinstance(value, bool)
