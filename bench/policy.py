@@ -21,8 +21,14 @@ What CEL cannot do here, and the policy leaves out:
 import json
 
 from plugins.init_container import init_script
-
-JOB_TYPE_LABEL = "podmutate.io/job-type"
+from webhook.contract import (
+    CONFIG_DIR,
+    INIT_CONTAINER,
+    JOB_TYPE_LABEL,
+    PIPES_DIR,
+    STATUS_CHECK_ANNOTATION,
+    SUCCESS_FILE,
+)
 
 
 def mutating_admission_policy(name="podmutate-equivalent"):
@@ -30,20 +36,20 @@ def mutating_admission_policy(name="podmutate-equivalent"):
     env = ", ".join(
         f'Object.spec.initContainers.env{{name: "{key}", value: "{value}"}}'
         for key, value in (
-            ("PIPES_DIR", "/pipes"),
-            ("CONFIG_DIR", "/config"),
-            ("SUCCESS_FILE", "FINISHED_UPLOADING"),
+            ("PIPES_DIR", PIPES_DIR),
+            ("CONFIG_DIR", CONFIG_DIR),
+            ("SUCCESS_FILE", SUCCESS_FILE),
             ("USES_STDIN", "false"),
             ("TIMEOUT_SECONDS", "300"),
         )
     )
     init_container = f"""Object.spec.initContainers{{
-      name: "init", image: "busybox:1.35", workingDir: "/config",
+      name: "{INIT_CONTAINER}", image: "busybox:1.35", workingDir: "{CONFIG_DIR}",
       command: ["sh", "-c", {script}],
       env: [{env}],
       volumeMounts: [
-        Object.spec.initContainers.volumeMounts{{name: "airbyte-pipes", mountPath: "/pipes"}},
-        Object.spec.initContainers.volumeMounts{{name: "airbyte-config", mountPath: "/config"}}
+        Object.spec.initContainers.volumeMounts{{name: "airbyte-pipes", mountPath: "{PIPES_DIR}"}},
+        Object.spec.initContainers.volumeMounts{{name: "airbyte-config", mountPath: "{CONFIG_DIR}"}}
       ]
     }}"""
     # The init container's command is an atomic list, which an apply configuration may not set:
@@ -51,12 +57,12 @@ def mutating_admission_policy(name="podmutate-equivalent"):
     # JSONPatch value makes kube-apiserver 1.34.4 panic, so an empty list is added first.)
     add_init = f"""
 (has(object.spec.initContainers) ? [] : [JSONPatch{{op: "add", path: "/spec/initContainers", value: []}}]) +
-(has(object.spec.initContainers) && object.spec.initContainers.exists(c, c.name == "init") ? [] :
+(has(object.spec.initContainers) && object.spec.initContainers.exists(c, c.name == "{INIT_CONTAINER}") ? [] :
   [JSONPatch{{op: "add", path: "/spec/initContainers/-", value: {init_container}}}])"""
     expression = f"""
 Object{{
   metadata: Object.metadata{{
-    annotations: {{"podmutate.io/status-check-interval":
+    annotations: {{"{STATUS_CHECK_ANNOTATION}":
       object.metadata.labels["{JOB_TYPE_LABEL}"] in ["spec", "check", "discover"] ? "1" : "30"}}
   }},
   spec: Object.spec{{
@@ -69,8 +75,8 @@ Object{{
       name: c.name,
       volumeMounts: c.name == "main" ? [
         Object.spec.containers.volumeMounts{{name: "tmp", mountPath: "/tmp"}},
-        Object.spec.containers.volumeMounts{{name: "airbyte-pipes", mountPath: "/pipes"}},
-        Object.spec.containers.volumeMounts{{name: "airbyte-config", mountPath: "/config"}}
+        Object.spec.containers.volumeMounts{{name: "airbyte-pipes", mountPath: "{PIPES_DIR}"}},
+        Object.spec.containers.volumeMounts{{name: "airbyte-config", mountPath: "{CONFIG_DIR}"}}
       ] : [Object.spec.containers.volumeMounts{{name: "tmp", mountPath: "/tmp"}}]
     }})
   }}

@@ -472,8 +472,7 @@ def kill(
     from webhook.ops.kubeapi import Timeouts
     from webhook.ops.launcher import KillTimeout, core_api, kill_connection
 
-    # Each call may take a part of the whole: an API server that never answers cannot hold a kill longer.
-    timeouts = Timeouts(connect=min(5.0, max(timeout / 4, 1.0)), read=max(timeout / 2, 1.0), attempts=2)
+    timeouts = Timeouts.within(timeout)
     label_key = label_keys(load_or_exit(config_path).config)[CONNECTION_ID]
     try:
         names = cluster(

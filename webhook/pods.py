@@ -150,18 +150,24 @@ def container_name_taken(pod: dict, name: str) -> bool:
 def main_container(pod: dict) -> dict | None:
     """The container named `main`, else the first one; None for a pod without containers."""
     found = containers(pod)
-    for container in found:
-        if container.get("name") == MAIN_CONTAINER:
-            return container
-    return found[0] if found else None
+    return _named(found, MAIN_CONTAINER) or (found[0] if found else None)
 
 
 def volume(pod: dict, name: str) -> dict | None:
     """The pod volume called `name`, or None."""
-    for candidate in spec(pod).get("volumes") or []:
-        if candidate.get("name") == name:
-            return candidate
-    return None
+    return _named(spec(pod).get("volumes"), name)
+
+
+def _append(parent: dict, field: str, item: dict) -> None:
+    """Append `item` to the list `parent[field]`, created when missing or null."""
+    if parent.get(field) is None:
+        parent[field] = []
+    parent[field].append(item)
+
+
+def _named(items: list | None, name: str) -> dict | None:
+    """The first of `items` called `name`, or None."""
+    return next((item for item in items or [] if item.get("name") == name), None)
 
 
 def add_volume(pod: dict, new_volume: dict) -> dict:
@@ -169,10 +175,7 @@ def add_volume(pod: dict, new_volume: dict) -> dict:
     existing = volume(pod, new_volume["name"])
     if existing is not None:
         return existing
-    pod_spec = spec(pod)
-    if pod_spec.get("volumes") is None:
-        pod_spec["volumes"] = []
-    pod_spec["volumes"].append(new_volume)
+    _append(spec(pod), "volumes", new_volume)
     return new_volume
 
 
@@ -207,17 +210,12 @@ def add_mount(container: dict, volume_name: str, path: str) -> None:
     """Mount `volume_name` at `path` unless the container uses that path already (mount or device)."""
     if path_in_use(container, path):
         return
-    if container.get("volumeMounts") is None:
-        container["volumeMounts"] = []
-    container["volumeMounts"].append({"name": volume_name, "mountPath": path})
+    _append(container, "volumeMounts", {"name": volume_name, "mountPath": path})
 
 
 def init_container(pod: dict, name: str) -> dict | None:
     """The init container called `name`, or None."""
-    for container in spec(pod).get("initContainers") or []:
-        if container.get("name") == name:
-            return container
-    return None
+    return _named(spec(pod).get("initContainers"), name)
 
 
 def add_init_container(pod: dict, container: dict) -> bool:
@@ -228,10 +226,7 @@ def add_init_container(pod: dict, container: dict) -> bool:
     """
     if container_name_taken(pod, container["name"]):
         return False
-    pod_spec = spec(pod)
-    if pod_spec.get("initContainers") is None:
-        pod_spec["initContainers"] = []
-    pod_spec["initContainers"].append(container)
+    _append(spec(pod), "initContainers", container)
     return True
 
 

@@ -9,11 +9,10 @@ import pytest
 
 from tests.e2e.controlplane import HOW_TO_GET, ControlPlane, find_binaries
 from tests.helpers import attach_log_tails, kubectl_binary, mark_tests_under, serve
+from webhook.contract import JOB_TYPE_LABEL, STATUS_CHECK_ANNOTATION
 
 pytestmark = pytest.mark.e2e
 
-JOB_TYPE_LABEL = "podmutate.io/job-type"
-STATUS_CHECK_ANNOTATION = "podmutate.io/status-check-interval"
 
 _running = {}
 

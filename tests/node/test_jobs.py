@@ -75,6 +75,21 @@ def terminated(core, name, container, init=False, timeout=90):
     return wait_for(state, f"{container} of pod {name} to end", timeout=timeout)
 
 
+def create_sync_pod(core, name, spec, annotations=None):
+    """A sync job pod created directly, without the init wait (nothing will upload to it)."""
+    core.create_namespaced_pod(
+        JOBS,
+        {
+            "metadata": {
+                "name": name,
+                "labels": {"podmutate.io/job-type": "sync", "connection_id": connection()},
+                "annotations": {"podmutate.io/init-wait": "false", **(annotations or {})},
+            },
+            "spec": {"restartPolicy": "Never", **spec},
+        },
+    )
+
+
 def start(core, description):
     """Launch a job, hand it its (empty) config, and wait until its main container runs."""
     name = launch(core, description, kill_running=False).metadata.name
@@ -203,28 +218,22 @@ def test_fix_permissions_lets_a_non_root_main_container_write_its_volume(jobs, c
         os.mkdir(host_dir, 0o755)  # root's, and not writable by the job's user until chowned
         annotations = {"podmutate.io/fix-permissions": "data"} if fixed else {}
         name = f"fix-permissions-{'on' if fixed else 'off'}-{uuid.uuid4().hex[:5]}"
-        core.create_namespaced_pod(
-            JOBS,
+        create_sync_pod(
+            core,
+            name,
             {
-                "metadata": {
-                    "name": name,
-                    "labels": {"podmutate.io/job-type": "sync", "connection_id": connection()},
-                    "annotations": {"podmutate.io/init-wait": "false", **annotations},
-                },
-                "spec": {
-                    "restartPolicy": "Never",
-                    "securityContext": {"runAsUser": 1000, "runAsGroup": 1000},
-                    "containers": [
-                        {
-                            "name": "main",
-                            "image": BUSYBOX,
-                            "command": ["sh", "-c", "echo written > /data/out && id -u"],
-                            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
-                        }
-                    ],
-                    "volumes": [{"name": "data", "hostPath": {"path": host_dir, "type": "Directory"}}],
-                },
+                "securityContext": {"runAsUser": 1000, "runAsGroup": 1000},
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": BUSYBOX,
+                        "command": ["sh", "-c", "echo written > /data/out && id -u"],
+                        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                    }
+                ],
+                "volumes": [{"name": "data", "hostPath": {"path": host_dir, "type": "Directory"}}],
             },
+            annotations,
         )
         state = terminated(core, name, "main")
         outcomes[fixed] = state.exit_code
@@ -235,18 +244,11 @@ def test_fix_permissions_lets_a_non_root_main_container_write_its_volume(jobs, c
 
 def test_a_missing_image_is_left_to_kubernetes(jobs, core):
     name = f"missing-image-{uuid.uuid4().hex[:5]}"
-    core.create_namespaced_pod(
-        JOBS,
+    create_sync_pod(
+        core,
+        name,
         {
-            "metadata": {
-                "name": name,
-                "labels": {"podmutate.io/job-type": "sync", "connection_id": connection()},
-                "annotations": {"podmutate.io/init-wait": "false"},
-            },
-            "spec": {
-                "restartPolicy": "Never",
-                "containers": [{"name": "main", "image": "localhost/podmutate-absent:1", "imagePullPolicy": "Never"}],
-            },
+            "containers": [{"name": "main", "image": "localhost/podmutate-absent:1", "imagePullPolicy": "Never"}],
         },
     )
     state = wait_for(

@@ -36,6 +36,12 @@ class Timeouts:
     attempts: int = 4
     backoff: float = 0.5  # the first retry waits about this long, each next one twice as long
 
+    @classmethod
+    def within(cls, seconds: float) -> "Timeouts":
+        """Timeouts for calls that all must end within `seconds`: each call may take a part of the
+        whole, so an API server that never answers cannot hold the caller longer."""
+        return cls(connect=min(5.0, max(seconds / 4, 1.0)), read=max(seconds / 2, 1.0), attempts=2)
+
 
 DEFAULT_TIMEOUTS = Timeouts()
 
