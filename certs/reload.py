@@ -114,11 +114,6 @@ class ReloadingContext:
         self._keep(self.cert_file, self.key_file)
         return context
 
-    @property
-    def reloads(self) -> int:
-        """How many new pairs took effect since the start."""
-        return self._watcher.reloads
-
     def serving_files(self) -> tuple[str, str]:
         """(certificate file, key file) of the pair in force: the followed files, or the last good copy."""
         return self._serving

@@ -89,10 +89,11 @@ def mutate_pod(pod, job_type, config, request):
             request.warn(f"podmutate: label {key}={value!r} not added: {problem}")
             continue
         labels(pod)[key] = value
-        request.explain(
-            f"/metadata/labels/{pointer_token(key)}",
-            f"annotation {annotation_key}" if annotation(pod, annotation_key) is not None else f"env {env_name}",
-        )
+        if request.sources is not None:  # podmutate mutate --explain
+            request.explain(
+                f"/metadata/labels/{pointer_token(key)}",
+                f"annotation {annotation_key}" if annotation(pod, annotation_key) is not None else f"env {env_name}",
+            )
     if label(pod, settings["keys"][CONNECTION_ID]) is not None:
         return
     if settings["required"][job_type]:

@@ -74,3 +74,18 @@ def test_a_bad_setting_is_one_line_naming_it(installed, tmp_path):
         "Error: invalid configuration: keycloak.probes.readiness.periodSeconds: 0 is not "
         "valid: expected a whole number of seconds (or times)"
     )
+
+
+def test_a_liveness_success_threshold_the_api_server_refuses_is_refused_here(installed, tmp_path):
+    config = tmp_path / "podmutate.yaml"
+    config.write_text(yaml.safe_dump({"keycloak": {"probes": {"liveness": {"successThreshold": 2}}}}))
+    result = podmutate(
+        "mutate",
+        "-f",
+        os.path.join(EXAMPLE, "tests", "clustered", "pod.yaml"),
+        "--config",
+        str(config),
+        pythonpath=installed,
+    )
+    assert result.returncode == 1
+    assert "keycloak.probes.liveness.successThreshold: 2 is not valid: expected 1" in result.stderr

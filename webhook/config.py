@@ -1,14 +1,11 @@
 """Configuration: built-in defaults, the YAML file and the environment, merged and checked once."""
 
 import copy
-import hashlib
-import json
 import logging
 import os
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -67,12 +64,6 @@ class Config:
     def section(self, name: str) -> Any:
         """A plain, private copy of the section `name` as loaded (a plugin may edit it as it checks it)."""
         return thaw(self.sections[name])
-
-    @cached_property
-    def digest(self) -> str:
-        """A short hash of the sections: equal configurations have equal digests."""
-        text = json.dumps(thaw(self.sections), sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     @property
     def failure_mode(self) -> str:

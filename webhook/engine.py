@@ -145,7 +145,7 @@ class EngineWatcher:
 
     def check(self) -> bool:
         """Reload now if the file changed; True when a new configuration took effect."""
-        return bool(self._watcher.paths) and self._watcher.check()
+        return self._watcher.check()
 
     def watch(self) -> None:
         """Check the file once per interval from a daemon thread."""

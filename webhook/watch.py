@@ -56,7 +56,6 @@ class FileWatcher(Generic[T]):
         self.paths = tuple(paths)
         self.what = what
         self.interval = interval
-        self.reloads = 0
         self._load = load
         self._refused = refused
         self._check_on_read = check_on_read
@@ -88,7 +87,6 @@ class FileWatcher(Generic[T]):
             self._value = value
             for callback in self._on_change:
                 callback(value)
-            self.reloads += 1
             log.info("%s reloaded", self.what)
             return True
 

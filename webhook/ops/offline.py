@@ -54,12 +54,12 @@ def _mutate(document: Any, engine: Engine, mutations: list[Mutation]) -> Any:
         request, pod = admission.parse_review(document)
         return pod if pod is None else _mutate_pod(pod, engine, mutations, request)
     if kind == "Pod" and str(document.get("apiVersion", "v1")) == "v1":
+        admission.check_object_shape(document)  # an AdmissionReview's pod is checked by parse_review
         return _mutate_pod(document, engine, mutations)
     return document
 
 
 def _mutate_pod(pod: dict, engine: Engine, mutations: list[Mutation], request: AdmissionRequest | None = None) -> dict:
-    admission.check_object_shape(pod)
     mutation = admission.mutate(pod, engine, request)
     mutations.append(mutation)
     return mutation.pod

@@ -84,6 +84,9 @@ def parse_config(config):
                 or value < (0 if field == "initialDelaySeconds" else 1)
             ):
                 raise ConfigError(f"{SECTION}.probes.{name}.{field}", value, "a whole number of seconds (or times)")
+        if name == "liveness" and timings.get("successThreshold", 1) != 1:
+            # The API server refuses a liveness probe that must succeed more than once.
+            raise ConfigError(f"{SECTION}.probes.liveness.successThreshold", timings["successThreshold"], "1")
     return {**raw, "selector": selector, "probes": {PROBES[name]: timings for name, timings in probes.items()}}
 
 
