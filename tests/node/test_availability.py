@@ -1,6 +1,15 @@
-"""failurePolicy Fail while podmutate changes: every job pod created in the meantime is created, and mutated."""
+"""failurePolicy Fail while podmutate changes: every job pod created in the meantime is created, and mutated.
+
+One loss is physical, not podmutate's: a worker killed outright (SIGKILL, the OOM killer) takes
+the connections it holds with it, and a review in flight on one of them fails its create with
+the API server's InternalError — the kube-apiserver never retries a webhook POST. So, in that
+phase only, a failure is allowed when it is exactly that (the webhook call cut by a reset or a
+lost connection), for a create begun before the kill had been seen; each is created again, as a
+client retries a 500, and must then be created and mutated.
+"""
 
 import os
+import re
 import signal
 import threading
 import time
@@ -17,6 +26,11 @@ RATE = 5.0  # pod creations per second
 MIN_SECONDS = 60.0
 MAX_SECONDS = 180.0
 CERT_VALIDITY = 60  # seconds: a serving pair is renewed every half of it, several times a run
+# What the API server says when the connection carrying a review is cut under it.
+CUT_CONNECTION = re.compile(
+    r"failed calling webhook .*(connection reset by peer|EOF|client connection lost|broken pipe)"
+)
+KILL_SEEN_WITHIN = 1.0  # seconds after the kill in which a create may still meet the dead worker
 
 
 def stream_pod(index):
@@ -41,22 +55,30 @@ class Stream:
         self.core = core
         self.phase = "steady"
         self.counts = {}
-        self.failures = []
+        self.failures = []  # (phase, started, pod, message)
         self._stop = threading.Event()
         self._lock = threading.Lock()
 
-    def _create(self, index, phase):
+    def create(self, pod):
+        """'mutated', 'unmutated', or the API server's error."""
         try:
-            pod = self.core.create_namespaced_pod(STREAM, stream_pod(index))
-            outcome = "mutated" if [c.name for c in pod.spec.init_containers or []] == ["init"] else "unmutated"
+            created = self.core.create_namespaced_pod(STREAM, pod)
         except ApiException as error:
-            outcome = "failed"
-            self.failures.append(f"{phase}: {error.status} {error.reason}: {error.body}"[:400])
+            return f"{error.status} {error.reason}: {error.body}"
+        return "mutated" if [c.name for c in created.spec.init_containers or []] == ["init"] else "unmutated"
+
+    def _create(self, index, phase):
+        started = time.monotonic()
+        pod = stream_pod(index)
+        outcome = self.create(pod)
         with self._lock:
             counts = self.counts.setdefault(phase, {"created": 0, "mutated": 0, "unmutated": 0, "failed": 0})
-            counts["failed" if outcome == "failed" else "created"] += 1
-            if outcome != "failed":
+            if outcome in ("mutated", "unmutated"):
+                counts["created"] += 1
                 counts[outcome] += 1
+            else:
+                counts["failed"] += 1
+                self.failures.append((phase, started, pod, outcome))
 
     def run(self):
         with ThreadPoolExecutor(max_workers=16) as pool:
@@ -125,6 +147,7 @@ def test_every_job_pod_is_created_and_mutated_while_podmutate_restarts_crashes_a
         stream.phase = "worker SIGKILL"
         victim = wait_for(lambda: len(webhook_pods(core)) == 2 and webhook_pods(core)[0], "two Ready replicas")
         os.kill(worker_pid(victim), signal.SIGKILL)
+        killed = time.monotonic()
         time.sleep(10)
         stream.phase = "certificate rotation"
         while time.monotonic() - started < MIN_SECONDS or len(serving_pairs) < 3:
@@ -138,6 +161,12 @@ def test_every_job_pod_is_created_and_mutated_while_podmutate_restarts_crashes_a
             f"\navailability under failurePolicy Fail ({RATE:.0f}/s, {time.monotonic() - started:.0f}s, "
             f"{len(serving_pairs)} serving pairs seen): {stream.counts}"
         )
-    assert stream.failures == []
+    lost = [(started, pod, message) for phase, started, pod, message in stream.failures if phase == "worker SIGKILL"]
+    assert [failure for failure in stream.failures if failure[0] != "worker SIGKILL"] == []
+    for started, pod, message in lost:
+        assert CUT_CONNECTION.search(message), f"not a review cut by the kill: {message[:400]}"
+        assert started < killed + KILL_SEEN_WITHIN, f"begun {started - killed:.1f}s after the kill: {message[:400]}"
+        assert stream.create(pod) == "mutated", "a create cut by the kill, made again, is created and mutated"
+    print(f"reviews cut by the worker's SIGKILL, then created by a retry: {len(lost)}")
     assert all(counts["unmutated"] == 0 and counts["created"] > 0 for counts in stream.counts.values()), stream.counts
     assert set(stream.counts) >= {"rollout restart", "worker SIGKILL", "certificate rotation"}
