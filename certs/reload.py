@@ -8,6 +8,7 @@ import ssl
 from cryptography import x509
 
 from certs import CA_FILE, CERT_FILE, KEY_FILE, issued_by, load_bundle, now, read_bytes, write_atomically
+from webhook.metrics import CERTIFICATE_RELOADS
 from webhook.watch import FileWatcher
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ class ReloadingContext:
             interval=interval,
             check_on_read=True,
             on_change=[self._took_effect],
+            reloads=CERTIFICATE_RELOADS,
         )
 
     def _load_followed(self) -> ssl.SSLContext:

@@ -132,9 +132,10 @@ def example_plugin_path(tmp_path_factory, source=EXAMPLE_PLUGIN):
 class Served:
     """A running `podmutate serve` on 127.0.0.1 and a verifying HTTPS session to it."""
 
-    def __init__(self, process, port, cert_dir, log_path):
+    def __init__(self, process, port, cert_dir, log_path, metrics_port=None):
         self.process = process
         self.port = port
+        self.metrics_port = metrics_port
         self.cert_dir = cert_dir
         self.log_path = log_path
         self.url = f"https://127.0.0.1:{port}"
@@ -155,6 +156,17 @@ class Served:
     def get(self, path):
         # verify= on each call: a session's own is overridden by $REQUESTS_CA_BUNDLE.
         return self.session.get(self.url + path, timeout=10, verify=self.ca_file)
+
+    def metrics(self):
+        """The samples of GET /metrics (plain HTTP, its own port): {(name, sorted label items): value}."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        text = requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
 
     def log(self):
         with open(self.log_path, encoding="utf-8", errors="replace") as stream:
@@ -177,6 +189,8 @@ def serve(tmp_path, *, config=None, env=None, args=(), workers=1):
         str(cert_dir),
         "--workers",
         str(workers),
+        "--metrics-port",
+        str(metrics_port := free_port()),
         *args,
     ]
     if config is not None:
@@ -188,7 +202,7 @@ def serve(tmp_path, *, config=None, env=None, args=(), workers=1):
     environment.update(env or {})
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
-    served = Served(process, port, str(cert_dir), str(log_path))
+    served = Served(process, port, str(cert_dir), str(log_path), metrics_port)
     try:
         wait_ready(served)
         yield served

@@ -39,7 +39,10 @@ def test_mutate_a_list_and_an_admission_review_as_json():
 def test_patch_output_is_the_rfc6902_patch():
     result = podmutate("mutate", "-f", "-", "--patch", "-o", "json", input=json.dumps(job_pod("discover")))
     patch = json.loads(result.stdout)
-    assert {"op": "add", "path": "/metadata/annotations", "value": {"podmutate.io/status-check-interval": "1"}} in patch
+    annotations = next(operation for operation in patch if operation["path"] == "/metadata/annotations")
+    assert annotations["op"] == "add"
+    assert annotations["value"]["podmutate.io/status-check-interval"] == "1"
+    assert json.loads(annotations["value"]["podmutate.io/mutated-by"])["plugins"]["init_container"]
 
 
 def test_bad_yaml_is_one_line_naming_the_document_and_line():

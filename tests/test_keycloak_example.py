@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tests.helpers import HERE, PODMUTATE, example_plugin_path, job_pod
+from webhook.contract import MUTATED_BY_ANNOTATION
 
 EXAMPLE = os.path.join(HERE, "..", "examples", "podmutate-keycloak")
 
@@ -55,7 +56,12 @@ def test_a_second_pass_changes_nothing_and_job_pods_are_untouched_by_it(installe
         text=True,
         input=json.dumps(job_pod("sync")),
     )
-    assert json.loads(without.stdout) == json.loads(plain.stdout)
+    with_keycloak, plain_pod = json.loads(without.stdout), json.loads(plain.stdout)
+    named = [
+        json.loads(pod["metadata"]["annotations"].pop(MUTATED_BY_ANNOTATION)) for pod in (with_keycloak, plain_pod)
+    ]
+    assert with_keycloak == plain_pod  # the job pod is untouched by the keycloak plugin...
+    assert "keycloak" in named[0]["plugins"] and "keycloak" not in named[1]["plugins"]  # ...which is still named
 
 
 def test_a_bad_setting_is_one_line_naming_it(installed, tmp_path):

@@ -9,6 +9,7 @@ import pytest
 
 from tests.helpers import PODMUTATE, apply_answer, job_pod, review
 from webhook import Denied, admission, hookimpl
+from webhook.app import create_app
 from webhook.engine import load_engine, parse_settings
 from webhook.errors import ConfigError
 from webhook.plugins import BUILTIN_PLUGINS, make_plugin_manager
@@ -97,14 +98,18 @@ def test_a_plugin_classifier_runs_before_the_builtin_one(with_plugin):
 
 def test_failing_plugin_in_ignore_mode_admits_the_pod_unpatched_and_warns(with_plugin, caplog):
     engine = with_plugin(Raising(), "raising")
-    answer = admission.review(review(job_pod("sync")), engine)
+    answer = create_app(engine).test_client().post("/mutate", json=review(job_pod("sync"))).get_json()
     response = answer["response"]
     assert response["allowed"] is True
     assert "patch" not in response
     assert response["warnings"] == [
         "podmutate: plugin 'raising' failed: KeyError: 'no such thing'; the pod was admitted unmutated"
     ]
-    assert "pod jobs/source-pg-sync-1-0-abcde: plugin 'raising' failed" in caplog.text
+    failure = [record for record in caplog.records if record.levelname == "WARNING"]
+    assert len(failure) == 1, caplog.text  # one line, naming the pod and the plugin
+    assert "pod=jobs/source-pg-sync-1-0-abcde" in failure[0].message
+    assert "plugin=raising" in failure[0].message and "KeyError" in failure[0].message
+    assert response["auditAnnotations"] == {"failed-plugin": "raising"}
 
 
 def test_failing_plugin_in_fail_mode_denies_naming_the_plugin():

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import pluggy
 
+from webhook import pods
+from webhook.contract import MUTATED_BY_ANNOTATION
 from webhook.errors import Denied, ReviewError
+from webhook.metrics import DENIED, FAILED, MUTATED, NO_JOB_TYPE, UNCHANGED
 from webhook.patch import copy, diff
 from webhook.validity import problems
 
@@ -61,6 +65,13 @@ class Mutation:
     patch: list
     warnings: list
     original: dict = field(default_factory=dict, repr=False)  # the pod as it came
+    timings: list = field(default_factory=list, repr=False)  # (plugin, seconds its mutate_pod took)
+    touched: list | None = field(default=None, repr=False)  # (JSON pointer, plugin), when attributing
+
+    @property
+    def changed_by(self) -> list[str]:
+        """The plugins that changed something, in calling order (known when attributing)."""
+        return list(dict.fromkeys(plugin for _path, plugin in self.touched or ()))
 
 
 class PluginError(Exception):
@@ -72,60 +83,75 @@ class PluginError(Exception):
         super().__init__(f"plugin {plugin!r} failed: {type(error).__name__}: {error}")
 
 
-def mutate(pod: dict, engine: Engine, request: AdmissionRequest | None = None) -> Mutation:
-    """Classify `pod` and run every enabled plugin on a deep copy of it; `pod` is left untouched.
+def mutate(pod: dict, engine: Engine, request: AdmissionRequest | None = None, *, attribute: bool = False) -> Mutation:
+    """Classify `pod` and run every enabled plugin, one at a time, on a deep copy of it; `pod` is left untouched.
 
-    Returns a Mutation whose patch is the RFC 6902 diff of the copy against `pod`. Raises
-    Denied when a plugin refuses the pod, and PluginError when one raises anything else: the
-    copy is then thrown away whole, so a failure never yields half a patch.
+    Returns a Mutation whose patch is the RFC 6902 diff of the copy against `pod`, with how long
+    each plugin took and, with `attribute`, which plugin changed which path. Raises Denied when
+    a plugin refuses the pod, and PluginError when one raises anything else: the copy is then
+    thrown away whole, so a failure never yields half a patch.
     """
     request = request or AdmissionRequest(namespace=(pod.get("metadata") or {}).get("namespace") or "")
-    hook, config = engine.plugins.hook, engine.config
     try:
-        job_type = hook.classify_pod(pod=pod, namespace=request.namespace, config=config)
-        if job_type is None:
-            return Mutation(job_type=None, pod=pod, patch=[], warnings=list(request.warnings), original=pod)
-        mutated = copy(pod)
-        hook.mutate_pod(pod=mutated, job_type=job_type, config=config, request=request)
-        found = problems(mutated)  # almost always empty: then the original need not be checked
-        if found and found - problems(pod):
-            mutated = mutate_validly(pod, job_type, engine, request)
+        job_type = engine.plugins.hook.classify_pod(pod=pod, namespace=request.namespace, config=engine.config)
     except Denied:
         raise
     except Exception as error:
         raise PluginError(blame(engine.plugins, error), error) from error
-    patch = diff(pod, mutated)
-    return Mutation(job_type=job_type, pod=mutated, patch=patch, warnings=list(request.warnings), original=pod)
+    if job_type is None:
+        return Mutation(job_type=None, pod=pod, patch=[], warnings=list(request.warnings), original=pod)
+    mutation = Mutation(job_type, copy(pod), [], [], original=pod, touched=[] if attribute else None)
+    for name, mutate_alone in engine.mutators:
+        run_plugin(name, mutate_alone, mutation.pod, mutation, engine, request)
+    found = problems(mutation.pod)  # almost always empty: then the original need not be checked
+    if found and found - problems(pod):
+        mutate_validly(mutation, engine, request)
+    if engine.config.mutated_by_annotation and mutation.pod != pod:
+        pods.annotations(mutation.pod)[MUTATED_BY_ANNOTATION] = engine.mutated_by
+    mutation.patch = diff(pod, mutation.pod)
+    mutation.warnings = list(request.warnings)
+    return mutation
 
 
-def one_plugin_at_a_time(pm: pluggy.PluginManager) -> list[tuple[str, Any]]:
-    """(name, hook caller of that plugin alone) for every mutate_pod implementation, in calling order."""
-    impls = pm.hook.mutate_pod.get_hookimpls()
-    return [
-        (
-            impl.plugin_name,
-            pm.subset_hook_caller("mutate_pod", remove_plugins=[other.plugin for other in impls if other is not impl]),
-        )
-        for impl in reversed(impls)
-    ]  # pluggy calls the last registered first
+def run_plugin(
+    name: str, mutate_alone: Any, pod: dict, mutation: Mutation, engine: Engine, request: AdmissionRequest
+) -> list[tuple[str, str]]:
+    """Run one plugin's mutate_pod on `pod`, timed; the paths it changed, when attributing."""
+    before = copy(pod) if mutation.touched is not None else None
+    started = time.perf_counter()
+    try:
+        mutate_alone(pod=pod, job_type=mutation.job_type, config=engine.config, request=request)
+    except Denied:
+        raise
+    except Exception as error:
+        raise PluginError(name, error) from error
+    finally:
+        mutation.timings.append((name, time.perf_counter() - started))
+    if before is None:
+        return []
+    touched = [(operation["path"], name) for operation in diff(before, pod)]
+    mutation.touched = [*mutation.touched, *touched] if mutation.touched is not None else touched
+    return touched
 
 
-def mutate_validly(pod: dict, job_type: str, engine: Engine, request: AdmissionRequest) -> dict:
-    """Run the plugins one at a time, in their usual order, undoing any whose change the API
+def mutate_validly(mutation: Mutation, engine: Engine, request: AdmissionRequest) -> None:
+    """Run the plugins again one at a time, in their usual order, undoing any whose change the API
     server would refuse (with a warning naming it), so that a valid pod never comes back invalid."""
-    baseline = problems(pod)
-    mutated = copy(pod)
-    for name, mutate_alone in one_plugin_at_a_time(engine.plugins):
-        trial = copy(mutated)
-        mutate_alone(pod=trial, job_type=job_type, config=engine.config, request=request)
+    baseline = problems(mutation.original)
+    mutation.pod = copy(mutation.original)
+    mutation.touched = [] if mutation.touched is not None else None
+    for name, mutate_alone in engine.mutators:
+        trial = copy(mutation.pod)
+        kept = mutation.touched
+        run_plugin(name, mutate_alone, trial, mutation, engine, request)
         introduced = problems(trial) - baseline
         if introduced:
+            mutation.touched = kept
             request.warn(
                 f"podmutate: {name} made no change: the API server would refuse the result ({sorted(introduced)[0]})"
             )
         else:
-            mutated = trial
-    return mutated
+            mutation.pod = trial
 
 
 def hook_owners(pm: pluggy.PluginManager) -> dict:
@@ -149,22 +175,24 @@ def blame(pm: pluggy.PluginManager, error: BaseException) -> str:
 
 
 def plugin_at(pm: pluggy.PluginManager, frame: Any) -> str:
-    """Name the plugin a thread is in, from its innermost frame; "the review" when in none."""
+    """Name the plugin a thread is in, from its innermost frame; "" when in none."""
     owners = hook_owners(pm)
     while frame is not None:
         if frame.f_code in owners:
-            return f"plugin {owners[frame.f_code]!r}"
+            return owners[frame.f_code]
         frame = frame.f_back
-    return "the review"
+    return ""
 
 
-def overrun_response(admission_review: dict, config: Config, overrun: Any) -> dict:
+def overrun_answer(admission_review: dict, config: Config, overrun: Any) -> Answer:
     """The answer to a review whose plugins overran the budget: by `failure_mode`, with a warning."""
     uid = admission_review["request"]["uid"]
     message = f"podmutate: {overrun.where} did not finish within {overrun.seconds:g}s"
+    audit = {"overrun": overrun.plugin or "review"}
     if config.failure_mode == "fail":
-        return response(uid, allowed=False, message=message, code=500)
-    return response(uid, warnings=[f"{message}; the pod was admitted unmutated"])
+        return Answer(response(uid, allowed=False, message=message, code=500, audit=audit), FAILED, message=message)
+    warning = f"{message}; the pod was admitted unmutated"
+    return Answer(response(uid, warnings=[warning], audit=audit), FAILED, message=message)
 
 
 def parse_review(admission_review: Any) -> tuple[AdmissionRequest, dict | None]:
@@ -191,29 +219,57 @@ def parse_review(admission_review: Any) -> tuple[AdmissionRequest, dict | None]:
     return request, pod
 
 
+@dataclass
+class Answer:
+    """One review answered: the response, its outcome (webhook.metrics.OUTCOMES) and what led to it."""
+
+    response: dict
+    outcome: str
+    request: AdmissionRequest = field(default_factory=AdmissionRequest)
+    mutation: Mutation | None = None
+    plugin: str = ""  # the plugin that failed or denied
+    message: str = ""  # why it failed or was denied
+
+    @property
+    def job_type(self) -> str:
+        return (self.mutation.job_type if self.mutation else None) or NO_JOB_TYPE
+
+
 def review(admission_review: Any, engine: Engine) -> dict:
     """Answer one AdmissionReview (a dict) with the AdmissionReview response dict.
 
     Raises ReviewError when the body is not a v1 AdmissionReview with a request uid; every
     other outcome, plugin failures included, is a well-formed response.
     """
+    return answer(admission_review, engine).response
+
+
+def answer(admission_review: Any, engine: Engine, *, attribute: bool = False) -> Answer:
+    """`review`, with the outcome and what led to it; `attribute` finds which plugins changed what."""
     request, pod = parse_review(admission_review)
     uid = request.uid
     if pod is None:
-        return response(uid)
+        return Answer(response(uid), UNCHANGED, request)
     try:
-        mutation = mutate(pod, engine, request)
+        mutation = mutate(pod, engine, request, attribute=attribute)
     except Denied as denial:
-        return response(uid, allowed=False, message=str(denial), code=403, warnings=request.warnings)
+        denied = response(uid, allowed=False, message=str(denial), code=403, warnings=request.warnings)
+        return Answer(denied, DENIED, request, message=str(denial))
     except PluginError as failure:
-        log.error("pod %s/%s: %s", request.namespace, request.name, failure)  # one line; the traceback at debug
         log.debug(
             "pod %s/%s: the traceback of %s", request.namespace, request.name, failure.plugin, exc_info=failure.error
         )
+        audit = {"failed-plugin": failure.plugin}
         if engine.config.failure_mode == "fail":
-            return response(uid, allowed=False, message=f"podmutate: {failure}", code=500)
-        return response(uid, warnings=[f"podmutate: {failure}; the pod was admitted unmutated"])
-    return response(uid, patch=mutation.patch, warnings=mutation.warnings)
+            failed = response(uid, allowed=False, message=f"podmutate: {failure}", code=500, audit=audit)
+        else:
+            failed = response(uid, warnings=[f"podmutate: {failure}; the pod was admitted unmutated"], audit=audit)
+        return Answer(failed, FAILED, request, plugin=failure.plugin, message=str(failure))
+    if not mutation.patch:
+        return Answer(response(uid, warnings=mutation.warnings), UNCHANGED, request, mutation)
+    audit = {"job-type": mutation.job_type or "", "mutated-by": engine.mutated_by, "patch": str(len(mutation.patch))}
+    mutated = response(uid, patch=mutation.patch, warnings=mutation.warnings, audit=audit)
+    return Answer(mutated, MUTATED, request, mutation)
 
 
 def response(
@@ -224,14 +280,21 @@ def response(
     warnings: Any = (),
     message: str | None = None,
     code: int | None = None,
+    audit: dict[str, str] | None = None,
 ) -> dict:
-    """Build an AdmissionReview response; a patch is sent only when it changes something."""
-    answer = {"uid": uid, "allowed": allowed}
+    """Build an AdmissionReview response; a patch is sent only when it changes something.
+
+    `audit` goes to auditAnnotations: the API server's audit log records each as
+    ``<webhook name>/<key>``.
+    """
+    answer: dict[str, Any] = {"uid": uid, "allowed": allowed}
     if patch:
         answer["patchType"] = "JSONPatch"
         answer["patch"] = base64.b64encode(orjson.dumps(patch)).decode()
     if warnings:
         answer["warnings"] = list(warnings)
+    if audit:
+        answer["auditAnnotations"] = audit
     if not allowed:
         answer["status"] = {"code": code, "message": message, "reason": "Forbidden" if code == 403 else "InternalError"}
     return {"apiVersion": API_VERSION, "kind": KIND, "response": answer}

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import time
 from collections.abc import Mapping
 
 import orjson
@@ -9,10 +10,12 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from certs import CERT_FILE, KEY_FILE
-from webhook import admission
+from webhook import admission, metrics
+from webhook.admission import Answer
 from webhook.deadline import DeadlineRunner, Overrun
 from webhook.engine import Engine, EngineWatcher, load_engine
 from webhook.errors import ReviewError
+from webhook.logs import fields_text
 from webhook.plugins import plugin_rows
 
 log = logging.getLogger(__name__)
@@ -46,21 +49,29 @@ def create_app(
 
     @app.post("/mutate")
     def mutate() -> Response | tuple[Response, int]:
-        body = read_body(watcher.current().config.max_body_bytes)
-        try:
-            admission_review = orjson.loads(body)
-        except orjson.JSONDecodeError as error:
-            return problem(400, "Bad Request", f"body is not JSON: {error}")
-        current = watcher.current()
-        try:  # a ReviewError raised by review() in the runner's thread comes back here
-            answer = runner.call(
-                lambda: admission.review(admission_review, current), current.config.review_timeout_seconds
-            )
-        except ReviewError as error:
-            return problem(400, "Bad Request", str(error))
-        except Overrun as overrun:
-            answer = admission.overrun_response(admission_review, current.config, overrun)
-        return Response(orjson.dumps(answer), mimetype="application/json")
+        with metrics.IN_FLIGHT.track_inprogress():
+            started = time.perf_counter()
+            body = read_body(watcher.current().config.max_body_bytes)
+            metrics.REQUEST_BYTES.observe(len(body))
+            current = watcher.current()
+            try:
+                admission_review = orjson.loads(body)
+                attribute = log.isEnabledFor(logging.DEBUG)  # which plugin changed what: only for the debug line
+                # a ReviewError raised by answer() in the runner's thread comes back here
+                answer = runner.call(
+                    lambda: admission.answer(admission_review, current, attribute=attribute),
+                    current.config.review_timeout_seconds,
+                )
+            except (orjson.JSONDecodeError, ReviewError) as error:
+                detail = f"body is not JSON: {error}" if isinstance(error, orjson.JSONDecodeError) else str(error)
+                observe(None, time.perf_counter() - started, detail)
+                return problem(400, "Bad Request", detail)
+            except Overrun as overrun:
+                metrics.OVERRUNS.labels(overrun.plugin).inc()
+                answer = admission.overrun_answer(admission_review, current.config, overrun)
+            encoded = orjson.dumps(answer.response)
+            observe(answer, time.perf_counter() - started)
+            return Response(encoded, mimetype="application/json")
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -91,6 +102,40 @@ def create_app(
         return problem(500, "Internal Server Error", f"{type(error).__name__}: the error is logged")
 
     return app
+
+
+def observe(answer: Answer | None, seconds: float, bad_request: str = "") -> None:
+    """Count a review in the metrics and log it: one line at debug, or at warning when it failed,
+    overran or was denied. No pod content: ids, names, the job type, the plugins, sizes and time."""
+    outcome = answer.outcome if answer else metrics.BAD_REQUEST
+    metrics.REVIEWS.labels(outcome, answer.job_type if answer else metrics.NO_JOB_TYPE).inc()
+    metrics.REVIEW_DURATION.labels(outcome).observe(seconds)
+    mutation = answer.mutation if answer else None
+    if answer and answer.plugin:
+        metrics.PLUGIN_FAILURES.labels(answer.plugin).inc()
+    for plugin, plugin_seconds in mutation.timings if mutation else ():
+        metrics.PLUGIN_DURATION.labels(plugin).observe(plugin_seconds)
+    if answer and outcome != metrics.BAD_REQUEST:
+        metrics.PATCH_OPERATIONS.observe(len(mutation.patch) if mutation else 0)
+    level = logging.WARNING if outcome in (metrics.FAILED, metrics.DENIED) else logging.DEBUG
+    if not log.isEnabledFor(level):
+        return
+    request = answer.request if answer else None
+    patch = answer.response["response"].get("patch", "") if answer else ""
+    fields = {
+        "uid": request.uid if request else None,
+        "pod": f"{request.namespace}/{request.name}" if request else None,
+        "dry_run": request.dry_run if request else None,
+        "job_type": answer.job_type if answer else None,
+        "outcome": outcome,
+        "changed_by": ",".join(mutation.changed_by) if mutation and mutation.touched is not None else None,
+        "plugin": answer.plugin if answer else None,
+        "duration_ms": round(seconds * 1000, 3),
+        "patch_operations": len(mutation.patch) if mutation else 0,
+        "patch_bytes": len(patch),  # base64, as sent
+        "error": (answer.message if answer else bad_request) or None,
+    }
+    log.log(level, "review %s", fields_text(fields), extra={"review": fields})
 
 
 def read_body(cap: int) -> bytes:

@@ -13,6 +13,7 @@ import click
 import yaml
 
 from certs import SERVING_DAYS, SERVING_RENEW_DAYS
+from webhook import logs, metrics
 from webhook.config import CONFIG_ENV, yaml_problem
 from webhook.engine import Engine, load_engine
 from webhook.errors import ConfigError
@@ -21,6 +22,7 @@ from webhook.plugins import plugin_rows
 log = logging.getLogger("podmutate")
 
 T = TypeVar("T")
+LOG_FORMAT = "podmutate.log_format"  # where `main` leaves --log-format for `serve` (click's context meta)
 
 
 def config_option(description: str = "YAML configuration file.") -> Callable[[Callable], Callable]:
@@ -80,10 +82,20 @@ def read_yaml(source: Any) -> list[Any]:
     default="info",
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    help="debug logs one line per review; warning, one per failure, overrun or denial.",
 )
-def main(log_level: str) -> None:
+@click.option(
+    "--log-format",
+    envvar="PODMUTATE_LOG_FORMAT",
+    default="text",
+    show_default=True,
+    type=click.Choice(logs.FORMATS),
+    help="json: one JSON object per line, for log pipelines.",
+)
+def main(log_level: str, log_format: str) -> None:
     """podmutate: make data-sync job pods right at admission time."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(log_level, log_format)
+    click.get_current_context().meta[LOG_FORMAT] = log_format
 
 
 @main.command()
@@ -132,6 +144,13 @@ def main(log_level: str) -> None:
     help="Seconds a serving certificate podmutate issues is valid.",
 )
 @click.option(
+    "--metrics-port",
+    default=metrics.DEFAULT_PORT,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Plain-HTTP port of GET /metrics (Prometheus), on --host; 0: no metrics.",
+)
+@click.option(
     "--cert-renew-before",
     default=SERVING_RENEW_DAYS * 86400.0,
     show_default=True,
@@ -153,8 +172,9 @@ def serve(
     rotate_every: float,
     cert_validity: float,
     cert_renew_before: float,
+    metrics_port: int,
 ) -> None:
-    """Serve the webhook over HTTPS (POST /mutate, GET /healthz, GET /readyz).
+    """Serve the webhook over HTTPS (POST /mutate, GET /healthz, GET /readyz), and its metrics.
 
     When the certificate directory is empty or holds podmutate's own CA key, podmutate manages
     the certificates: creates, renews before expiry and rolls the CA over. Otherwise (a mounted
@@ -196,9 +216,15 @@ def serve(
             threads=threads,
             on_ready=serving.on_ready,
             log_level=logging.getLevelName(logging.getLogger().level),
+            log_format=click.get_current_context().meta[LOG_FORMAT],
+            metrics_port=metrics_port or None,
         )
     except REFUSED as error:
         raise click.ClickException(f"cannot serve the certificate pair in {serving.cert_dir}: {error}") from None
+    try:
+        server.serve_metrics()
+    except OSError as error:
+        raise click.ClickException(f"cannot serve metrics on {host}:{metrics_port}: {error.strerror}") from None
     server.run()
 
 

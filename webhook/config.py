@@ -1,6 +1,7 @@
 """Configuration: built-in defaults, the YAML file and the environment, merged and checked once."""
 
 import copy
+import hashlib
 import logging
 import os
 import stat
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+import orjson
 import yaml
 
 from webhook.errors import ConfigError
@@ -29,6 +31,7 @@ HOST_DEFAULTS = {
     "failure_mode": "ignore",
     "max_body_bytes": 3 * 1024 * 1024,
     "review_timeout_seconds": 1.0,  # the internal deadline, below the webhook's timeoutSeconds (2)
+    "mutated_by_annotation": True,  # name podmutate's plugins and configuration on every pod it changes
     "disable_plugins": [],
     "job_types": {
         name: {} for name in ("default", "spec", "check", "discover", "sync", "normalization", "orchestrator")
@@ -60,6 +63,9 @@ class Config:
     origins: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
     """Dotted key (``job_types.sync.labels``) -> the layer that set it: BUILT_IN, the file's path,
     ENVIRONMENT or OVERRIDE."""
+    digest: str = ""
+    """What tells one configuration from another (see `digest`): the same settings, however
+    written or wherever from, have the same digest."""
 
     def section(self, name: str) -> Any:
         """A plain, private copy of the section `name` as loaded (a plugin may edit it as it checks it)."""
@@ -76,6 +82,10 @@ class Config:
     @property
     def review_timeout_seconds(self) -> float:
         return self.sections["review_timeout_seconds"]
+
+    @property
+    def mutated_by_annotation(self) -> bool:
+        return self.sections["mutated_by_annotation"]
 
     @property
     def disabled_plugins(self) -> tuple[str, ...]:
@@ -103,6 +113,11 @@ def thaw(value: Any) -> Any:
     if isinstance(value, tuple):
         return [thaw(item) for item in value]
     return value
+
+
+def digest(raw: Mapping[str, Any]) -> str:
+    """12 hex digits of the SHA-256 of the merged settings, keys sorted."""
+    return hashlib.sha256(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()[:12]
 
 
 def merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
@@ -162,6 +177,8 @@ def check_host_keys(raw: dict[str, Any]) -> None:
     cap = raw["max_body_bytes"]
     if not isinstance(cap, int) or isinstance(cap, bool) or cap <= 0:
         raise ConfigError("max_body_bytes", cap, "a positive whole number of bytes")
+    if not isinstance(raw["mutated_by_annotation"], bool):
+        raise ConfigError("mutated_by_annotation", raw["mutated_by_annotation"], "true or false")
     budget = raw["review_timeout_seconds"]
     if isinstance(budget, bool) or not isinstance(budget, int | float) or not 0 < budget <= 29:
         raise ConfigError(

@@ -33,6 +33,7 @@ INIT_WAIT_ANNOTATION: Final = "podmutate.io/init-wait"  # "false": no init conta
 USES_STDIN_ANNOTATION: Final = "podmutate.io/uses-stdin"
 TMP_VOLUME_ANNOTATION: Final = "podmutate.io/tmp-volume"  # "false": no /tmp emptyDir
 FIX_PERMISSIONS_ANNOTATION: Final = "podmutate.io/fix-permissions"  # volume names to give to the pod's user
+MUTATED_BY_ANNOTATION: Final = "podmutate.io/mutated-by"  # written by podmutate: its plugins and configuration
 
 # Containers and paths.
 MAIN_CONTAINER: Final = "main"

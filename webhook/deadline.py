@@ -21,12 +21,21 @@ T = TypeVar("T")
 
 
 class Overrun(TimeoutError):
-    """A call did not finish within its budget; `where` names the plugin it was in, when known."""
+    """A call did not finish within its budget; `plugin` is the plugin it was in ("" when in none)."""
 
-    def __init__(self, seconds: float, where: str) -> None:
+    def __init__(self, seconds: float, plugin: str) -> None:
         self.seconds = seconds
-        self.where = where
-        super().__init__(f"{where} did not finish within {seconds:g}s")
+        self.plugin = plugin
+        super().__init__(f"{self.where} did not finish within {seconds:g}s")
+
+    @property
+    def where(self) -> str:
+        """The plugin, or the review, in words."""
+        return where(self.plugin)
+
+
+def where(plugin: str) -> str:
+    return f"plugin {plugin!r}" if plugin else "the review"
 
 
 class _Call:
@@ -40,7 +49,7 @@ class _Call:
 class DeadlineRunner:
     """Runs calls in daemon threads, waiting at most a budget for each (see the module's docstring).
 
-    `locate(frame)` names where a stuck thread is (a plugin), from its innermost frame.
+    `locate(frame)` names the plugin a stuck thread is in ("" for none), from its innermost frame.
     `on_exhausted()` is called once when `max_stuck` threads are stuck at the same time.
     """
 
@@ -52,7 +61,7 @@ class DeadlineRunner:
         on_exhausted: Callable[[], None] | None = None,
     ) -> None:
         self.max_stuck = max_stuck
-        self.locate = locate or (lambda frame: "the review")
+        self.locate = locate or (lambda frame: "")
         self.on_exhausted = on_exhausted or report_exhausted
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []
@@ -66,16 +75,16 @@ class DeadlineRunner:
         job = _Call(function)
         worker.give(job)
         if not job.done.wait(budget):
-            where = self.locate(sys._current_frames().get(worker.ident or 0))
+            plugin = self.locate(sys._current_frames().get(worker.ident or 0))
             with self._lock:
                 worker.stuck = True
                 self.stuck += 1
                 exhausted = self.stuck >= self.max_stuck and not self._exhausted
                 self._exhausted = self._exhausted or exhausted
-            log.error("%s overran its budget of %gs; %d thread(s) stuck", where, budget, self.stuck)
+            log.error("%s overran its budget of %gs; %d thread(s) stuck", where(plugin), budget, self.stuck)
             if exhausted:
                 self.on_exhausted()
-            raise Overrun(budget, where)
+            raise Overrun(budget, plugin)
         if job.error is not None:
             raise job.error
         return job.value

@@ -9,11 +9,13 @@ import copy
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
 import pluggy
 
+from webhook import metrics
 from webhook.config import (
     BUILT_IN,
     CONFIG_ENV,
@@ -22,12 +24,13 @@ from webhook.config import (
     OVERRIDE,
     Config,
     check_host_keys,
+    digest,
     freeze,
     merge,
     read_config_file,
 )
 from webhook.errors import ConfigError
-from webhook.plugins import make_plugin_manager
+from webhook.plugins import make_plugin_manager, mutated_by, one_plugin_at_a_time
 from webhook.watch import FileWatcher
 
 
@@ -37,6 +40,16 @@ class Engine:
 
     config: Config
     plugins: pluggy.PluginManager
+
+    @cached_property
+    def mutators(self) -> list[tuple[str, Any]]:
+        """(plugin name, its mutate_pod alone), in calling order: each plugin is run, timed and blamed alone."""
+        return one_plugin_at_a_time(self.plugins)
+
+    @cached_property
+    def mutated_by(self) -> str:
+        """The value of the mutated-by annotation (webhook.plugins.mutated_by)."""
+        return mutated_by(self.plugins, self.config.digest)
 
 
 def load_engine(
@@ -58,14 +71,17 @@ def load_engine(
         raise ConfigError("disable_plugins", disabled, "a list of plugin names")
     everything = make_plugin_manager((), environ=environ)
     raw, layers = assemble(everything, from_file, environ, overrides, path)
-    sections, origins = freeze(raw), MappingProxyType(layers)
-    config = Config(sections=sections, path=path, origins=origins)
+    sections, origins, settings_digest = freeze(raw), MappingProxyType(layers), digest(raw)
+    config = Config(sections=sections, path=path, origins=origins, digest=settings_digest)
     settings = parse_settings(everything, config)
     plugins = everything
     if disabled:
         plugins = make_plugin_manager(disabled, environ=environ)
         settings = {name: parsed for name, parsed in settings.items() if not plugins.is_blocked(name)}
-    return Engine(Config(sections=sections, settings=MappingProxyType(settings), path=path, origins=origins), plugins)
+    config = Config(
+        sections=sections, settings=MappingProxyType(settings), path=path, origins=origins, digest=settings_digest
+    )
+    return Engine(config, plugins)
 
 
 def assemble(
@@ -137,7 +153,16 @@ class EngineWatcher:
             what=f"configuration {path}",
             refused=(ConfigError,),
             interval=interval,
+            on_change=[self._in_force],
+            reloads=metrics.CONFIG_RELOADS,
+            last_ok=metrics.CONFIG_LAST_RELOAD_OK,
         )
+        self._digest = engine.config.digest
+        metrics.config_in_force(self._digest)
+
+    def _in_force(self, engine: Engine) -> None:
+        metrics.config_in_force(engine.config.digest, previous=self._digest)
+        self._digest = engine.config.digest
 
     def current(self) -> Engine:
         """The engine in force. Never reads the file: reloads happen off the request path (watch)."""

@@ -81,3 +81,28 @@ def plugin_rows(pm: pluggy.PluginManager, disabled: Iterable[str] = ()) -> list[
         {"name": name, "version": None, "builtin": name in builtin, "hooks": [], "enabled": False} for name in disabled
     ]
     return sorted(rows, key=lambda row: (not row["builtin"], row["name"]))
+
+
+def one_plugin_at_a_time(pm: pluggy.PluginManager) -> list[tuple[str, Any]]:
+    """(name, hook caller of that plugin alone) for every mutate_pod implementation, in calling order."""
+    impls = pm.hook.mutate_pod.get_hookimpls()
+    return [
+        (
+            impl.plugin_name,
+            pm.subset_hook_caller("mutate_pod", remove_plugins=[other.plugin for other in impls if other is not impl]),
+        )
+        for impl in reversed(impls)
+    ]  # pluggy calls the last registered first
+
+
+def mutated_by(pm: pluggy.PluginManager, config_digest: str) -> str:
+    """What podmutate names on a pod it changed: its version, the plugins that mutate and theirs, and
+    the configuration's digest; compact JSON, the same for every pod while nothing is reloaded."""
+    import orjson
+
+    import webhook
+
+    mutating = {impl.plugin_name for impl in pm.hook.mutate_pod.get_hookimpls()}
+    plugins = {row["name"]: row["version"] for row in plugin_rows(pm) if row["name"] in mutating}
+    described = {"podmutate": webhook.__version__, "plugins": plugins, "config": config_digest}
+    return orjson.dumps(described, option=orjson.OPT_SORT_KEYS).decode()

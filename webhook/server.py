@@ -25,6 +25,7 @@ import orjson
 from hypercorn.config import Config as HypercornConfig
 
 from certs.reload import ReloadingContext
+from webhook import logs, metrics
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ def served_app() -> BufferedBody:
     from webhook.app import create_app
 
     settings = json.loads(os.environ[SETTINGS_ENV])
-    logging.basicConfig(level=settings["log_level"], format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(settings["log_level"], settings["log_format"])
     flask_app = create_app(config_path=settings["config_path"], cert_dir=settings["cert_dir"], watch=True)
     watcher = flask_app.extensions["podmutate"]
     wsgi = WSGIMiddleware(flask_app, workers=settings["threads"])  # type: ignore[arg-type]  # Flask is a WSGI app
@@ -219,9 +220,13 @@ class WebhookServer:
         threads: int = 8,
         graceful_timeout: float = 30.0,
         log_level: str = "INFO",
+        log_format: str = "text",
+        metrics_port: int | None = None,
         on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.on_ready = on_ready
+        self.host = host
+        self.metrics_port = metrics_port
         self.config = ServeConfig()
         self.config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
         self.config.certfile = cert_file
@@ -241,8 +246,22 @@ class WebhookServer:
         self.config.last_good_dir = tempfile.mkdtemp(prefix="podmutate-last-good-")
         ReloadingContext(cert_file, key_file, last_good_dir=self.config.last_good_dir)  # fail fast on a bad pair
         os.environ[SETTINGS_ENV] = json.dumps(
-            {"config_path": config_path, "cert_dir": cert_dir, "threads": threads, "log_level": log_level}
+            {
+                "config_path": config_path,
+                "cert_dir": cert_dir,
+                "threads": threads,
+                "log_level": log_level,
+                "log_format": log_format,
+            }
         )
+        if metrics_port is not None:
+            metrics.prepare_multiprocess()  # before any worker starts: each writes its values there
+
+    def serve_metrics(self) -> None:
+        """Start serving /metrics, when asked to; raises OSError when the port is taken."""
+        if self.metrics_port is not None:
+            metrics.serve_metrics(self.host, self.metrics_port, self.config.certfile or "")
+            log.info("metrics on http://%s:%d/metrics", self.host, self.metrics_port)
 
     def run(self) -> int:
         """Supervise the workers until SIGTERM or SIGINT: a worker that exits, whatever its status
@@ -278,6 +297,7 @@ class WebhookServer:
             for index, worker in enumerate(workers):
                 if worker.exitcode is not None and not stopping:
                     log.warning("worker %d exited with %s; starting a fresh one", worker.pid, worker.exitcode)
+                    metrics.worker_exited(worker.pid or 0)
                     workers[index] = start()
         for worker in workers:
             worker.join(self.config.graceful_timeout + 5)

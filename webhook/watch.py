@@ -14,6 +14,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
+from prometheus_client import Counter, Gauge
+
+from webhook.metrics import FAILURE, SUCCESS
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -36,7 +40,9 @@ class FileWatcher(Generic[T]):
     """Holds `value`, loaded from `paths`; `check()` loads it again when the files changed.
 
     `load()` raises one of `refused` for a version that must not take effect. `on_change`
-    callbacks run with each new value, under the watcher's lock. With `check_on_read`,
+    callbacks run with each new value, under the watcher's lock. Each change taken or refused
+    counts in `reloads` (a counter labelled by result), and `last_ok` says whether the last one
+    was taken. With `check_on_read`,
     `current()` checks at most once per `interval` itself; else only `check()` and the
     thread of `watch()` do, and reading the value never touches the disk.
     """
@@ -52,6 +58,8 @@ class FileWatcher(Generic[T]):
         interval: float = 1.0,
         check_on_read: bool = False,
         on_change: Sequence[Callable[[T], None]] = (),
+        reloads: Counter | None = None,
+        last_ok: Gauge | None = None,
     ) -> None:
         self.paths = tuple(paths)
         self.what = what
@@ -60,6 +68,10 @@ class FileWatcher(Generic[T]):
         self._refused = refused
         self._check_on_read = check_on_read
         self._on_change = list(on_change)
+        self._reloads = reloads
+        self._last_ok = last_ok
+        if last_ok is not None:
+            last_ok.set(1)
         self._value = value
         self._lock = threading.Lock()
         self._stamp = file_stamp(self.paths)
@@ -83,12 +95,20 @@ class FileWatcher(Generic[T]):
                 value = self._load()
             except self._refused as error:
                 log.error("%s refused, keeping the last good one: %s", self.what, error)
+                self._count(taken=False)
                 return False
             self._value = value
             for callback in self._on_change:
                 callback(value)
             log.info("%s reloaded", self.what)
+            self._count(taken=True)
             return True
+
+    def _count(self, *, taken: bool) -> None:
+        if self._reloads is not None:
+            self._reloads.labels(SUCCESS if taken else FAILURE).inc()
+        if self._last_ok is not None:
+            self._last_ok.set(1 if taken else 0)
 
     def watch(self, name: str = "podmutate-watch") -> None:
         """Check once per interval from a daemon thread, so a change is seen without traffic."""

@@ -11,6 +11,10 @@ A case is a directory holding:
   ``<plugins/init.sh>``, so cases stay short;
 - ``expected-warnings.txt`` (optional): the warnings, one per line; none when absent.
 
+Cases run with ``mutated_by_annotation: false``: that annotation names podmutate's version and
+the configuration's digest, which change with every release and every setting, while a case
+holds what the plugins do.
+
 `podmutate test DIR` runs the case in DIR, or every case in its sub-directories.
 """
 
@@ -26,6 +30,7 @@ from webhook import admission
 from webhook.engine import Engine, load_engine
 from webhook.errors import ConfigError
 
+CASE_OVERRIDES = {"mutated_by_annotation": False}
 POD_FILE = "pod.yaml"
 CONFIG_FILE = "config.yaml"
 ENV_FILE = "env"
@@ -81,9 +86,9 @@ def case_settings(case: pathlib.Path) -> tuple[str | None, dict[str, str]]:
 
 
 def case_engine(case: pathlib.Path) -> Engine:
-    """The engine a case runs with: its configuration and environment alone."""
+    """The engine a case runs with: its configuration and environment alone (no mutated-by annotation)."""
     config_path, environ = case_settings(case)
-    return load_engine(config_path, environ=environ)
+    return load_engine(config_path, environ=environ, overrides=CASE_OVERRIDES)
 
 
 def mutate_case(case: pathlib.Path) -> tuple[dict, list[str]]:

@@ -12,7 +12,6 @@ from typing import Any
 from webhook import admission
 from webhook.admission import AdmissionRequest, Mutation
 from webhook.engine import Engine
-from webhook.patch import copy, diff
 
 
 @dataclass
@@ -78,21 +77,12 @@ def describe(document: Any) -> str:
 def explain(pod: dict, engine: Engine) -> list[Change]:
     """Every operation of the patch the webhook would send for `pod`, with the plugins that made it.
 
-    The plugins are run once more one at a time, in their usual order, each diffed on its own:
-    an operation belongs to every plugin whose own changes lie at, under or above its path.
+    An operation belongs to every plugin whose own changes lie at, under or above its path.
     Where a plugin said where a value came from (``request.explain``), that is the source.
     """
     request = AdmissionRequest(namespace=(pod.get("metadata") or {}).get("namespace") or "", sources={})
-    mutation = admission.mutate(pod, engine, request)
-    if mutation.job_type is None:
-        return []
-    touched: list[tuple[str, str]] = []
-    current = copy(pod)
-    for name, mutate_alone in admission.one_plugin_at_a_time(engine.plugins):
-        after = copy(current)
-        mutate_alone(pod=after, job_type=mutation.job_type, config=engine.config, request=AdmissionRequest())
-        touched += [(operation["path"], name) for operation in diff(current, after)]
-        current = after
+    mutation = admission.mutate(pod, engine, request, attribute=True)
+    touched = mutation.touched or []
     return [
         Change(
             op=operation["op"],

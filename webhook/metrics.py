@@ -1,0 +1,142 @@
+"""Prometheus metrics: every name podmutate exports, in one place.
+
+`podmutate serve` runs several worker processes. Before it starts them it points
+PROMETHEUS_MULTIPROC_DIR at a fresh directory (prometheus-client's multiprocess mode): each
+worker writes its values there, and the supervisor serves `/metrics` on a port of its own,
+adding up every worker's, the dead ones' counters included. The certificates' expiry is read
+from the files at each scrape, by the supervisor. Outside `serve` (offline, tests) the same
+metrics count in-process and nobody reads them.
+
+Names and labels follow controller-runtime's and Kyverno's: `_total` counters, `_seconds`
+histograms, an `outcome` label with a closed set of values, job types as configured.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's name; read when it is first imported
+DEFAULT_PORT = 8000  # Kyverno's metrics port; plain HTTP, like controller-runtime's
+
+# The outcome of one POST /mutate.
+MUTATED, UNCHANGED, DENIED, FAILED, BAD_REQUEST = "mutated", "unchanged", "denied", "failed", "bad_request"
+OUTCOMES = (MUTATED, UNCHANGED, DENIED, FAILED, BAD_REQUEST)
+NO_JOB_TYPE = ""  # the job_type label of a review whose pod is no job pod, or that never got as far
+
+# Up to the API server's own 10 s limit on a webhook; fine at the bottom, where reviews are.
+REVIEW_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
+PLUGIN_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0, 10.0)
+SIZE_BUCKETS = (1024, 4096, 16384, 65536, 262144, 1048576, 3145728)
+OPERATION_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100)
+
+REVIEWS = Counter("podmutate_admission_reviews_total", "AdmissionReviews answered, by outcome and job type.",
+                  ["outcome", "job_type"])  # fmt: skip
+REVIEW_DURATION = Histogram(
+    "podmutate_admission_review_duration_seconds",
+    "Time to answer one AdmissionReview, body parsed to answer serialised.",
+    ["outcome"],
+    buckets=REVIEW_BUCKETS,
+)
+PLUGIN_DURATION = Histogram(
+    "podmutate_plugin_duration_seconds", "Time one plugin's mutate_pod took.", ["plugin"], buckets=PLUGIN_BUCKETS
+)
+PLUGIN_FAILURES = Counter(
+    "podmutate_plugin_failures_total", "Plugins that raised (or denied nothing but failed) on a pod.", ["plugin"]
+)
+OVERRUNS = Counter(
+    "podmutate_review_deadline_overruns_total",
+    "Reviews still running at review_timeout_seconds, by where they were (a plugin, or 'the review').",
+    ["plugin"],
+)
+PATCH_OPERATIONS = Histogram(
+    "podmutate_patch_operations", "JSON Patch operations in one answer.", buckets=OPERATION_BUCKETS
+)
+REQUEST_BYTES = Histogram("podmutate_request_body_bytes", "Size of an AdmissionReview body.", buckets=SIZE_BUCKETS)
+IN_FLIGHT = Gauge("podmutate_admission_reviews_in_flight", "Reviews being answered now.", multiprocess_mode="livesum")
+CONFIG_RELOADS = Counter(
+    "podmutate_config_reloads_total", "Changes of the configuration file, taken or refused.", ["result"]
+)
+CERTIFICATE_RELOADS = Counter(
+    "podmutate_certificate_reloads_total", "Changes of the serving pair on disk, taken or refused.", ["result"]
+)
+CONFIG_LAST_RELOAD_OK = Gauge(
+    "podmutate_config_last_reload_successful",
+    "1 when every worker's last attempt to load the configuration succeeded (0 while one keeps a last good one).",
+    multiprocess_mode="livemin",
+)
+CONFIG_INFO = Gauge(
+    "podmutate_config_info",
+    "1 for the digest of the configuration in force (the one named on mutated pods), 0 for earlier ones.",
+    ["digest"],
+    multiprocess_mode="livemax",
+)
+SUCCESS, FAILURE = "success", "failure"
+
+
+def config_in_force(digest: str, previous: str | None = None) -> None:
+    """Record that this process now serves the configuration `digest`."""
+    if previous and previous != digest:
+        CONFIG_INFO.labels(previous).set(0)
+    CONFIG_INFO.labels(digest).set(1)
+
+
+class CertificateExpiry(Collector):
+    """Seconds until the serving certificate and the CA that issued it expire, read at each scrape."""
+
+    def __init__(self, cert_file: str) -> None:
+        self.cert_file = cert_file
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from certs import CA_FILE, issued_by, load_bundle, now, read_bytes
+
+        family = GaugeMetricFamily(
+            "podmutate_certificate_expiry_seconds",
+            "Seconds until notAfter of the certificate served and of the CA that issued it.",
+            labels=["certificate"],
+        )
+        at = now()
+        try:
+            serving = load_bundle(read_bytes(self.cert_file))[0]
+        except (OSError, ValueError, IndexError):
+            yield family  # no pair to describe (yet): no sample rather than a made-up one
+            return
+        family.add_metric(["serving"], (serving.not_valid_after_utc - at).total_seconds())
+        bundle_path = os.path.join(os.path.dirname(self.cert_file), CA_FILE)
+        try:
+            issuers = [ca for ca in load_bundle(read_bytes(bundle_path)) if issued_by(serving, ca)]
+        except (OSError, ValueError):
+            issuers = []
+        if issuers:
+            family.add_metric(["ca"], (max(ca.not_valid_after_utc for ca in issuers) - at).total_seconds())
+        yield family
+
+
+def prepare_multiprocess() -> str:
+    """Point prometheus-client's multiprocess mode at a fresh directory, for workers started after."""
+    directory = tempfile.mkdtemp(prefix="podmutate-metrics-")
+    os.environ[MULTIPROC_ENV] = directory
+    return directory
+
+
+def worker_exited(pid: int) -> None:
+    """Drop a dead worker's live gauges (its counters and histograms keep counting in the sums)."""
+    if os.environ.get(MULTIPROC_ENV):
+        multiprocess.mark_process_dead(pid)
+
+
+def serve_metrics(host: str, port: int, cert_file: str) -> Any:
+    """Serve every worker's metrics, added up, and the certificates' expiry on http://host:port/metrics."""
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    registry.register(CertificateExpiry(cert_file))
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    assert isinstance(thread, threading.Thread)
+    return server
