@@ -97,6 +97,17 @@ def kubectl_binary():
     return None
 
 
+def wait_for(predicate, timeout=10):
+    """The first true value of `predicate()` within `timeout` seconds, else None."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    return None
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from tests.helpers import apply_answer, decode_patch, job_pod, review, serve
+from tests.helpers import apply_answer, decode_patch, job_pod, review, serve, wait_for
 
 CAP = 64 * 1024
 
@@ -190,15 +190,6 @@ def test_readyz_lists_the_plugins(server):
     body = server.get("/readyz").json()
     assert body["status"] == "ok"
     assert {"profiles", "init_container", "team_labels"} <= set(body["plugins"])
-
-
-def wait_for(predicate, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_the_config_file_is_reloaded_and_a_bad_version_is_refused(tmp_path):

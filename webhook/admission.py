@@ -80,6 +80,7 @@ class PluginError(Exception):
     def __init__(self, plugin: str, error: BaseException) -> None:
         self.plugin = plugin
         self.error = error
+        self.mutation: Mutation | None = None  # how far the plugins got, when it was mutate_pod that raised
         super().__init__(f"plugin {plugin!r} failed: {type(error).__name__}: {error}")
 
 
@@ -121,10 +122,13 @@ def run_plugin(
     started = time.perf_counter()
     try:
         mutate_alone(pod=pod, job_type=mutation.job_type, config=engine.config, request=request)
-    except Denied:
+    except Denied as denial:
+        denial.plugin, denial.mutation = name, mutation
         raise
     except Exception as error:
-        raise PluginError(name, error) from error
+        failure = PluginError(name, error)
+        failure.mutation = mutation
+        raise failure from error
     finally:
         mutation.timings.append((name, time.perf_counter() - started))
     if before is None:
@@ -226,7 +230,7 @@ class Answer:
     response: dict
     outcome: str
     request: AdmissionRequest = field(default_factory=AdmissionRequest)
-    mutation: Mutation | None = None
+    mutation: Mutation | None = None  # with no patch when a plugin denied or failed: how far they got
     plugin: str = ""  # the plugin that failed or denied
     message: str = ""  # why it failed or was denied
 
@@ -254,7 +258,7 @@ def answer(admission_review: Any, engine: Engine, *, attribute: bool = False) ->
         mutation = mutate(pod, engine, request, attribute=attribute)
     except Denied as denial:
         denied = response(uid, allowed=False, message=str(denial), code=403, warnings=request.warnings)
-        return Answer(denied, DENIED, request, message=str(denial))
+        return Answer(denied, DENIED, request, denial.mutation, plugin=denial.plugin, message=str(denial))
     except PluginError as failure:
         log.debug(
             "pod %s/%s: the traceback of %s", request.namespace, request.name, failure.plugin, exc_info=failure.error
@@ -264,7 +268,7 @@ def answer(admission_review: Any, engine: Engine, *, attribute: bool = False) ->
             failed = response(uid, allowed=False, message=f"podmutate: {failure}", code=500, audit=audit)
         else:
             failed = response(uid, warnings=[f"podmutate: {failure}; the pod was admitted unmutated"], audit=audit)
-        return Answer(failed, FAILED, request, plugin=failure.plugin, message=str(failure))
+        return Answer(failed, FAILED, request, failure.mutation, plugin=failure.plugin, message=str(failure))
     if not mutation.patch:
         return Answer(response(uid, warnings=mutation.warnings), UNCHANGED, request, mutation)
     audit = {"job-type": mutation.job_type or "", "mutated-by": engine.mutated_by, "patch": str(len(mutation.patch))}

@@ -111,7 +111,7 @@ def observe(answer: Answer | None, seconds: float, bad_request: str = "") -> Non
     metrics.REVIEWS.labels(outcome, answer.job_type if answer else metrics.NO_JOB_TYPE).inc()
     metrics.REVIEW_DURATION.labels(outcome).observe(seconds)
     mutation = answer.mutation if answer else None
-    if answer and answer.plugin:
+    if outcome == metrics.FAILED and answer and answer.plugin:
         metrics.PLUGIN_FAILURES.labels(answer.plugin).inc()
     for plugin, plugin_seconds in mutation.timings if mutation else ():
         metrics.PLUGIN_DURATION.labels(plugin).observe(plugin_seconds)

@@ -79,6 +79,7 @@ def read_yaml(source: Any) -> list[Any]:
 @click.version_option(package_name="podmutate")
 @click.option(
     "--log-level",
+    envvar="PODMUTATE_LOG_LEVEL",
     default="info",
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),

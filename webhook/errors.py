@@ -1,5 +1,7 @@
 """The small family of errors podmutate raises, each mapped to what the caller sees."""
 
+from typing import Any
+
 
 class ConfigError(ValueError):
     """A configuration value is wrong: names the key, the bad value and what is expected."""
@@ -16,4 +18,10 @@ class ReviewError(ValueError):
 
 
 class Denied(Exception):
-    """Raised by a plugin to refuse a pod; the message is shown to whoever created it."""
+    """Raised by a plugin to refuse a pod; the message is shown to whoever created it.
+
+    The host notes which plugin denied, and how far the mutation had got (`plugin`, `mutation`).
+    """
+
+    plugin: str = ""
+    mutation: Any = None
