@@ -97,6 +97,12 @@ def kubectl_binary():
     return None
 
 
+def helm_binary():
+    """The helm CLI built from its Go module by tools/helm/build.sh (cached); None without Go."""
+    result = subprocess.run(["sh", f"{HERE}/../tools/helm/build.sh"], capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
 def wait_for(predicate, timeout=10):
     """The first true value of `predicate()` within `timeout` seconds, else None."""
     deadline = time.monotonic() + timeout

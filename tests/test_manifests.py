@@ -17,6 +17,8 @@ VARIANTS = [
     "overlays/fail-closed",
     "overlays/community",
     "overlays/network-policy",
+    "overlays/autoscaling",
+    "overlays/monitoring",
 ]
 
 
