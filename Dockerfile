@@ -18,6 +18,6 @@ COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir --no-compile --no-index --no-deps /wheels/*.whl && rm -rf /wheels
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PODMUTATE_STATE_DIR=/var/run/podmutate
 USER 10001:10001
-EXPOSE 8443
+EXPOSE 8443 8000
 ENTRYPOINT ["podmutate"]
 CMD ["serve"]

@@ -1,0 +1,74 @@
+"""podmutate's /metrics on the real node: scraped from each replica's pod IP and through the
+Service, after job pods created through the API server (kubectl, as an operator would)."""
+
+import json
+import uuid
+
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.node.conftest import NAMESPACE, webhook_pods
+
+METRICS_PORT = 8000
+PODS = 6
+
+
+def scrape(address):
+    text = requests.get(f"http://{address}:{METRICS_PORT}/metrics", timeout=10).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def total(samples_by_replica, name, **labels):
+    key = (name, tuple(sorted(labels.items())))
+    return sum(samples.get(key, 0) for samples in samples_by_replica)
+
+
+def job_pod(index, job_type):
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"metrics-{job_type}-{index}-{uuid.uuid4().hex[:4]}",
+            "labels": {"podmutate.io/job-type": job_type, "connection_id": "metrics"},
+        },
+        "spec": {
+            "restartPolicy": "Never",
+            "nodeSelector": {"podmutate.io/never": "scheduled"},  # admission is what is counted
+            "containers": [{"name": "main", "image": "busybox:1.35"}],
+        },
+    }
+
+
+def test_metrics_count_the_job_pods_created_through_the_api_server(podmutate, core, kubectl):
+    pods = webhook_pods(core)
+    assert len(pods) == 2
+    addresses = [pod.status.pod_ip for pod in pods]
+    before = [scrape(address) for address in addresses]
+    kubectl("create", "namespace", "metrics", check=False)
+    for index in range(PODS):
+        kubectl("-n", "metrics", "create", "-f", "-", input=json.dumps(job_pod(index, "sync")))
+    kubectl("-n", "metrics", "create", "--dry-run=server", "-f", "-", input=json.dumps(job_pod(0, "check")))
+    after = [scrape(address) for address in addresses]
+
+    def delta(name, **labels):
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert delta("podmutate_admission_reviews_total", outcome="mutated", job_type="sync") == PODS
+    assert delta("podmutate_admission_reviews_total", outcome="mutated", job_type="check") == 1  # a dry run too
+    assert delta("podmutate_admission_review_duration_seconds_count", outcome="mutated") == PODS + 1
+    assert delta("podmutate_plugin_duration_seconds_count", plugin="init_container") == PODS + 1
+    assert delta("podmutate_request_body_bytes_count") == PODS + 1
+    assert total(after, "podmutate_admission_reviews_total", outcome="failed", job_type="sync") == 0
+    for samples in after:  # every replica: its certificates, its configuration
+        assert 0 < samples[("podmutate_certificate_expiry_seconds", (("certificate", "serving"),))] <= 366 * 86400
+        assert samples[("podmutate_certificate_expiry_seconds", (("certificate", "ca"),))] > 4 * 365 * 86400
+        assert samples[("podmutate_config_last_reload_successful", ())] == 1
+        assert samples[("podmutate_admission_reviews_in_flight", ())] == 0
+    service = core.read_namespaced_service("podmutate", NAMESPACE)
+    through_service = scrape(service.spec.cluster_ip)  # one replica or the other, through kube-proxy
+    assert ("podmutate_config_last_reload_successful", ()) in through_service
+    kubectl("delete", "namespace", "metrics", "--wait=false")
