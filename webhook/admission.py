@@ -116,8 +116,8 @@ def mutate(pod: dict, engine: Engine, request: AdmissionRequest | None = None, *
 
 def run_plugin(
     name: str, mutate_alone: Any, pod: dict, mutation: Mutation, engine: Engine, request: AdmissionRequest
-) -> list[tuple[str, str]]:
-    """Run one plugin's mutate_pod on `pod`, timed; the paths it changed, when attributing."""
+) -> None:
+    """Run one plugin's mutate_pod on `pod`, timed; noting the paths it changed, when attributing."""
     before = copy(pod) if mutation.touched is not None else None
     started = time.perf_counter()
     try:
@@ -131,11 +131,8 @@ def run_plugin(
         raise failure from error
     finally:
         mutation.timings.append((name, time.perf_counter() - started))
-    if before is None:
-        return []
-    touched = [(operation["path"], name) for operation in diff(before, pod)]
-    mutation.touched = [*mutation.touched, *touched] if mutation.touched is not None else touched
-    return touched
+    if before is not None:  # a new list: mutate_validly keeps the one before a change it undoes
+        mutation.touched = [*(mutation.touched or ()), *((op["path"], name) for op in diff(before, pod))]
 
 
 def mutate_validly(mutation: Mutation, engine: Engine, request: AdmissionRequest) -> None:
@@ -194,9 +191,10 @@ def overrun_answer(admission_review: dict, config: Config, overrun: Any) -> Answ
     message = f"podmutate: {overrun.where} did not finish within {overrun.seconds:g}s"
     audit = {"overrun": overrun.plugin or "review"}
     if config.failure_mode == "fail":
-        return Answer(response(uid, allowed=False, message=message, code=500, audit=audit), FAILED, message=message)
-    warning = f"{message}; the pod was admitted unmutated"
-    return Answer(response(uid, warnings=[warning], audit=audit), FAILED, message=message)
+        answered = response(uid, allowed=False, message=message, code=500, audit=audit)
+    else:
+        answered = response(uid, warnings=[f"{message}; the pod was admitted unmutated"], audit=audit)
+    return Answer(answered, FAILED, plugin=overrun.plugin, message=message, overrun=True)
 
 
 def parse_review(admission_review: Any) -> tuple[AdmissionRequest, dict | None]:
@@ -231,8 +229,9 @@ class Answer:
     outcome: str
     request: AdmissionRequest = field(default_factory=AdmissionRequest)
     mutation: Mutation | None = None  # with no patch when a plugin denied or failed: how far they got
-    plugin: str = ""  # the plugin that failed or denied
+    plugin: str = ""  # the plugin that failed, overran or denied
     message: str = ""  # why it failed or was denied
+    overrun: bool = False  # failed by running past review_timeout_seconds
 
     @property
     def job_type(self) -> str:

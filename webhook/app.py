@@ -67,7 +67,6 @@ def create_app(
                 observe(None, time.perf_counter() - started, detail)
                 return problem(400, "Bad Request", detail)
             except Overrun as overrun:
-                metrics.OVERRUNS.labels(overrun.plugin).inc()
                 answer = admission.overrun_answer(admission_review, current.config, overrun)
             encoded = orjson.dumps(answer.response)
             observe(answer, time.perf_counter() - started)
@@ -111,7 +110,9 @@ def observe(answer: Answer | None, seconds: float, bad_request: str = "") -> Non
     metrics.REVIEWS.labels(outcome, answer.job_type if answer else metrics.NO_JOB_TYPE).inc()
     metrics.REVIEW_DURATION.labels(outcome).observe(seconds)
     mutation = answer.mutation if answer else None
-    if outcome == metrics.FAILED and answer and answer.plugin:
+    if answer and answer.overrun:
+        metrics.OVERRUNS.labels(answer.plugin).inc()
+    elif outcome == metrics.FAILED and answer and answer.plugin:
         metrics.PLUGIN_FAILURES.labels(answer.plugin).inc()
     for plugin, plugin_seconds in mutation.timings if mutation else ():
         metrics.PLUGIN_DURATION.labels(plugin).observe(plugin_seconds)
