@@ -17,6 +17,15 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BUILD_SCRIPT = os.path.join(REPO, "tools", "controlplane", "build.sh")
 BINARIES = ("kube-apiserver", "etcd")
 TOKEN = "podmutate-e2e-token"
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+  - level: Metadata
+    resources: [{group: "", resources: [pods]}]
+    verbs: [create]
+  - level: None
+"""
 HOW_TO_GET = (
     "end-to-end tests need kube-apiserver and etcd: install Go (tools/controlplane/build.sh "
     "builds them once), or set KUBEBUILDER_ASSETS to a directory holding both"
@@ -92,6 +101,9 @@ class ControlPlane:
         key_file = self._write("apiserver.key", serving.key_pem())
         sa_key = self._write("sa.key", key_pem(rsa.generate_private_key(public_exponent=65537, key_size=2048)))
         tokens = self._write("tokens.csv", f'{TOKEN},admin,admin-uid,"system:masters"\n'.encode())
+        # Pod creations at Metadata level: enough for the annotations webhooks leave (auditAnnotations).
+        audit_policy = self._write("audit-policy.yaml", AUDIT_POLICY.encode())
+        self.audit_log = os.path.join(self.workdir, "audit.log")
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self._spawn(
@@ -114,6 +126,8 @@ class ControlPlane:
                 "--allow-privileged=true",
                 "--feature-gates=MutatingAdmissionPolicy=true",
                 "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
+                f"--audit-policy-file={audit_policy}",
+                f"--audit-log-path={self.audit_log}",
             ],
         )
 

@@ -212,3 +212,36 @@ def test_a_hung_plugin_behind_the_api_server_is_answered_in_time_with_a_warning(
             input=json.dumps(job_pod_manifest("sync", name="ordinary")),
         )
         assert is_mutated(json.loads(ordinary.stdout))  # ordinary job pods are still mutated
+
+
+def test_the_audit_log_records_what_podmutate_did(kubectl, control_plane, registered, tmp_path):
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text(json.dumps(job_pod_manifest("sync", name="audited")))
+    pod = json.loads(kubectl("create", "-n", registered, "-f", str(manifest), "-o", "json").stdout)
+    webhook = f"podmutate-{registered}.podmutate.io"
+
+    def event():
+        with open(control_plane.audit_log) as stream:
+            events = [json.loads(line) for line in stream]
+        return next(
+            (
+                found
+                for found in events
+                if (found.get("objectRef") or {}).get("name") == "audited"
+                and found["objectRef"].get("namespace") == registered
+                and found["stage"] == "ResponseComplete"
+            ),
+            None,
+        )
+
+    deadline = time.monotonic() + 10
+    while event() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    annotations = event()["annotations"]
+    assert annotations[f"{webhook}/job-type"] == "sync"
+    assert annotations[f"{webhook}/mutated-by"] == pod["metadata"]["annotations"]["podmutate.io/mutated-by"]
+    assert int(annotations[f"{webhook}/patch"]) > 0
+    rounds = [  # what the API server itself says of each webhook call
+        json.loads(value) for key, value in annotations.items() if key.startswith("mutation.webhook.admission.k8s.io/")
+    ]
+    assert {"webhook": webhook, "mutated": True} in [{k: one[k] for k in ("webhook", "mutated")} for one in rounds]
