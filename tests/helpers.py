@@ -97,6 +97,17 @@ def kubectl_binary():
     return None
 
 
+def metric_samples(text):
+    """Prometheus text as {(sample name, sorted label items): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
 def helm_binary():
     """The helm CLI built from its Go module by tools/helm/build.sh (cached); None without Go."""
     result = subprocess.run(["sh", f"{HERE}/../tools/helm/build.sh"], capture_output=True, text=True)
@@ -175,15 +186,8 @@ class Served:
         return self.session.get(self.url + path, timeout=10, verify=self.ca_file)
 
     def metrics(self):
-        """The samples of GET /metrics (plain HTTP, its own port): {(name, sorted label items): value}."""
-        from prometheus_client.parser import text_string_to_metric_families
-
-        text = requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
-        return {
-            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-        }
+        """The samples of GET /metrics (plain HTTP, its own port), as metric_samples gives them."""
+        return metric_samples(requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text)
 
     def log(self):
         with open(self.log_path, encoding="utf-8", errors="replace") as stream:

@@ -151,6 +151,26 @@ def podmutate(deployer):
     return deployer
 
 
+def admission_only_pod(name, connection, job_type="sync"):
+    """A job pod that is admitted (and mutated) but never scheduled: these tests count admissions,
+    not what the node can run at once."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"podmutate.io/job-type": job_type, "connection_id": connection}},
+        "spec": {
+            "restartPolicy": "Never",
+            "nodeSelector": {"podmutate.io/never": "scheduled"},
+            "containers": [{"name": "main", "image": "busybox:1.35"}],
+        },
+    }
+
+
+def is_mutated(pod):
+    """Whether a created pod (a kubernetes client object) went through podmutate: its init container."""
+    return [container.name for container in pod.spec.init_containers or []] == ["init"]
+
+
 def webhook_pods(core):
     """The podmutate pods that are Ready, and not being deleted."""
     pods = core.list_namespaced_pod(NAMESPACE, label_selector=WEBHOOK_LABELS).items

@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from tests.node.conftest import NAMESPACE, wait_for, webhook_pods
+from tests.node.conftest import NAMESPACE, admission_only_pod, is_mutated, wait_for, webhook_pods
 
 STREAM = "stream"
 RATE = 5.0  # pod creations per second
@@ -34,18 +34,7 @@ KILL_SEEN_WITHIN = 1.0  # seconds after the kill in which a create may still mee
 
 
 def stream_pod(index):
-    return {
-        "metadata": {
-            "name": f"stream-{index:04d}-{uuid.uuid4().hex[:4]}",
-            "labels": {"podmutate.io/job-type": "sync", "connection_id": "stream"},
-        },
-        # Never scheduled: the stream tests admission, not the node's capacity for 300 pods.
-        "spec": {
-            "restartPolicy": "Never",
-            "nodeSelector": {"podmutate.io/never": "scheduled"},
-            "containers": [{"name": "main", "image": "busybox:1.35"}],
-        },
-    }
+    return admission_only_pod(f"stream-{index:04d}-{uuid.uuid4().hex[:4]}", "stream")
 
 
 class Stream:
@@ -65,7 +54,7 @@ class Stream:
             created = self.core.create_namespaced_pod(STREAM, pod)
         except ApiException as error:
             return f"{error.status} {error.reason}: {error.body}"
-        return "mutated" if [c.name for c in created.spec.init_containers or []] == ["init"] else "unmutated"
+        return "mutated" if is_mutated(created) else "unmutated"
 
     def _create(self, index, phase):
         started = time.monotonic()

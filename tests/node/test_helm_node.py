@@ -16,7 +16,7 @@ import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
 
-from tests.node.conftest import CONFIG, IMAGE, NAMESPACE
+from tests.node.conftest import CONFIG, IMAGE, NAMESPACE, admission_only_pod, is_mutated
 from tests.test_helm import CHART
 
 JOBS = "jobs"
@@ -39,21 +39,11 @@ class Launches:
         self._lock = threading.Lock()
 
     def _launch(self, index, phase):
-        pod = {
-            "metadata": {
-                "name": f"helm-{index:04d}-{uuid.uuid4().hex[:4]}",
-                "labels": {"podmutate.io/job-type": "sync", "connection_id": "helm"},
-            },
-            "spec": {
-                "restartPolicy": "Never",
-                "nodeSelector": {"podmutate.io/never": "scheduled"},
-                "containers": [{"name": "main", "image": "busybox:1.35"}],
-            },
-        }
+        pod = admission_only_pod(f"helm-{index:04d}-{uuid.uuid4().hex[:4]}", "helm")
         try:
             created = self.core.create_namespaced_pod(JOBS, pod)
             self.core.list_namespaced_pod(JOBS, label_selector="connection_id=helm", limit=1)  # what kill does first
-            outcome = "mutated" if [c.name for c in created.spec.init_containers or []] == ["init"] else "unmutated"
+            outcome = "mutated" if is_mutated(created) else "unmutated"
         except ApiException as error:
             outcome = "forbidden" if error.status == 403 else "failed"
             self.problems.append(f"{phase}: {error.status} {error.reason}: {error.body}"[:300])

@@ -5,21 +5,16 @@ import json
 import uuid
 
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.node.conftest import NAMESPACE, webhook_pods
+from tests.helpers import metric_samples
+from tests.node.conftest import NAMESPACE, admission_only_pod, webhook_pods
 
 METRICS_PORT = 8000
 PODS = 6
 
 
 def scrape(address):
-    text = requests.get(f"http://{address}:{METRICS_PORT}/metrics", timeout=10).text
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
+    return metric_samples(requests.get(f"http://{address}:{METRICS_PORT}/metrics", timeout=10).text)
 
 
 def total(samples_by_replica, name, **labels):
@@ -28,19 +23,7 @@ def total(samples_by_replica, name, **labels):
 
 
 def job_pod(index, job_type):
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": f"metrics-{job_type}-{index}-{uuid.uuid4().hex[:4]}",
-            "labels": {"podmutate.io/job-type": job_type, "connection_id": "metrics"},
-        },
-        "spec": {
-            "restartPolicy": "Never",
-            "nodeSelector": {"podmutate.io/never": "scheduled"},  # admission is what is counted
-            "containers": [{"name": "main", "image": "busybox:1.35"}],
-        },
-    }
+    return admission_only_pod(f"metrics-{job_type}-{index}-{uuid.uuid4().hex[:4]}", "metrics", job_type)
 
 
 def test_metrics_count_the_job_pods_created_through_the_api_server(podmutate, core, kubectl):

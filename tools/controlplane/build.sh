@@ -12,6 +12,7 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 KUBE_SH=$here/kube.sh
 . "$KUBE_SH"
+. "$here/../cache.sh"
 
 has_both() {
     [ -x "$1/kube-apiserver" ] && [ -x "$1/etcd" ]
@@ -25,27 +26,19 @@ if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
     echo "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS lacks kube-apiserver or etcd; building them" >&2
 fi
 
-cache=${PODMUTATE_CONTROLPLANE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/podmutate/controlplane}
-out=$cache/kube-$K8S_VERSION-etcd-$ETCD_VERSION
+out=$(cache_dir PODMUTATE_CONTROLPLANE_CACHE controlplane)/kube-$K8S_VERSION-etcd-$ETCD_VERSION
 if has_both "$out"; then
     echo "$out"
     exit 0
 fi
 
-if ! command -v go >/dev/null 2>&1; then
-    echo "go is not installed: install Go, or set KUBEBUILDER_ASSETS to a directory holding kube-apiserver and etcd" >&2
-    exit 1
-fi
-
+require_go "the control plane (or set KUBEBUILDER_ASSETS to a directory holding kube-apiserver and etcd)"
 cd "$here"
-mkdir -p "$out"
-tmp=$(mktemp -d "$out/.build.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+make_build_dir "$out"
 
 kube_build "$tmp" kube-apiserver
 echo "building etcd $ETCD_VERSION into $out" >&2
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
 
-# Move into place only when both built, so a half-built cache is never taken for a whole one.
 mv "$tmp/kube-apiserver" "$tmp/etcd" "$out/"
 echo "$out"

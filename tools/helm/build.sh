@@ -7,26 +7,20 @@
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../cache.sh"
 HELM_VERSION=$(sed -n 's/^[[:space:]]*helm.sh\/helm\/v3 \(v[^ ]*\).*/\1/p' "$here/go.mod")
 
-cache=${PODMUTATE_HELM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/podmutate/helm}
-out=$cache/helm-$HELM_VERSION
+out=$(cache_dir PODMUTATE_HELM_CACHE helm)/helm-$HELM_VERSION
 if [ -x "$out/helm" ]; then
     echo "$out/helm"
     exit 0
 fi
 
-if ! command -v go >/dev/null 2>&1; then
-    echo "go is not installed: helm is built from its Go module" >&2
-    exit 1
-fi
-
-mkdir -p "$out"
-tmp=$(mktemp -d "$out/.build.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+require_go helm
+make_build_dir "$out"
 echo "building helm $HELM_VERSION into $out" >&2
 (cd "$here" && CGO_ENABLED=0 go build -trimpath \
     -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
     -o "$tmp/helm" helm.sh/helm/v3/cmd/helm)
-mv "$tmp/helm" "$out/helm"  # whole or not at all
+mv "$tmp/helm" "$out/helm"
 echo "$out/helm"

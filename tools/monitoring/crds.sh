@@ -8,26 +8,21 @@
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../cache.sh"
 MODULE=github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring
 VERSION=$(sed -n "s|^\(require \)\{0,1\}[[:space:]]*$MODULE \(v[^ ]*\).*|\2|p" "$here/go.mod")
 
-cache=${PODMUTATE_MONITORING_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/podmutate/monitoring}
+cache=$(cache_dir PODMUTATE_MONITORING_CACHE monitoring)
 out=$cache/crds-$VERSION
 if [ -s "$out/monitoring.coreos.com_servicemonitors.yaml" ] && [ -s "$out/monitoring.coreos.com_prometheusrules.yaml" ]; then
     echo "$out"
     exit 0
 fi
 
-if ! command -v go >/dev/null 2>&1; then
-    echo "go is not installed: the prometheus-operator's CRDs are generated from its Go module" >&2
-    exit 1
-fi
-
-mkdir -p "$cache"
-tmp=$(mktemp -d "$cache/.build.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
+require_go "the prometheus-operator's CRDs"
+make_build_dir "$cache"
 echo "generating the prometheus-operator $VERSION CRDs into $out" >&2
 (cd "$here" && go tool controller-gen crd:allowDangerousTypes=true paths="$MODULE/v1" output:crd:dir="$tmp") >&2
 rm -rf "$out"
-mv "$tmp" "$out"  # whole or not at all
+mv "$tmp" "$out"
 echo "$out"
