@@ -48,6 +48,7 @@ MAX_HEADER_BYTES = 16 * 1024
 # sends before it reads, sees the 413 instead of a broken pipe.
 DRAIN_FACTOR = 4
 DRAIN_MINIMUM = 16 * 1024 * 1024
+RETIRE_GRACE = 1.0  # seconds a retiring worker, no longer accepting, waits for requests on fresh connections
 
 
 def default_workers() -> int:
@@ -179,7 +180,14 @@ def retire(front: BufferedBody) -> None:
     log.error("threads stuck in plugins: worker %d stops and a fresh one takes its place", os.getpid())
 
     async def terminate_between_requests() -> None:
-        # At a moment with no request in progress: a stream cut short would fail its pod's
+        # First no new connection here (the other workers go on accepting on the shared socket),
+        # and a moment for those just accepted to send their request: hypercorn closes a
+        # connection that is idle when it terminates, and one closed before its first request
+        # fails that request.
+        for server in [item for item in gc.get_objects() if isinstance(item, asyncio.base_events.Server)]:
+            server.close()
+        await asyncio.sleep(RETIRE_GRACE)
+        # Then at a moment with no request in progress: a stream cut short would fail its pod's
         # create, while a request refused at the start (HTTP/2 REFUSED_STREAM) is retried.
         while front.in_flight:
             await asyncio.sleep(0.01)

@@ -7,7 +7,7 @@ import uuid
 import requests
 
 from tests.helpers import metric_samples
-from tests.node.conftest import NAMESPACE, admission_only_pod, webhook_pods
+from tests.node.conftest import NAMESPACE, WEBHOOK_LABELS, admission_only_pod, wait_for, webhook_pods
 
 METRICS_PORT = 8000
 PODS = 6
@@ -27,6 +27,14 @@ def job_pod(index, job_type):
 
 
 def test_metrics_count_the_job_pods_created_through_the_api_server(podmutate, core, kubectl):
+    # Only once the replicas of an earlier rollout are gone: until then the API server's open
+    # connections may still carry reviews to them, and they would not be scraped.
+    podmutate.wait_rolled_out()
+    wait_for(
+        lambda: len(core.list_namespaced_pod(NAMESPACE, label_selector=WEBHOOK_LABELS).items) == 2,
+        "no replica of an earlier rollout left",
+        timeout=90,
+    )
     pods = webhook_pods(core)
     assert len(pods) == 2
     addresses = [pod.status.pod_ip for pod in pods]
