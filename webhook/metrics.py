@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -37,8 +35,9 @@ PLUGIN_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.
 SIZE_BUCKETS = (1024, 4096, 16384, 65536, 262144, 1048576, 3145728)
 OPERATION_BUCKETS = (0, 1, 2, 5, 10, 20, 50, 100)
 
-REVIEWS = Counter("podmutate_admission_reviews_total", "AdmissionReviews answered, by outcome and job type.",
-                  ["outcome", "job_type"])  # fmt: skip
+REVIEWS = Counter(
+    "podmutate_admission_reviews_total", "AdmissionReviews answered, by outcome and job type.", ["outcome", "job_type"]
+)
 REVIEW_DURATION = Histogram(
     "podmutate_admission_review_duration_seconds",
     "Time to answer one AdmissionReview, body parsed to answer serialised.",
@@ -49,11 +48,11 @@ PLUGIN_DURATION = Histogram(
     "podmutate_plugin_duration_seconds", "Time one plugin's mutate_pod took.", ["plugin"], buckets=PLUGIN_BUCKETS
 )
 PLUGIN_FAILURES = Counter(
-    "podmutate_plugin_failures_total", "Plugins that raised (or denied nothing but failed) on a pod.", ["plugin"]
+    "podmutate_plugin_failures_total", "Reviews failed because a plugin raised, by plugin.", ["plugin"]
 )
 OVERRUNS = Counter(
     "podmutate_review_deadline_overruns_total",
-    "Reviews still running at review_timeout_seconds, by where they were (a plugin, or 'the review').",
+    "Reviews still running at review_timeout_seconds, by the plugin they were in (empty: in none).",
     ["plugin"],
 )
 PATCH_OPERATIONS = Histogram(
@@ -132,11 +131,10 @@ def worker_exited(pid: int) -> None:
         multiprocess.mark_process_dead(pid)
 
 
-def serve_metrics(host: str, port: int, cert_file: str) -> Any:
-    """Serve every worker's metrics, added up, and the certificates' expiry on http://host:port/metrics."""
+def serve_metrics(host: str, port: int, cert_file: str) -> None:
+    """Serve every worker's metrics, added up, and the certificates' expiry on http://host:port/metrics,
+    from a daemon thread; raises OSError when the port is taken."""
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     registry.register(CertificateExpiry(cert_file))
-    server, thread = start_http_server(port, addr=host, registry=registry)
-    assert isinstance(thread, threading.Thread)
-    return server
+    start_http_server(port, addr=host, registry=registry)

@@ -14,6 +14,7 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import ssl
 import tempfile
@@ -262,8 +263,8 @@ class WebhookServer:
                 "log_format": log_format,
             }
         )
-        if metrics_port is not None:
-            metrics.prepare_multiprocess()  # before any worker starts: each writes its values there
+        # Before any worker starts: each writes its metrics there.
+        self.metrics_dir = metrics.prepare_multiprocess() if metrics_port is not None else None
 
     def serve_metrics(self) -> None:
         """Start serving /metrics, when asked to; raises OSError when the port is taken."""
@@ -313,4 +314,7 @@ class WebhookServer:
                 worker.terminate()
         for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
             sock.close()
+        for directory in (self.config.last_good_dir, self.metrics_dir):
+            if directory:
+                shutil.rmtree(directory, ignore_errors=True)
         return 0
