@@ -33,8 +33,10 @@ def test_quick_mode_writes_every_section(tmp_path):
         "## Cost growth",
         "## Served over HTTPS",
         "## Through a real API server",
+        "## Under concurrent load, through a real API server",
         "## Memory",
     ):
         assert heading in report
     assert "| kopf full |" in report and "| policy | create |" in report
+    assert "| podmutate | 2 |" in report and "p99 podmutate ÷ none" in report
     assert "Command: `python -m bench.run --quick`" in report

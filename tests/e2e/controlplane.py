@@ -52,9 +52,10 @@ def find_binaries():
 class ControlPlane:
     """etcd and kube-apiserver started in `workdir`; stop() ends both."""
 
-    def __init__(self, binaries, workdir):
+    def __init__(self, binaries, workdir, *, audit=True):
         self.binaries = binaries
         self.workdir = str(workdir)
+        self.audit = audit  # pod creations in an audit log (the benchmarks leave it out: it costs each create)
         self.processes = {}
         self.logs = {}
         self.port = None
@@ -104,6 +105,7 @@ class ControlPlane:
         # Pod creations at Metadata level: enough for the annotations webhooks leave (auditAnnotations).
         audit_policy = self._write("audit-policy.yaml", AUDIT_POLICY.encode())
         self.audit_log = os.path.join(self.workdir, "audit.log")
+        audit = [f"--audit-policy-file={audit_policy}", f"--audit-log-path={self.audit_log}"] if self.audit else []
         self.port = free_port()
         self.url = f"https://127.0.0.1:{self.port}"
         self._spawn(
@@ -126,8 +128,7 @@ class ControlPlane:
                 "--allow-privileged=true",
                 "--feature-gates=MutatingAdmissionPolicy=true",
                 "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
-                f"--audit-policy-file={audit_policy}",
-                f"--audit-log-path={self.audit_log}",
+                *audit,
             ],
         )
 
