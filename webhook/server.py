@@ -17,6 +17,7 @@ import os
 import shutil
 import signal
 import ssl
+import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from multiprocessing.connection import wait
@@ -44,6 +45,10 @@ HANDSHAKE_TIMEOUT = 5.0  # seconds for a TLS handshake
 # idle-connection reuse so that a connection is not closed just as it is being reused.
 READ_TIMEOUT = 60
 KEEPALIVE_TIMEOUT = 60.0
+# hypercorn closes a connection after this many requests (1,000 by default). Over HTTP/2, which
+# the API server speaks, that GOAWAY leaves h2 refusing the frames of the streams still in
+# flight (PROTOCOL_ERROR), and those reviews fail; so a connection is never closed for its count.
+KEEPALIVE_MAX_REQUESTS = sys.maxsize
 MAX_HEADER_BYTES = 16 * 1024
 # A refused body is still read (and dropped) up to this many bytes, so that the client, which
 # sends before it reads, sees the 413 instead of a broken pipe.
@@ -245,6 +250,7 @@ class WebhookServer:
         self.config.ssl_handshake_timeout = HANDSHAKE_TIMEOUT
         self.config.read_timeout = READ_TIMEOUT
         self.config.keep_alive_timeout = KEEPALIVE_TIMEOUT
+        self.config.keep_alive_max_requests = KEEPALIVE_MAX_REQUESTS
         self.config.h11_max_incomplete_size = MAX_HEADER_BYTES
         self.config.graceful_timeout = graceful_timeout
         self.config.errorlog = logging.getLogger("podmutate.server")  # through the root logger, one format

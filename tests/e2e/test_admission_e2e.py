@@ -245,3 +245,29 @@ def test_the_audit_log_records_what_podmutate_did(kubectl, control_plane, regist
         json.loads(value) for key, value in annotations.items() if key.startswith("mutation.webhook.admission.k8s.io/")
     ]
     assert {"webhook": webhook, "mutated": True} in [{k: one[k] for k in ("webhook", "mutated")} for one in rounds]
+
+
+def test_more_than_a_thousand_reviews_on_the_api_servers_connections_all_succeed(
+    api_client, control_plane, registered, admissionregistration
+):
+    """hypercorn closed an HTTP/2 connection after 1,000 requests, failing the reviews in flight on
+    it: the API server speaks HTTP/2 to webhooks and keeps its connection, so every 1,000th review
+    or so failed its create (failurePolicy Fail here) or left its pod unmutated (Ignore)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import kubernetes
+
+    core = kubernetes.client.CoreV1Api(api_client)
+    pod = job_pod_manifest("sync", name="many")
+
+    def create(index):
+        body = {**pod, "metadata": {**pod["metadata"], "name": f"many-{index}"}}
+        try:
+            created = core.create_namespaced_pod(registered, body, dry_run="All")
+        except kubernetes.client.exceptions.ApiException as error:
+            return f"{error.status}: {error.body[:300]}"
+        return "mutated" if [c.name for c in created.spec.init_containers or []] == ["init"] else "unmutated"
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        outcomes = list(pool.map(create, range(1200)))
+    assert [outcome for outcome in outcomes if outcome != "mutated"] == []
