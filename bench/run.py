@@ -537,20 +537,10 @@ def api_server(report, control_plane, workdir, count):
     )
     client = kubernetes.config.new_client_from_config(config_file=control_plane.kubeconfig)
     core = kubernetes.client.CoreV1Api(client)
-    dynamic = kubernetes.dynamic.DynamicClient(client)
     rows, medians = [], {}
     with serve(Path(workdir) / "api", workers=2) as server:
-        for variant in ("none", "podmutate", "policy"):
-            namespace = f"bench-{variant}"
-            core.create_namespace({"metadata": {"name": namespace}})
-            if variant == "podmutate":
-                register_webhook(client, namespace, server)
-            elif variant == "policy":
-                create_policy(dynamic, namespace)
-            pod = airbyte_pod("sync")
-            pod["metadata"]["namespace"] = namespace
-            pod["metadata"]["labels"]["podmutate.io/job-type"] = "sync"
-            wait_mutated(core, namespace, pod, expect=variant != "none")
+        for variant in MUTATIONS:
+            namespace, pod = mutation_in_effect(client, server, variant, "bench")
             for mode in ("dry run", "create"):
                 latencies = []
                 for index in range(count):
@@ -590,20 +580,10 @@ def concurrent(report, control_plane, workdir, levels, count):
     )
     client = kubernetes.config.new_client_from_config(config_file=control_plane.kubeconfig)
     core = kubernetes.client.CoreV1Api(client)
-    dynamic = kubernetes.dynamic.DynamicClient(client)
     rows, p99s, means = [], {}, {}
     with serve(Path(workdir) / "concurrent", workers=2) as server:
-        for variant in ("none", "podmutate", "policy"):
-            namespace = f"load-{variant}"
-            core.create_namespace({"metadata": {"name": namespace}})
-            if variant == "podmutate":
-                register_webhook(client, namespace, server)
-            elif variant == "policy":
-                create_policy(dynamic, namespace)
-            pod = airbyte_pod("sync")
-            pod["metadata"]["namespace"] = namespace
-            pod["metadata"]["labels"]["podmutate.io/job-type"] = "sync"
-            wait_mutated(core, namespace, pod, expect=variant != "none")
+        for variant in MUTATIONS:
+            namespace, pod = mutation_in_effect(client, server, variant, "load")
             for level in levels:
                 cpu, reviews = tree_cpu_seconds(server.process.pid), reviews_answered(server)
                 latencies, errors = creations(control_plane, namespace, pod, level, count)
@@ -698,6 +678,26 @@ def tree_cpu_seconds(master):
 def tree_peak_rss_mib(master):
     """The sum of the high-water marks of RSS of a `podmutate serve` and its live workers."""
     return sum(status_mib(pid, "VmHWM:") for pid in tree_pids(master))
+
+
+MUTATIONS = ("none", "podmutate", "policy")
+
+
+def mutation_in_effect(client, server, variant, prefix):
+    """A new namespace where pod creations meet `variant` (no mutation, podmutate or the policy),
+    once it is in effect; and the 5-container sync job pod to create there."""
+    core = kubernetes.client.CoreV1Api(client)
+    namespace = f"{prefix}-{variant}"
+    core.create_namespace({"metadata": {"name": namespace}})
+    if variant == "podmutate":
+        register_webhook(client, namespace, server)
+    elif variant == "policy":
+        create_policy(kubernetes.dynamic.DynamicClient(client), namespace)
+    pod = airbyte_pod("sync")
+    pod["metadata"]["namespace"] = namespace
+    pod["metadata"]["labels"]["podmutate.io/job-type"] = "sync"
+    wait_mutated(core, namespace, pod, expect=variant != "none")
+    return namespace, pod
 
 
 def register_webhook(client, namespace, server):
