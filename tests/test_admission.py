@@ -142,3 +142,21 @@ def test_the_init_container_never_runs_as_root_under_run_as_non_root():
         for pod in (main_only, pod_level, nobody)
     ]
     assert users == [1000, None, 1000]  # the main container's; inherited from the pod; Airbyte's rootless uid
+
+
+def test_the_mutated_by_annotation_never_takes_the_annotations_past_the_api_servers_limit(engine):
+    from webhook.contract import MUTATED_BY_ANNOTATION
+    from webhook.validity import ANNOTATIONS_MAX_BYTES, problems
+
+    key = "example.com/blob"
+    room = 100  # the built-in status-check annotation fits; the mutated-by JSON does not
+    pod = job_pod("sync", annotations={key: "x" * (ANNOTATIONS_MAX_BYTES - len(key) - room)})
+    assert problems(pod) == set()
+    mutated = apply_answer(pod, admission.review(review(pod), engine))
+    assert mutated["spec"]["initContainers"]  # still mutated
+    assert MUTATED_BY_ANNOTATION not in mutated["metadata"]["annotations"]
+    assert problems(mutated) == set()
+    roomy = job_pod("sync")
+    assert (
+        MUTATED_BY_ANNOTATION in apply_answer(roomy, admission.review(review(roomy), engine))["metadata"]["annotations"]
+    )

@@ -16,7 +16,7 @@ from webhook.contract import MUTATED_BY_ANNOTATION
 from webhook.errors import Denied, ReviewError
 from webhook.metrics import DENIED, FAILED, MUTATED, NO_JOB_TYPE, UNCHANGED
 from webhook.patch import copy, diff
-from webhook.validity import problems
+from webhook.validity import annotation_problems, problems
 
 if TYPE_CHECKING:
     from webhook.config import Config
@@ -77,10 +77,10 @@ class Mutation:
 class PluginError(Exception):
     """A plugin raised while classifying or mutating; names the plugin."""
 
-    def __init__(self, plugin: str, error: BaseException) -> None:
+    def __init__(self, plugin: str, error: BaseException, mutation: Mutation | None = None) -> None:
         self.plugin = plugin
         self.error = error
-        self.mutation: Mutation | None = None  # how far the plugins got, when it was mutate_pod that raised
+        self.mutation = mutation  # how far the plugins got, when it was mutate_pod that raised
         super().__init__(f"plugin {plugin!r} failed: {type(error).__name__}: {error}")
 
 
@@ -108,10 +108,23 @@ def mutate(pod: dict, engine: Engine, request: AdmissionRequest | None = None, *
     if found and found - problems(pod):
         mutate_validly(mutation, engine, request)
     if engine.config.mutated_by_annotation and mutation.pod != pod:
-        pods.annotations(mutation.pod)[MUTATED_BY_ANNOTATION] = engine.mutated_by
+        annotate(mutation.pod, engine.mutated_by)
     mutation.patch = diff(pod, mutation.pod)
     mutation.warnings = list(request.warnings)
     return mutation
+
+
+def annotate(pod: dict, mutated_by: str) -> None:
+    """Name podmutate's plugins and configuration on a pod it changed, unless that would take its
+    annotations past the API server's limit (which would make the create fail)."""
+    annotations = pods.annotations(pod)
+    previous = annotations.get(MUTATED_BY_ANNOTATION)
+    annotations[MUTATED_BY_ANNOTATION] = mutated_by
+    if annotation_problems(pod):
+        if previous is None:
+            del annotations[MUTATED_BY_ANNOTATION]
+        else:
+            annotations[MUTATED_BY_ANNOTATION] = previous
 
 
 def run_plugin(
@@ -126,9 +139,7 @@ def run_plugin(
         denial.plugin, denial.mutation = name, mutation
         raise
     except Exception as error:
-        failure = PluginError(name, error)
-        failure.mutation = mutation
-        raise failure from error
+        raise PluginError(name, error, mutation) from error
     finally:
         mutation.timings.append((name, time.perf_counter() - started))
     if before is not None:  # a new list: mutate_validly keeps the one before a change it undoes
@@ -223,7 +234,8 @@ def parse_review(admission_review: Any) -> tuple[AdmissionRequest, dict | None]:
 
 @dataclass
 class Answer:
-    """One review answered: the response, its outcome (webhook.metrics.OUTCOMES) and what led to it."""
+    """One review answered: the response, its outcome (webhook.metrics' MUTATED, UNCHANGED, DENIED
+    or FAILED) and what led to it."""
 
     response: dict
     outcome: str

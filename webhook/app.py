@@ -51,9 +51,9 @@ def create_app(
     def mutate() -> Response | tuple[Response, int]:
         with metrics.IN_FLIGHT.track_inprogress():
             started = time.perf_counter()
-            body = read_body(watcher.current().config.max_body_bytes)
-            metrics.REQUEST_BYTES.observe(len(body))
             current = watcher.current()
+            body = read_body(current.config.max_body_bytes)
+            metrics.REQUEST_BYTES.observe(len(body))
             try:
                 admission_review = orjson.loads(body)
                 attribute = log.isEnabledFor(logging.DEBUG)  # which plugin changed what: only for the debug line

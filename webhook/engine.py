@@ -6,6 +6,7 @@ Plugins are given the read-only Config; the plugin manager stays here, with the 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -78,10 +79,7 @@ def load_engine(
     if disabled:
         plugins = make_plugin_manager(disabled, environ=environ)
         settings = {name: parsed for name, parsed in settings.items() if not plugins.is_blocked(name)}
-    config = Config(
-        sections=sections, settings=MappingProxyType(settings), path=path, origins=origins, digest=settings_digest
-    )
-    return Engine(config, plugins)
+    return Engine(dataclasses.replace(config, settings=MappingProxyType(settings)), plugins)
 
 
 def assemble(

@@ -26,7 +26,6 @@ DEFAULT_PORT = 8000  # Kyverno's metrics port; plain HTTP, like controller-runti
 
 # The outcome of one POST /mutate.
 MUTATED, UNCHANGED, DENIED, FAILED, BAD_REQUEST = "mutated", "unchanged", "denied", "failed", "bad_request"
-OUTCOMES = (MUTATED, UNCHANGED, DENIED, FAILED, BAD_REQUEST)
 NO_JOB_TYPE = ""  # the job_type label of a review whose pod is no job pod, or that never got as far
 
 # Up to the API server's own 10 s limit on a webhook; fine at the bottom, where reviews are.

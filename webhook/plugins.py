@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from importlib import metadata
 from typing import Any
 
+import orjson
 import pluggy
 
 from webhook import hookspecs
@@ -98,8 +99,6 @@ def one_plugin_at_a_time(pm: pluggy.PluginManager) -> list[tuple[str, Any]]:
 def mutated_by(pm: pluggy.PluginManager, config_digest: str) -> str:
     """What podmutate names on a pod it changed: its version, the plugins that mutate and theirs, and
     the configuration's digest; compact JSON, the same for every pod while nothing is reloaded."""
-    import orjson
-
     import webhook
 
     mutating = {impl.plugin_name for impl in pm.hook.mutate_pod.get_hookimpls()}

@@ -5,13 +5,16 @@ the create whatever the failurePolicy says. The admission core compares `problem
 before and after the plugins: a plugin whose change adds a problem has that change undone.
 This is a subset of Kubernetes' pod validation — the part podmutate's edits touch (container
 and volume names, mount paths and devices, volume references, requests against limits, and
-pod-level resources) — not a second API server; the e2e suite holds it to the real one.
+pod-level resources, the total size of the annotations) — not a second API server; the e2e
+suite holds it to the real one.
 """
 
 from collections import Counter
 
 from webhook.formats import RESOURCE_KINDS, quantity
 from webhook.pods import CONTAINER_LISTS, clean_path
+
+ANNOTATIONS_MAX_BYTES = 256 * 1024  # keys and values together (apimachinery's TotalAnnotationSizeLimitB)
 
 
 def problems(pod: dict) -> set[str]:
@@ -29,7 +32,18 @@ def problems(pod: dict) -> set[str]:
         f"container name {name!r} is used {count} times" for name, count in container_names.items() if count > 1
     )
     found.update(pod_resource_problems(pod_spec))
+    found.update(annotation_problems(pod))
     return found
+
+
+def annotation_problems(pod: dict) -> set[str]:
+    """The annotations, keys and values, over the API server's total of 256 KiB."""
+    metadata = pod.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    if not isinstance(annotations, dict):
+        return set()
+    size = sum(len(str(key).encode()) + len(str(value).encode()) for key, value in annotations.items())
+    return {f"annotations total {size} bytes, over {ANNOTATIONS_MAX_BYTES}"} if size > ANNOTATIONS_MAX_BYTES else set()
 
 
 def container_problems(container: dict, volume_names: Counter) -> set[str]:
