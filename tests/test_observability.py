@@ -103,8 +103,9 @@ def test_configuration_reloads_and_their_results_are_counted(served, tmp_path):
     before = served.metrics()
     (digest,) = [dict(labels)["digest"] for name, labels in before if name == "podmutate_config_info"]
     config.write_text("failure_mode: sometimes\n")
-    assert wait_for(lambda: sample(served.metrics(), "podmutate_config_last_reload_successful") == 0)
-    assert sample(served.metrics(), "podmutate_config_reloads_total", result="failure") == 2  # each worker refused it
+    # each worker polls the file on its own: wait until both have refused it
+    assert wait_for(lambda: sample(served.metrics(), "podmutate_config_reloads_total", result="failure") == 2)
+    assert sample(served.metrics(), "podmutate_config_last_reload_successful") == 0
     config.write_text(json.dumps({**CONFIG, "failure_mode": "fail"}))
     assert wait_for(lambda: sample(served.metrics(), "podmutate_config_last_reload_successful") == 1)
     samples = served.metrics()
