@@ -31,7 +31,8 @@ from webhook.contract import (
 )
 
 
-def mutating_admission_policy(name="podmutate-equivalent"):
+def mutations():
+    """The policy's mutations: an apply configuration, then a JSONPatch for the init container."""
     script = json.dumps(init_script())
     env = ", ".join(
         f'Object.spec.initContainers.env{{name: "{key}", value: "{value}"}}'
@@ -81,28 +82,30 @@ Object{{
     }})
   }}
 }}"""
+    return [
+        {"patchType": "ApplyConfiguration", "applyConfiguration": {"expression": expression}},
+        {"patchType": "JSONPatch", "jsonPatch": {"expression": add_init}},
+    ]
+
+
+POD_CREATES = {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}
+JOB_POD = {
+    "name": "job-pod",
+    "expression": f'has(object.metadata.labels) && "{JOB_TYPE_LABEL}" in object.metadata.labels',
+}
+
+
+def mutating_admission_policy(name="podmutate-equivalent"):
     return {
         "apiVersion": "admissionregistration.k8s.io/v1beta1",
         "kind": "MutatingAdmissionPolicy",
         "metadata": {"name": name},
         "spec": {
-            "matchConstraints": {
-                "resourceRules": [
-                    {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}
-                ]
-            },
-            "matchConditions": [
-                {
-                    "name": "job-pod",
-                    "expression": f'has(object.metadata.labels) && "{JOB_TYPE_LABEL}" in object.metadata.labels',
-                }
-            ],
+            "matchConstraints": {"resourceRules": [POD_CREATES]},
+            "matchConditions": [JOB_POD],
             "failurePolicy": "Fail",
             "reinvocationPolicy": "IfNeeded",
-            "mutations": [
-                {"patchType": "ApplyConfiguration", "applyConfiguration": {"expression": expression}},
-                {"patchType": "JSONPatch", "jsonPatch": {"expression": add_init}},
-            ],
+            "mutations": mutations(),
         },
     }
 

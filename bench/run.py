@@ -10,11 +10,13 @@ and pyinstrument (the `bench` extra), and the test control plane (tools/controlp
 
 import argparse
 import base64
+import collections
 import contextlib
 import copy
 import math
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -28,6 +30,7 @@ import kubernetes
 import orjson
 import requests
 
+from bench import kyverno
 from bench.pods import airbyte_pod, hostile_pod, review
 from bench.policy import binding, mutating_admission_policy
 from certs.rotation import ensure
@@ -526,106 +529,137 @@ def status_mib(pid, field):
 # -- through the API server -------------------------------------------------------------------
 
 
-def api_server(report, control_plane, workdir, count):
+def api_server(report, control_plane, workdir, count, variants):
     report.section(
         "Through a real API server: pod creation latency",
         f"{count} sequential pod creations per row with the Python client (the same client "
-        "overhead in every row), as server-side dry runs and as real creates; ms. *none*: no "
-        "mutation; *podmutate*: the webhook (over HTTPS on 127.0.0.1); *policy*: the "
-        "MutatingAdmissionPolicy in bench/policy.py, which does what CEL can of the same "
-        "mutations (its docstring lists what it cannot).",
+        "overhead in every row), as server-side dry runs and as real creates; ms. " + variants_text(variants),
     )
-    client = kubernetes.config.new_client_from_config(config_file=control_plane.kubeconfig)
-    core = kubernetes.client.CoreV1Api(client)
-    rows, medians = [], {}
+    rows, medians, made = [], {}, {}
     with serve(Path(workdir) / "api", workers=2) as server:
-        for variant in MUTATIONS:
-            namespace, pod = mutation_in_effect(client, server, variant, "bench")
-            for mode in ("dry run", "create"):
-                latencies = []
-                for index in range(count):
-                    pod["metadata"]["name"] = f"bench-{index}"
-                    started = time.perf_counter()
-                    core.create_namespaced_pod(namespace, pod, dry_run="All" if mode == "dry run" else None)
-                    latencies.append((time.perf_counter() - started) * 1000)
-                median = statistics.median(latencies)
-                p99 = percentile(latencies, 0.99)
-                medians[(variant, mode)] = median
-                rows.append([variant, mode, f"{median:.2f}", f"{p99:.2f}"])
+        for variant in variants:
+            with mutation_in_effect(control_plane, server, variant, "bench", workdir) as target:
+                made[variant] = what_mutation_made(target.created)
+                for mode in MODES:
+                    latencies = []
+                    for index in range(count):
+                        target.pod["metadata"]["name"] = f"bench-{index}"
+                        started = time.perf_counter()
+                        target.core.create_namespaced_pod(
+                            target.namespace, target.pod, dry_run="All" if mode == "dry run" else None
+                        )
+                        latencies.append((time.perf_counter() - started) * 1000)
+                    median = statistics.median(latencies)
+                    medians[(variant, mode)] = median
+                    rows.append([variant, mode, f"{median:.2f}", f"{percentile(latencies, 0.99):.2f}"])
     report.table(["mutation", "request", "median ms", "p99 ms"], rows)
+    peers = [variant for variant in variants if variant not in ("none", "podmutate")]
     ratios = [
         [
             mode,
-            f"{medians[('podmutate', mode)] / medians[('policy', mode)]:.2f}",
-            f"{medians[('podmutate', mode)] / medians[('none', mode)]:.2f}",
-            f"{medians[('policy', mode)] / medians[('none', mode)]:.2f}",
+            *(f"{medians[('podmutate', mode)] / medians[(peer, mode)]:.2f}" for peer in peers),
+            *(f"{medians[(variant, mode)] / medians[('none', mode)]:.2f}" for variant in ("podmutate", *peers)),
         ]
-        for mode in ("dry run", "create")
+        for mode in MODES
     ]
     report.text("\nRatios of medians (same run):\n")
-    report.table(["request", "podmutate ÷ policy", "podmutate ÷ none", "policy ÷ none"], ratios)
-    report.metrics["policy"] = max(float(row[1]) for row in ratios)
+    report.table(
+        [
+            "request",
+            *(f"podmutate ÷ {peer}" for peer in peers),
+            *(f"{variant} ÷ none" for variant in ("podmutate", *peers)),
+        ],
+        ratios,
+    )
+    report.metrics["policy"] = max(medians[("podmutate", mode)] / medians[("policy", mode)] for mode in MODES)
+    if "kyverno" in variants:
+        same = made["kyverno"] == made["policy"]
+        report.text(
+            "\nKyverno's pod and the MutatingAdmissionPolicy's (spec, labels, annotations of a dry run): "
+            + ("the same.\n" if same else "**different**: the two peers did not do the same work.\n")
+        )
+        report.metrics["kyverno same pod"] = same
+        report.metrics["kyverno sequential"] = max(
+            medians[("podmutate", mode)] / medians[("kyverno", mode)] for mode in MODES
+        )
 
 
-def concurrent(report, control_plane, workdir, levels, count):
+MODES = ("dry run", "create")
+
+
+def concurrent(report, control_plane, workdir, levels, count, variants):
     report.section(
         "Under concurrent load, through a real API server",
         f"{count:,} pod creations per row from N concurrent clients (threads, each with its own "
         "keep-alive HTTPS connection, posting ready-made JSON: the client costs little and the same "
         "in every row), shaped like Kyverno's own load tests; real creates, deleted between rows. "
-        "Latency in ms. podmutate's CPU is that of its whole process tree (the supervisor and 2 "
-        "workers) per 1,000 reviews it answered (its own metrics count them); its peak RSS is "
-        "the sum of the processes' high-water marks. The API server, podmutate and the clients "
-        "share the machine's 2 cores.",
+        "Latency in ms. A webhook's CPU is that of its whole process tree (podmutate: the supervisor "
+        "and 2 workers; Kyverno: its one process) per 1,000 pods created; its peak RSS is the sum of "
+        "the processes' high-water marks, from its start. The API server, the webhook and the clients "
+        "share the machine's 2 cores. " + variants_text(variants),
     )
-    client = kubernetes.config.new_client_from_config(config_file=control_plane.kubeconfig)
-    core = kubernetes.client.CoreV1Api(client)
-    rows, p99s, means = [], {}, {}
+    rows, p99s, means, failures = [], {}, {}, []
     with serve(Path(workdir) / "concurrent", workers=2) as server:
-        for variant in MUTATIONS:
-            namespace, pod = mutation_in_effect(client, server, variant, "load")
-            for level in levels:
-                cpu, reviews = tree_cpu_seconds(server.process.pid), reviews_answered(server)
-                latencies, errors = creations(control_plane, namespace, pod, level, count)
-                cpu, reviews = tree_cpu_seconds(server.process.pid) - cpu, reviews_answered(server) - reviews
-                core.delete_collection_namespaced_pod(namespace)
-                p99s[(variant, level)] = percentile(latencies, 0.99)
-                means[(variant, level)] = statistics.fmean(latencies)
-                own = variant == "podmutate" and reviews
-                rows.append(
-                    [
-                        variant,
-                        level,
-                        f"{means[(variant, level)]:.1f}",
-                        f"{p99s[(variant, level)]:.1f}",
-                        errors,
-                        f"{1000 * cpu / reviews:.2f}" if own else "",
-                        f"{tree_peak_rss_mib(server.process.pid):.0f}" if own else "",
-                    ]
-                )
-    report.table(
-        ["mutation", "clients", "mean ms", "p99 ms", "errors", "podmutate CPU s / 1,000 reviews", "peak RSS MiB"], rows
-    )
+        for variant in variants:
+            with mutation_in_effect(control_plane, server, variant, "load", workdir) as target:
+                for level in levels:
+                    cpu = target.cpu_seconds()
+                    latencies, errors = creations(control_plane, target.namespace, target.pod, level, count)
+                    cpu = target.cpu_seconds() - cpu
+                    target.core.delete_collection_namespaced_pod(target.namespace)
+                    p99s[(variant, level)] = percentile(latencies, 0.99)
+                    means[(variant, level)] = statistics.fmean(latencies)
+                    failures += [(variant, level, error) for error in errors]
+                    created = count - len(errors)
+                    rows.append(
+                        [
+                            variant,
+                            level,
+                            f"{means[(variant, level)]:.1f}",
+                            f"{p99s[(variant, level)]:.1f}",
+                            len(errors),
+                            f"{1000 * cpu / created:.2f}" if target.pids() and created else "",
+                            f"{target.peak_rss_mib():.0f}" if target.pids() else "",
+                        ]
+                    )
+    report.table(["mutation", "clients", "mean ms", "p99 ms", "errors", "CPU s / 1,000 pods", "peak RSS MiB"], rows)
+    if failures:
+        report.text("\nThe errors, as the API server gave them:\n\n")
+        report.text(
+            "\n".join(
+                f"- {variant}, {level} clients, {times}×: {error}"
+                for (variant, level, error), times in collections.Counter(failures).items()
+            )
+            + "\n"
+        )
+    webhooks = [variant for variant in variants if variant != "none"]
     ratios = [
         [
             level,
-            f"{means[('podmutate', level)] - means[('none', level)]:+.1f}",
-            f"{means[('policy', level)] - means[('none', level)]:+.1f}",
-            f"{p99s[('podmutate', level)] / p99s[('none', level)]:.2f}",
-            f"{p99s[('policy', level)] / p99s[('none', level)]:.2f}",
+            *(f"{means[(variant, level)] - means[('none', level)]:+.1f}" for variant in webhooks),
+            *(f"{p99s[(variant, level)] / p99s[('none', level)]:.2f}" for variant in webhooks),
         ]
         for level in levels
     ]
     report.text("\nAdded mean latency (ms) and p99 against no mutation (same run):\n")
-    report.table(["clients", "podmutate added", "policy added", "p99 podmutate ÷ none", "p99 policy ÷ none"], ratios)
-    report.metrics["concurrent p99"] = max(float(row[3]) for row in ratios)
+    report.table(
+        ["clients", *(f"{variant} added" for variant in webhooks), *(f"p99 {variant} ÷ none" for variant in webhooks)],
+        ratios,
+    )
+    report.metrics["concurrent p99"] = max(p99s[("podmutate", level)] / p99s[("none", level)] for level in levels)
     report.metrics["added_ms"] = {level: means[("podmutate", level)] - means[("none", level)] for level in levels}
-    report.metrics["replica_rss_mib"] = max(float(row[6]) for row in rows if row[6])
-    report.metrics["cpu_ms_per_review"] = max(float(row[5]) for row in rows if row[5])
+    if "kyverno" in variants:
+        report.metrics["kyverno added"] = max(  # the same "none" subtracted from both
+            means[("podmutate", level)] - means[("kyverno", level)] for level in levels
+        )
+    own = [row for row in rows if row[0] == "podmutate"]
+    report.metrics["replica_rss_mib"] = max(float(row[6]) for row in own)
+    report.metrics["cpu_ms_per_review"] = max(float(row[5]) for row in own if row[5])
 
 
 def creations(control_plane, namespace, pod, clients, count):
-    """Create `count` copies of `pod` from `clients` threads; the latencies (ms) and the failures."""
+    """Create `count` copies of `pod` from `clients` threads; the latencies (ms), and a line for
+    each failure (status and the API server's message)."""
     url = f"{control_plane.url}/api/v1/namespaces/{namespace}/pods"
     headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
     names = iter(range(count))
@@ -636,17 +670,31 @@ def creations(control_plane, namespace, pod, clients, count):
             for index in names:  # shared: each index is taken by one thread
                 body = orjson.dumps({**pod, "metadata": {**pod["metadata"], "name": f"load-{clients}-{index}"}})
                 started = time.perf_counter()
-                answer = session.post(url, data=body, headers=headers, verify=control_plane.ca_file, timeout=60)
-                latencies.append((time.perf_counter() - started) * 1000)
+                try:
+                    answer = session.post(url, data=body, headers=headers, verify=control_plane.ca_file, timeout=60)
+                except requests.RequestException as error:
+                    errors.append(f"no answer: {type(error).__name__}")
+                    continue
+                finally:
+                    latencies.append((time.perf_counter() - started) * 1000)
                 if answer.status_code != 201:
-                    errors.append(answer.status_code)
+                    errors.append(f"{answer.status_code} {failure_message(answer)}")
 
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return latencies, len(errors)
+    return latencies, errors
+
+
+def failure_message(answer):
+    """The API server's message, with the request-specific pod name left out so alike ones group."""
+    try:
+        message = answer.json().get("message", "")
+    except ValueError:
+        message = answer.text[:200]
+    return re.sub(r"load-\d+-\d+", "<pod>", message)
 
 
 def percentile(values, fraction):
@@ -654,50 +702,79 @@ def percentile(values, fraction):
     return ordered[max(0, round(fraction * len(ordered)) - 1)]
 
 
-def reviews_answered(server):
-    return sum(
-        value for (name, _labels), value in server.metrics().items() if name == "podmutate_admission_reviews_total"
-    )
-
-
 def tree_pids(master):
     return [master, *worker_pids(master)]
 
 
-def tree_cpu_seconds(master):
-    """User and system CPU seconds of a `podmutate serve` and its live workers."""
+def cpu_seconds_of(pids):
+    """User and system CPU seconds of the live processes `pids`."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
-    for pid in tree_pids(master):
+    for pid in pids:
         with contextlib.suppress(OSError):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / ticks
 
 
-def tree_peak_rss_mib(master):
-    """The sum of the high-water marks of RSS of a `podmutate serve` and its live workers."""
-    return sum(status_mib(pid, "VmHWM:") for pid in tree_pids(master))
+VARIANTS = {
+    "none": "no mutation",
+    "podmutate": "the webhook (over HTTPS on 127.0.0.1)",
+    "policy": "the MutatingAdmissionPolicy in bench/policy.py, which does what CEL can of the same mutations "
+    "(its docstring lists what it cannot), evaluated inside the API server",
+    "kyverno": "Kyverno's admission controller (bench/kyverno), a webhook on 127.0.0.1 too, running the "
+    "same CEL mutations as a Kyverno MutatingPolicy",
+}
 
 
-MUTATIONS = ("none", "podmutate", "policy")
+def variants_text(variants):
+    return "; ".join(f"*{variant}*: {VARIANTS[variant]}" for variant in variants) + "."
 
 
-def mutation_in_effect(client, server, variant, prefix):
-    """A new namespace where pod creations meet `variant` (no mutation, podmutate or the policy),
-    once it is in effect; and the 5-container sync job pod to create there."""
+class Target:
+    """Where pod creations meet one kind of mutation: the namespace, the pod to create there, and
+    the processes of the webhook answering (none for no mutation and for the in-server policy)."""
+
+    def __init__(self, core, namespace, pod, pids=lambda: []):
+        self.core, self.namespace, self.pod, self.pids = core, namespace, pod, pids
+        self.created = None  # the pod a dry run made, once the mutation was in effect
+
+    def cpu_seconds(self):
+        return cpu_seconds_of(self.pids())
+
+    def peak_rss_mib(self):
+        return sum(status_mib(pid, "VmHWM:") for pid in self.pids())
+
+
+@contextlib.contextmanager
+def mutation_in_effect(control_plane, server, variant, prefix, workdir):
+    """A new namespace where pod creations meet `variant` (no mutation, podmutate, the policy or
+    Kyverno), once it is in effect; Kyverno runs only inside the block."""
+    client = kubernetes.config.new_client_from_config(config_file=control_plane.kubeconfig)
     core = kubernetes.client.CoreV1Api(client)
     namespace = f"{prefix}-{variant}"
     core.create_namespace({"metadata": {"name": namespace}})
-    if variant == "podmutate":
-        register_webhook(client, namespace, server)
-    elif variant == "policy":
-        create_policy(kubernetes.dynamic.DynamicClient(client), namespace)
     pod = airbyte_pod("sync")
     pod["metadata"]["namespace"] = namespace
     pod["metadata"]["labels"]["podmutate.io/job-type"] = "sync"
-    wait_mutated(core, namespace, pod, expect=variant != "none")
-    return namespace, pod
+    with contextlib.ExitStack() as stack:
+        target = Target(core, namespace, pod)
+        if variant == "podmutate":
+            register_webhook(client, namespace, server)
+            target.pids = lambda: tree_pids(server.process.pid)
+        elif variant == "policy":
+            create_policy(kubernetes.dynamic.DynamicClient(client), namespace)
+        elif variant == "kyverno":
+            peer = stack.enter_context(kyverno.running(control_plane, Path(workdir)))
+            kinds = kubernetes.dynamic.DynamicClient(client).resources
+            kinds.get(api_version="policies.kyverno.io/v1", kind="MutatingPolicy").create(
+                body=kyverno.mutating_policy(namespace)
+            )
+            target.pids = lambda: [peer.process.pid]
+        target.created = wait_mutated(
+            core, namespace, pod, expect=variant != "none", timeout=120 if variant == "kyverno" else 30
+        )
+        yield target
 
 
 def register_webhook(client, namespace, server):
@@ -741,17 +818,23 @@ def create_policy(dynamic, namespace):
     dynamic.resources.get(api_version=kinds, kind="MutatingAdmissionPolicyBinding").create(body=binding(namespace))
 
 
-def wait_mutated(core, namespace, pod, expect, timeout=30):
+def wait_mutated(core, namespace, pod, expect, timeout):
+    """The pod as the API server would create it (a dry run), once mutation is in effect as expected."""
     deadline = time.monotonic() + timeout
     while True:
         created = core.create_namespaced_pod(
             namespace, {**pod, "metadata": {**pod["metadata"], "name": "probe"}}, dry_run="All"
         )
         if bool(created.spec.init_containers) == expect:
-            return
+            return core.api_client.sanitize_for_serialization(created)
         if time.monotonic() > deadline:
             raise RuntimeError(f"mutation in {namespace} did not take effect in {timeout}s")
         time.sleep(0.3)
+
+
+def what_mutation_made(created):
+    """What a mutation decides of a created pod: its spec, labels and annotations."""
+    return {"spec": created["spec"], **{key: created["metadata"].get(key) for key in ("labels", "annotations")}}
 
 
 TARGETS = [
@@ -803,6 +886,21 @@ TARGETS = [
         "pod-create p99 with podmutate ÷ without, concurrent clients (worst level)",
         "≤ 1.1",
         lambda v: v <= 1.1,
+        "{:.2f}",
+    ),
+    ("kyverno same pod", "Kyverno makes the MutatingAdmissionPolicy's pod", "yes", lambda v: v, "{}"),
+    (
+        "kyverno added",
+        "podmutate's added mean pod-create latency − Kyverno's, concurrent clients (worst level), ms",
+        "≤ 0",
+        lambda v: v <= 0,
+        "{:+.1f}",
+    ),
+    (
+        "kyverno sequential",
+        "pod-create median with podmutate ÷ with Kyverno, sequential (worst of dry run and create)",
+        "≤ 1",
+        lambda v: v <= 1,
         "{:.2f}",
     ),
 ]
@@ -874,8 +972,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="seconds, not minutes: proves the harness works")
     parser.add_argument("--output", default=str(ROOT / "BENCHMARKS.md"), help="where to write the report")
+    parser.add_argument(
+        "--kyverno",
+        action=argparse.BooleanOptionalAction,
+        help="measure Kyverno too, building it once (several minutes; bench/kyverno/build.sh); "
+        "on by default, off with --quick",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
+    with_kyverno = not quick if args.kyverno is None else args.kyverno
+    variants = [variant for variant in VARIANTS if with_kyverno or variant != "kyverno"]
+    if with_kyverno:
+        kyverno.build()  # before any figure: a failed build costs seconds, not the run
     report = Report(quick)
     seconds = 0.2 if quick else 2.0
     in_process(report, seconds)
@@ -891,14 +999,14 @@ def main(argv=None):
         control_plane.start()
         try:
             served(report, control_plane, workdir, 1 if quick else 10, [4] if quick else [4, 16, 64])
-            api_server(report, control_plane, workdir, 5 if quick else 300)
-            concurrent(report, control_plane, workdir, [2] if quick else [10, 50, 200], 10 if quick else 2000)
+            api_server(report, control_plane, workdir, 5 if quick else 300, variants)
+            concurrent(report, control_plane, workdir, [2] if quick else [10, 50, 200], 10 if quick else 2000, variants)
             memory(report, workdir, [200, 1000] if quick else [10_000, 100_000])
         finally:
             control_plane.stop()
     expectations(report)
     targets(report)
-    command = "python -m bench.run" + (" --quick" if quick else "")
+    command = "python -m bench.run" + (" --quick" if quick else "") + (" --kyverno" if quick and with_kyverno else "")
     report.write(args.output, command)
     print(f"\nwritten: {args.output}")
 
