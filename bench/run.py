@@ -1,11 +1,12 @@
 """podmutate's benchmarks: one command prints a table and writes BENCHMARKS.md.
 
-    .venv/bin/python -m bench.run           # the full run, several minutes
+    .venv/bin/python -m bench.run           # the full run, about half an hour
     .venv/bin/python -m bench.run --quick   # seconds: proves the harness works; figures meaningless
 
 Machines here are shared and noisy: every comparison is a ratio of two figures measured side by
 side in the same run; absolute numbers are context only. Needs wrk (Debian's package), kopf
-and pyinstrument (the `bench` extra), and the test control plane (tools/controlplane/build.sh).
+and pyinstrument (the `bench` extra), the test control plane (tools/controlplane/build.sh), and
+for the Kyverno rows Go, to build Kyverno once (bench/kyverno/build.sh, which the run calls).
 """
 
 import argparse
@@ -35,7 +36,7 @@ from bench.pods import airbyte_pod, hostile_pod, review
 from bench.policy import binding, mutating_admission_policy
 from certs.rotation import ensure
 from tests.e2e.controlplane import TOKEN, ControlPlane, find_binaries
-from tests.helpers import free_port, serve, stop_process
+from tests.helpers import cpu_seconds_of, free_port, serve, stop_process, worker_pids
 from webhook import admission, patch
 from webhook.engine import load_engine
 
@@ -502,18 +503,6 @@ def memory(report, workdir, counts):
     report.text(f"\nRSS after {counts[-1]:,} reviews is {100 * (last - first) / first:+.1f} % of after {counts[0]:,}.")
 
 
-def worker_pids(master):
-    """The worker processes of a `podmutate serve` (spawned children; not multiprocessing's resource tracker)."""
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[1]) == master and b"spawn_main" in (entry / "cmdline").read_bytes():
-                    children.append(int(entry.name))
-    return sorted(children)
-
-
 def rss_mib(pid):
     return status_mib(pid, "VmRSS:")
 
@@ -704,17 +693,6 @@ def percentile(values, fraction):
 
 def tree_pids(master):
     return [master, *worker_pids(master)]
-
-
-def cpu_seconds_of(pids):
-    """User and system CPU seconds of the live processes `pids`."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / ticks
 
 
 VARIANTS = {

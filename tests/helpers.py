@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import jsonpatch
 import requests
@@ -256,3 +257,26 @@ def wait_ready(served, timeout=30):
                 pass
         time.sleep(0.1)
     raise AssertionError(f"podmutate serve not ready after {timeout}s:\n{served.log()}")
+
+
+def worker_pids(master):
+    """The worker processes of a `podmutate serve` (spawned children; not multiprocessing's resource tracker)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == master and b"spawn_main" in (entry / "cmdline").read_bytes():
+                    children.append(int(entry.name))
+    return sorted(children)
+
+
+def cpu_seconds_of(pids):
+    """User and system CPU seconds of the live processes `pids`."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks

@@ -10,7 +10,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import apply_answer, job_pod, review, serve, wait_for
+from tests.helpers import apply_answer, job_pod, review, serve, wait_for, worker_pids
 from webhook.contract import MUTATED_BY_ANNOTATION
 
 CONFIG = {"connection_labels": {"required": {"sync": True}}}  # a sync pod without a connection id is denied
@@ -80,22 +80,13 @@ def test_metrics_count_known_traffic_over_both_workers_and_survive_a_killed_one(
         == digest
     )
 
-    workers = [int(pid) for pid in os.listdir("/proc") if pid.isdigit() and parent_of(int(pid)) == served.process.pid]
-    for pid in workers:  # a worker killed outright: what it counted still counts
+    for pid in worker_pids(served.process.pid):  # a worker killed outright: what it counted still counts
         os.kill(pid, signal.SIGKILL)
     time.sleep(1)
     assert wait_for(lambda: served.get("/readyz").status_code == 200)
     after = served.metrics()
     assert reviews(after, "mutated", "sync") == 4
     assert sample(after, "podmutate_admission_reviews_in_flight") == 0
-
-
-def parent_of(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as stream:
-            return int(stream.read().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError):
-        return None
 
 
 def test_configuration_reloads_and_their_results_are_counted(served, tmp_path):

@@ -45,10 +45,14 @@ HANDSHAKE_TIMEOUT = 5.0  # seconds for a TLS handshake
 # idle-connection reuse so that a connection is not closed just as it is being reused.
 READ_TIMEOUT = 60
 KEEPALIVE_TIMEOUT = 60.0
-# hypercorn closes a connection after this many requests (1,000 by default). Over HTTP/2, which
-# the API server speaks, that GOAWAY leaves h2 refusing the frames of the streams still in
-# flight (PROTOCOL_ERROR), and those reviews fail; so a connection is never closed for its count.
+# hypercorn closes a connection after this many requests (1,000 by default). The API server keeps
+# its connections and posts on them again at once, so a close races a review (over HTTP/2 the
+# GOAWAY refused the streams in flight): a connection is never closed for its count.
 KEEPALIVE_MAX_REQUESTS = sys.maxsize
+# HTTP/1.1 only, as the API server speaks to a webhook behind a Service (it allows HTTP/2 only for
+# a URL on loopback). Over HTTP/2 it multiplexes every review on one connection, which one worker
+# process owns: the other workers idle while that one queues, and the tail grows (BENCHMARKS.md).
+ALPN_PROTOCOLS = ["http/1.1"]
 MAX_HEADER_BYTES = 16 * 1024
 # A refused body is still read (and dropped) up to this many bytes, so that the client, which
 # sends before it reads, sees the 413 instead of a broken pipe.
@@ -65,6 +69,7 @@ class ServeConfig(HypercornConfig):
     """hypercorn's configuration, with a TLS context that follows the certificate files."""
 
     last_good_dir: str | None = None
+    alpn_protocols = ALPN_PROTOCOLS
 
     def create_ssl_context(self) -> ssl.SSLContext:
         assert self.certfile and self.keyfile, "serving needs a certificate pair"

@@ -11,7 +11,7 @@ import pytest
 
 from certs import CA
 from tests.e2e.conftest import JOB_TYPE_LABEL, is_mutated, job_pod_manifest, register
-from tests.helpers import serve
+from tests.helpers import cpu_seconds_of, serve, worker_pids
 
 JOB_TYPES = ["spec", "check", "discover", "sync", "orchestrator"]
 INTERVALS = {"spec": "1", "check": "1", "discover": "1", "sync": "30", "orchestrator": "30"}
@@ -250,9 +250,10 @@ def test_the_audit_log_records_what_podmutate_did(kubectl, control_plane, regist
 def test_more_than_a_thousand_reviews_on_the_api_servers_connections_all_succeed(
     api_client, control_plane, registered, admissionregistration
 ):
-    """hypercorn closed an HTTP/2 connection after 1,000 requests, failing the reviews in flight on
-    it: the API server speaks HTTP/2 to webhooks and keeps its connection, so every 1,000th review
-    or so failed its create (failurePolicy Fail here) or left its pod unmutated (Ignore)."""
+    """hypercorn closed a connection after 1,000 requests, failing the reviews in flight on it: the
+    API server keeps its connections to a webhook, so every 1,000th review or so failed its create
+    (failurePolicy Fail here) or left its pod unmutated (Ignore). Found over HTTP/2, which the API
+    server spoke to a loopback URL until podmutate offered HTTP/1.1 only."""
     from concurrent.futures import ThreadPoolExecutor
 
     import kubernetes
@@ -271,3 +272,27 @@ def test_more_than_a_thousand_reviews_on_the_api_servers_connections_all_succeed
     with ThreadPoolExecutor(max_workers=8) as pool:
         outcomes = list(pool.map(create, range(1200)))
     assert [outcome for outcome in outcomes if outcome != "mutated"] == []
+
+
+def test_the_api_servers_reviews_are_shared_by_both_workers(api_client, podmutate, registered):
+    """Over HTTP/2 the API server sent every review on one connection, owned by one worker process,
+    while the other idled: each worker must now do a fair part of the reviewing."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import kubernetes
+
+    core = kubernetes.client.CoreV1Api(api_client)
+    pod = job_pod_manifest("sync", name="shared")
+    workers = worker_pids(podmutate.process.pid)
+    assert len(workers) == 2
+    before = [cpu_seconds_of([pid]) for pid in workers]
+
+    def create(index):
+        body = {**pod, "metadata": {**pod["metadata"], "name": f"shared-{index}"}}
+        created = core.create_namespaced_pod(registered, body, dry_run="All")
+        return is_mutated(api_client.sanitize_for_serialization(created))
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        assert all(pool.map(create, range(600)))
+    used = [cpu_seconds_of([pid]) - start for pid, start in zip(workers, before, strict=True)]
+    assert min(used) >= 0.15 * sum(used), f"CPU seconds of each worker: {used}"
