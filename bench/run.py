@@ -701,7 +701,9 @@ VARIANTS = {
     "policy": "the MutatingAdmissionPolicy in bench/policy.py, which does what CEL can of the same mutations "
     "(its docstring lists what it cannot), evaluated inside the API server",
     "kyverno": "Kyverno's admission controller (bench/kyverno), a webhook on 127.0.0.1 too, running the "
-    "same CEL mutations as a Kyverno MutatingPolicy",
+    "same CEL mutations as a Kyverno MutatingPolicy. The API server speaks HTTP/2 to a loopback URL "
+    "that offers it, as Kyverno's does, and HTTP/1.1 to podmutate, which offers nothing else; in a "
+    "cluster, behind a Service, it speaks HTTP/1.1 to both",
 }
 
 
