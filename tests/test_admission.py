@@ -160,3 +160,21 @@ def test_the_mutated_by_annotation_never_takes_the_annotations_past_the_api_serv
     assert (
         MUTATED_BY_ANNOTATION in apply_answer(roomy, admission.review(review(roomy), engine))["metadata"]["annotations"]
     )
+
+
+def test_a_pod_over_the_annotation_limit_already_is_mutated_in_one_pass(engine, monkeypatch):
+    """The API server refuses it anyway; what matters is that its growing annotations do not count
+    as a new problem, which would re-run every plugin alone to find the culprit."""
+    from webhook.validity import ANNOTATIONS_MAX_BYTES
+
+    runs = []
+    original = admission.run_plugin
+    monkeypatch.setattr(admission, "run_plugin", lambda *args, **kwargs: runs.append(1) or original(*args, **kwargs))
+    roomy = job_pod("sync")
+    admission.review(review(roomy), engine)
+    once = len(runs)
+    runs.clear()
+    full = job_pod("sync", annotations={"example.com/blob": "x" * ANNOTATIONS_MAX_BYTES})
+    answer = admission.review(review(full), engine)
+    assert apply_answer(full, answer)["spec"]["initContainers"]
+    assert len(runs) == once
