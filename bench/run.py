@@ -1,6 +1,6 @@
 """podmutate's benchmarks: one command prints a table and writes BENCHMARKS.md.
 
-    .venv/bin/python -m bench.run           # the full run, about half an hour
+    .venv/bin/python -m bench.run           # the full run, about 15 minutes (and once, Kyverno's build)
     .venv/bin/python -m bench.run --quick   # seconds: proves the harness works; figures meaningless
 
 Machines here are shared and noisy: every comparison is a ratio of two figures measured side by
