@@ -32,14 +32,12 @@ from tests.helpers import free_port, stop_process
 
 BUILD = Path(__file__).resolve().parent / "build.sh"
 NAMESPACE = "kyverno"
-SERVICE = "kyverno-svc"
-CA_SECRET = f"{SERVICE}.{NAMESPACE}.svc.kyverno-tls-ca"
-PAIR_SECRET = f"{SERVICE}.{NAMESPACE}.svc.kyverno-tls-pair"
 MANAGED = "webhook.kyverno.io/managed-by=kyverno"  # the label on every webhook configuration it writes
 
 
 def build() -> Path:
-    """The directory holding the `kyverno` binary and the `crds/` of its release (built once)."""
+    """The directory holding the `kyverno` binary, the `crds/` and the rendered chart (`install.yaml`)
+    of its release (built once)."""
     done = subprocess.run(["sh", str(BUILD)], stdout=subprocess.PIPE, text=True, check=True)
     return Path(done.stdout.strip())
 
@@ -111,7 +109,8 @@ def running(control_plane, workdir: Path, timeout: float = 180) -> Iterator[Kyve
     with open(log, "wb") as output:
         process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, env={**os.environ, **env})
     try:
-        wait_ready(core, port, process, log, timeout)
+        ca_secret = next(arg.split("=", 1)[1] for arg in container["args"] if arg.startswith("--caSecretName="))
+        wait_ready(core, port, ca_secret, process, log, timeout)
         yield Kyverno(process, log)
     finally:
         stop_process(process)
@@ -134,7 +133,7 @@ def admission_container(install: list[dict]) -> dict:
     return container
 
 
-def wait_ready(core, port: int, process: subprocess.Popen, log: Path, timeout: float) -> None:
+def wait_ready(core, port: int, ca_secret: str, process: subprocess.Popen, log: Path, timeout: float) -> None:
     """Until Kyverno answers its readiness check over TLS verified with the CA it published."""
     deadline = time.monotonic() + timeout
     ca_file = log.with_name("kyverno-ca.crt")
@@ -142,7 +141,7 @@ def wait_ready(core, port: int, process: subprocess.Popen, log: Path, timeout: f
         if process.poll() is not None:
             raise RuntimeError(f"kyverno exited with {process.returncode}; its log ends:\n{tail(log)}")
         with contextlib.suppress(kubernetes.client.exceptions.ApiException, requests.RequestException, KeyError):
-            secret = core.read_namespaced_secret(CA_SECRET, NAMESPACE)
+            secret = core.read_namespaced_secret(ca_secret, NAMESPACE)
             ca_file.write_bytes(base64.b64decode(secret.data["tls.crt"]))
             if requests.get(f"https://127.0.0.1:{port}/health/readiness", verify=ca_file, timeout=2).ok:
                 return
