@@ -241,6 +241,7 @@ def growth(report, seconds):
         review_once()
     profiler.stop()
     text = profiler.output_text(unicode=False, color=False, show_all=False, short_mode=True)
+    text = text.replace(f"{ROOT}/", "")  # paths in the repository, not on this machine
     top = "\n".join(line for line in text.splitlines() if line.strip())[:4000]
     report.text("\nWhere a 50-container review's time goes (pyinstrument):\n\n```\n" + top + "\n```")
 
