@@ -93,11 +93,16 @@ def test_configuration_reloads_and_their_results_are_counted(served, tmp_path):
     config = tmp_path / "podmutate.yaml"
     before = served.metrics()
     (digest,) = [dict(labels)["digest"] for name, labels in before if name == "podmutate_config_info"]
-    config.write_text("failure_mode: sometimes\n")
-    # each worker polls the file on its own: wait until both have refused it
-    assert wait_for(lambda: sample(served.metrics(), "podmutate_config_reloads_total", result="failure") == 2)
+    # Both workers up first: a worker that starts while the file is bad fails to load it and exits
+    # (and its replacements with it), as it has no last good configuration of its own.
+    assert wait_for(lambda: served.log().count("Running on") >= 2)
+    # Each worker polls the file on its own, and one that read it half-written (truncated, say)
+    # would count that version too: the file is replaced whole, as a ConfigMap volume does it.
+    replace_file(config, "failure_mode: sometimes\n")
+    refusals = lambda: sample(served.metrics(), "podmutate_config_reloads_total", result="failure")  # noqa: E731
+    assert wait_for(lambda: refusals() == 2), f"refusals counted: {refusals()}; log:\n{served.log()[-3000:]}"
     assert sample(served.metrics(), "podmutate_config_last_reload_successful") == 0
-    config.write_text(json.dumps({**CONFIG, "failure_mode": "fail"}))
+    replace_file(config, json.dumps({**CONFIG, "failure_mode": "fail"}))
     assert wait_for(lambda: sample(served.metrics(), "podmutate_config_last_reload_successful") == 1)
     samples = served.metrics()
     assert sample(samples, "podmutate_config_reloads_total", result="success") == 2
@@ -159,3 +164,10 @@ def test_the_annotation_and_audit_annotations_name_what_podmutate_did(served):
     assert audit["job-type"] == "sync" and int(audit["patch"]) > 0
     again = served.post("/mutate", review(mutated)).json()["response"]  # reinvoked: nothing to change
     assert "patch" not in again and "auditAnnotations" not in again
+
+
+def replace_file(path, text):
+    """Write `text` beside `path`, then rename it over `path`: readers see the old file or the new."""
+    fresh = path.with_name(path.name + ".new")
+    fresh.write_text(text)
+    os.replace(fresh, path)
