@@ -8,7 +8,7 @@ import time
 import pytest
 import requests
 
-from tests.helpers import apply_answer, decode_patch, job_pod, review, serve, wait_for
+from tests.helpers import apply_answer, decode_patch, job_pod, review, serve, wait_for, worker_pids
 
 CAP = 64 * 1024
 
@@ -174,6 +174,31 @@ def test_a_raising_plugin_in_ignore_mode_admits_unpatched_with_a_warning(server)
     ]
     assert "plugin 'explode' failed" in server.log()
     assert "jobs/source-pg-sync-1-0-abcde" in server.log()
+
+
+@pytest.mark.parametrize(
+    "how, raised",
+    [
+        ("exit", "SystemExit: 3"),
+        ("interrupt", "KeyboardInterrupt: "),
+        ("generator-exit", "GeneratorExit: "),
+        ("escape", "Escape: out of here"),
+    ],
+)
+def test_a_plugin_raising_any_base_exception_fails_only_its_review(server, how, raised):
+    """Before, SystemExit and the like gave a 500 with an empty body, and ended the worker."""
+    workers = worker_pids(server.process.pid)
+    pod = job_pod("sync", annotations={"example.com/misbehave": how})
+    for _ in range(4):  # on every worker, as like as not
+        response = server.post("/mutate", review(pod), headers={"Connection": "close"})
+        assert response.status_code == 200
+        answer = response.json()["response"]
+        assert answer["allowed"] is True and "patch" not in answer
+        assert answer["warnings"] == [
+            f"podmutate: plugin 'misbehave' failed: {raised}; the pod was admitted unmutated"
+        ]
+    assert worker_pids(server.process.pid) == workers
+    assert_still_serving(server)
 
 
 def test_a_raising_plugin_in_fail_mode_denies(tmp_path, example_plugins):

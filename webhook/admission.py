@@ -97,7 +97,7 @@ def mutate(pod: dict, engine: Engine, request: AdmissionRequest | None = None, *
         job_type = engine.plugins.hook.classify_pod(pod=pod, namespace=request.namespace, config=engine.config)
     except Denied:
         raise
-    except Exception as error:
+    except BaseException as error:  # SystemExit, KeyboardInterrupt...: a plugin's failure, not the worker's end
         raise PluginError(blame(engine.plugins, error), error) from error
     if job_type is None:
         return Mutation(job_type=None, pod=pod, patch=[], warnings=list(request.warnings), original=pod)
@@ -138,7 +138,7 @@ def run_plugin(
     except Denied as denial:
         denial.plugin, denial.mutation = name, mutation
         raise
-    except Exception as error:
+    except BaseException as error:  # whatever a plugin raises fails the review, never the worker
         raise PluginError(name, error, mutation) from error
     finally:
         mutation.timings.append((name, time.perf_counter() - started))
