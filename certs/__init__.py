@@ -9,7 +9,6 @@ import datetime
 import ipaddress
 import os
 import socket
-import tempfile
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -17,6 +16,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from webhook.files import read_bounded, write_atomically  # noqa: F401  # write_atomically: for the certs modules
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
@@ -31,6 +32,7 @@ SERVING_DAYS = 365
 SERVING_RENEW_DAYS = 30
 CA_RENEW_DAYS = 365
 CLOCK_SKEW = datetime.timedelta(minutes=5)
+MAX_PEM_BYTES = 1024 * 1024  # a bundle of a few certificates is a few KiB
 
 
 def now() -> datetime.datetime:
@@ -223,28 +225,11 @@ class CA:
         return key_pem(self.key)
 
 
-def write_atomically(path: str, data: bytes, mode: int = 0o644) -> None:
-    """Write `data` to `path` through a temporary file and a rename: never a half-written file."""
-    directory = os.path.dirname(path) or "."
-    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
-    try:
-        os.fchmod(descriptor, mode)
-        with os.fdopen(descriptor, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
-
-
 def read_bytes(path: str) -> bytes:
-    """The file's content; empty when it does not exist."""
+    """The file's content, read as the configuration is (a regular file of at most MAX_PEM_BYTES:
+    a FIFO as tls.key must not hang a handshake); empty when it does not exist."""
     try:
-        with open(path, "rb") as stream:
-            return stream.read()
+        return read_bounded(path, MAX_PEM_BYTES)
     except FileNotFoundError:
         return b""
 

@@ -7,7 +7,8 @@ import ssl
 
 from cryptography import x509
 
-from certs import CA_FILE, CERT_FILE, KEY_FILE, issued_by, load_bundle, now, read_bytes, write_atomically
+from certs import CA_FILE, CERT_FILE, KEY_FILE, MAX_PEM_BYTES, issued_by, load_bundle, now, read_bytes, write_atomically
+from webhook.files import read_bounded
 from webhook.metrics import CERTIFICATE_RELOADS
 from webhook.watch import FileWatcher
 
@@ -29,6 +30,7 @@ def server_context(cert_file: str, key_file: str, alpn_protocols: list[str] | No
     valid), and, when a ca.crt lies beside it, a CA of that bundle issued it.
     """
     check_pair(cert_file)
+    read_bounded(key_file, MAX_PEM_BYTES)  # a regular file, of bounded size: OpenSSL would block on a FIFO
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(cert_file, key_file)

@@ -54,6 +54,8 @@ def config_from_environ(environ):
             section["timeout_minutes"] = float(text)
         except ValueError:
             raise ConfigError("SYNC_JOB_INIT_RETRY_TIMEOUT_MINUTES", text, "a number of minutes") from None
+        if not math.isfinite(section["timeout_minutes"]):  # float() takes "nan" and "inf"
+            raise ConfigError("SYNC_JOB_INIT_RETRY_TIMEOUT_MINUTES", text, "a number of minutes")
     return {"init_container": section} if section else None
 
 

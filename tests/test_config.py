@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from tests.helpers import job_pod
+from tests.helpers import job_pod, wait_for
 from webhook import admission
-from webhook.engine import EngineWatcher, load_engine
+from webhook.engine import EngineWatcher, load_engine, load_engine_or_last_good
 from webhook.errors import ConfigError
 
 
@@ -158,3 +158,101 @@ def test_connection_id_required_denies_a_pod_without_one():
     with pytest.raises(admission.Denied, match="sync pods must carry a connection id"):
         admission.mutate(job_pod("sync"), engine)
     assert admission.mutate(job_pod("check"), engine).job_type == "check"
+
+
+def billion_laughs(levels=9, width=10):
+    """A YAML bomb: under a kilobyte that expands to width**levels strings."""
+    lines = ['a0: &a0 "lol"']
+    for level in range(1, levels):
+        lines.append(f"a{level}: &a{level} [{', '.join([f'*a{level - 1}'] * width)}]")
+    return "\n".join(lines) + f"\njob_types: *a{levels - 1}\n"
+
+
+HOSTILE_FILES = [
+    pytest.param(billion_laughs(), "more than 20000 values once its aliases are expanded", id="billion-laughs"),
+    pytest.param(billion_laughs(levels=6), "more than 20000 values once its aliases are expanded", id="six-levels"),
+    pytest.param(
+        'a: &a "' + "x" * 40_000 + '"\nb: [' + ", ".join(["*a"] * 40) + "]\n",
+        "more than 1048576 bytes of text once its aliases are expanded",
+        id="aliased-long-string",
+    ),
+    pytest.param("a: &a [*a]\n", "an alias refers to a value that contains it", id="recursive-alias"),
+    pytest.param("job_types: " + "[" * 100_000 + "]" * 100_000 + "\n", "nested deeper than 32 levels", id="deep-flow"),
+    pytest.param(
+        "job_types: " + "{a: " * 40 + "1" + "}" * 40 + "\n", "nested deeper than 32 levels", id="deep-mappings"
+    ),
+    pytest.param("max_body_bytes: 99999999999999999999\n", "max_body_bytes: 99999999999999999999", id="huge-integer"),
+    pytest.param("max_body_bytes: .inf\n", "max_body_bytes: inf", id="infinite-cap"),
+    pytest.param("review_timeout_seconds: .nan\n", "review_timeout_seconds: nan", id="nan-timeout"),
+    pytest.param(
+        "job_types:\n  sync:\n    resources: {limits: {cpu: .nan}}\n",
+        "job_types.sync.resources.limits.cpu",
+        id="nan-cpu",
+    ),
+    pytest.param(
+        "job_types:\n  sync:\n    resources: {limits: {memory: 1e3Gi}}\n",
+        "limits.memory: '1e3Gi'",
+        id="exponent-and-suffix",
+    ),
+    pytest.param("init_container: {timeout_minutes: .inf}\n", "init_container.timeout_minutes", id="infinite-timeout"),
+    pytest.param("job_types:\n  sync:\n    labels: {k: " + "v" * 10_000 + "}\n", "labels.k", id="huge-value"),
+]
+
+
+@pytest.mark.parametrize("text, message", HOSTILE_FILES)
+def test_hostile_files_are_refused_with_one_short_line(tmp_path, text, message):
+    """Before, a bomb was expanded (OOM, or an error of 15 MB), deep nesting and odd numbers
+    raised RecursionError, TypeError or InvalidOperation."""
+    path = tmp_path / "podmutate.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as raised:
+        load_engine(str(path), environ={})
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value) and len(str(raised.value)) < 400
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("JOB_MAIN_CONTAINER_CPU_REQUEST", "Infinity"),
+        ("JOB_MAIN_CONTAINER_CPU_REQUEST", "NaN"),
+        ("JOB_MAIN_CONTAINER_MEMORY_LIMIT", "1e3Gi"),
+        ("JOB_MAIN_CONTAINER_MEMORY_LIMIT", "1Gi\n"),
+        ("SYNC_JOB_INIT_RETRY_TIMEOUT_MINUTES", "nan"),
+        ("SYNC_JOB_INIT_RETRY_TIMEOUT_MINUTES", "inf"),
+    ],
+)
+def test_hostile_environment_values_are_refused_naming_the_variable(variable, value):
+    with pytest.raises(ConfigError) as raised:
+        load_engine(environ={variable: value})
+    assert str(raised.value).startswith(f"{variable}: ") and "\n" not in str(raised.value)
+
+
+def test_the_watcher_survives_whatever_loading_raises(tmp_path, caplog, monkeypatch):
+    path = tmp_path / "podmutate.yaml"
+    path.write_text("failure_mode: ignore\n")
+    watcher = EngineWatcher(load_engine(str(path), environ={}), environ={}, interval=0.01)
+    watcher.watch()
+    from webhook import engine as engine_module
+
+    def explode(*_args, **_kwargs):
+        raise SystemExit("out")
+
+    monkeypatch.setattr(engine_module, "load_engine", explode)
+    path.write_text("failure_mode: fail\n")
+    assert wait_for(lambda: "refused, keeping the last good one: SystemExit: out" in caplog.text)
+    assert watcher.alive() and watcher.current().config.failure_mode == "ignore"
+    monkeypatch.undo()
+    path.write_text("failure_mode: fail\n  \n")
+    assert wait_for(lambda: watcher.current().config.failure_mode == "fail")
+
+
+def test_a_process_started_while_the_file_is_bad_starts_from_the_last_good_one(tmp_path, caplog):
+    path, kept = tmp_path / "podmutate.yaml", str(tmp_path / "last-good.yaml")
+    path.write_text("failure_mode: fail\n")
+    first, refused = load_engine_or_last_good(str(path), last_good=kept, environ={})
+    EngineWatcher(first, environ={}, last_good=kept, refused=refused)
+    path.write_text("failure_mode: sometimes\n")
+    later, refused = load_engine_or_last_good(str(path), last_good=kept, environ={})
+    assert refused and later.config.failure_mode == "fail" and later.config.path == str(path)
+    assert "refused, starting from the last good one: failure_mode: 'sometimes'" in caplog.text

@@ -36,7 +36,7 @@ def test_annotations_and_string_maps():
 def test_quantities_and_resources():
     assert formats.check_quantity("q", "500m") == "500m" and formats.check_quantity("q", 2) == "2"
     assert formats.quantity("1Gi") == Decimal(1024**3) and formats.quantity("250m") == Decimal("0.25")
-    for bad in ("lots", -1, True, None):
+    for bad in ("lots", -1, True, None, "NaN", "Infinity", "1e3Gi", float("nan"), float("inf"), "1\n", "x" * 10**6):
         with pytest.raises(ConfigError, match="q: "):
             formats.check_quantity("q", bad)
     assert formats.check_resources("r", {"requests": {"cpu": 1}, "limits": None}) == {"requests": {"cpu": "1"}}

@@ -194,9 +194,7 @@ def test_a_plugin_raising_any_base_exception_fails_only_its_review(server, how, 
         assert response.status_code == 200
         answer = response.json()["response"]
         assert answer["allowed"] is True and "patch" not in answer
-        assert answer["warnings"] == [
-            f"podmutate: plugin 'misbehave' failed: {raised}; the pod was admitted unmutated"
-        ]
+        assert answer["warnings"] == [f"podmutate: plugin 'misbehave' failed: {raised}; the pod was admitted unmutated"]
     assert worker_pids(server.process.pid) == workers
     assert_still_serving(server)
 

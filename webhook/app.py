@@ -3,7 +3,7 @@
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import orjson
 from flask import Flask, Response, jsonify, request
@@ -13,7 +13,7 @@ from certs import CERT_FILE, KEY_FILE
 from webhook import admission, metrics
 from webhook.admission import Answer
 from webhook.deadline import DeadlineRunner, Overrun
-from webhook.engine import Engine, EngineWatcher, load_engine
+from webhook.engine import Engine, EngineWatcher, load_engine_or_last_good
 from webhook.errors import ReviewError
 from webhook.logs import fields_text
 from webhook.plugins import plugin_rows
@@ -30,15 +30,23 @@ def create_app(
     environ: Mapping[str, str] | None = None,
     cert_dir: str | None = None,
     watch: bool = False,
+    last_good_config: str | None = None,
+    liveness: Callable[[], str | None] | None = None,
 ) -> Flask:
     """Create the podmutate WSGI app.
 
     `engine` is a loaded Engine; without one, the configuration is loaded from `config_path`
     (else $PODMUTATE_CONFIG) over the built-in defaults. With `watch` (as `podmutate serve`
     does), the file is checked once a second from a thread and reloaded when it changes.
-    `cert_dir`, when given, must hold the serving pair for /readyz to pass.
+    `cert_dir`, when given, must hold the serving pair for /readyz to pass. `last_good_config`
+    is where the last configuration taken is kept: an app created while the file is bad starts
+    from it (and follows the file from there). `liveness()` says what is wrong with the server
+    beyond this app, for /healthz (None when nothing is).
     """
-    watcher = EngineWatcher(engine or load_engine(config_path, environ=environ), environ=environ)
+    refused = False
+    if engine is None:
+        engine, refused = load_engine_or_last_good(config_path, last_good=last_good_config, environ=environ)
+    watcher = EngineWatcher(engine, environ=environ, last_good=last_good_config, refused=refused)
     if watch:
         watcher.watch()
     runner = DeadlineRunner(locate=lambda frame: admission.plugin_at(watcher.current().plugins, frame))
@@ -73,8 +81,11 @@ def create_app(
             return Response(encoded, mimetype="application/json")
 
     @app.get("/healthz")
-    def healthz() -> dict:
-        return {"status": "ok"}
+    def healthz() -> dict | tuple[Response, int]:
+        wrong = liveness() if liveness else None
+        if not watcher.alive():
+            wrong = "the configuration watcher has stopped checking the file"
+        return problem(503, "Service Unavailable", wrong) if wrong else {"status": "ok"}
 
     @app.get("/readyz")
     def readyz() -> dict | tuple[Response, int]:

@@ -212,6 +212,7 @@ def serve(
             cert_file=serving.cert_file,
             key_file=serving.key_file,
             config_path=config_path,
+            engine=engine,
             cert_dir=serving.cert_dir,
             workers=workers,
             threads=threads,
@@ -222,6 +223,10 @@ def serve(
         )
     except REFUSED as error:
         raise click.ClickException(f"cannot serve the certificate pair in {serving.cert_dir}: {error}") from None
+    try:
+        server.listen()
+    except OSError as error:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
     try:
         server.serve_metrics()
     except OSError as error:

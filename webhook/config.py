@@ -3,8 +3,6 @@
 import copy
 import hashlib
 import logging
-import os
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -13,7 +11,8 @@ from typing import Any
 import orjson
 import yaml
 
-from webhook.errors import ConfigError
+from webhook.errors import ConfigError, clipped
+from webhook.files import FileRefused, read_bounded
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +23,15 @@ BUILT_IN = "built-in default"
 ENVIRONMENT = "environment"
 OVERRIDE = "override"
 MAX_FILE_BYTES = 1024 * 1024  # a configuration is a few KiB; a larger file is a mistake, not a config
+# What a YAML document may hold once its aliases are expanded: a configuration is a few hundred
+# values a handful of levels deep. A "billion laughs" file of under a kilobyte expands to
+# gigabytes; it is refused from the parsed node graph, before anything is built from it.
+MAX_YAML_VALUES = 20_000
+MAX_YAML_DEPTH = 32
+MAX_YAML_BYTES = MAX_FILE_BYTES  # the scalars' text, every alias counted each time it is used
+# The largest body a review may have: the API server refuses requests over 3 MiB, and an
+# AdmissionReview of a pod is that pod and a little more.
+MAX_BODY_BYTES_LIMIT = 16 * 1024 * 1024
 
 # The host's own keys. `job_types` lists the job types podmutate knows; each is a profile whose
 # settings the profiles plugin defines, with `default` as the fallback of every other type.
@@ -131,29 +139,34 @@ def merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def read_config_file(path: str) -> dict[str, Any]:
-    """Return the mapping in the YAML file at `path`.
+def read_config_file(path: str) -> bytes:
+    """The bytes of the configuration file at `path`.
 
     Bounded in time and size: the file is opened without blocking and must be a regular file
-    (a FIFO or a device would hang the reader) of at most MAX_FILE_BYTES. An empty file is an
-    error, not "all defaults": a file truncated by a bad deploy must not reset every profile.
+    (a FIFO or a device would hang the reader) of at most MAX_FILE_BYTES.
     """
     try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        return read_bounded(path, MAX_FILE_BYTES)
+    except FileRefused as refused:
+        raise ConfigFileError(path, str(refused).removeprefix(f"{path}: ")) from None
     except OSError as error:
         raise ConfigFileError(path, error.strerror or str(error)) from None
-    with os.fdopen(descriptor, "rb") as stream:
-        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
-            raise ConfigFileError(path, "not a regular file")
-        text = stream.read(MAX_FILE_BYTES + 1)
-    if len(text) > MAX_FILE_BYTES:
-        raise ConfigFileError(path, f"larger than {MAX_FILE_BYTES} bytes")
+
+
+def parse_config_file(path: str, text: bytes) -> dict[str, Any]:
+    """The mapping of sections in `text`, the YAML of the file `path` (named in errors).
+
+    An empty file is an error, not "all defaults": a file truncated by a bad deploy must not
+    reset every profile.
+    """
     try:
-        loaded = yaml.safe_load(text.decode("utf-8"))
+        loaded = load_yaml(text.decode("utf-8"))
     except UnicodeDecodeError:
         raise ConfigFileError(path, "not UTF-8 text") from None
     except yaml.YAMLError as error:
         raise ConfigFileError(path, yaml_problem(error)) from None
+    except YAMLTooLarge as error:
+        raise ConfigFileError(path, str(error)) from None
     if loaded is None:
         raise ConfigFileError(path, "the file is empty (no setting at all); write {} to run on the defaults")
     if not isinstance(loaded, dict):
@@ -161,10 +174,76 @@ def read_config_file(path: str) -> dict[str, Any]:
     return loaded
 
 
+class YAMLTooLarge(ValueError):
+    """A YAML document beyond what podmutate reads (values, depth or bytes, aliases expanded)."""
+
+
+def load_yaml(text: str) -> Any:
+    """The one YAML document in `text`, safely loaded, within MAX_YAML_VALUES, MAX_YAML_DEPTH and
+    MAX_YAML_BYTES with every alias expanded; raises yaml.YAMLError or YAMLTooLarge."""
+    loader = yaml.SafeLoader(text)
+    try:
+        try:
+            node = loader.get_single_node()
+        except RecursionError:
+            raise YAMLTooLarge(f"nested deeper than {MAX_YAML_DEPTH} levels") from None
+        if node is None:
+            return None
+        check_node_graph(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def check_node_graph(root: yaml.Node) -> None:
+    """Raise YAMLTooLarge when the document under `root`, aliases expanded, is beyond the bounds.
+
+    An alias is the node it names, shared: the graph is walked once, each node's expanded size
+    and depth computed from its children's, so a bomb costs its size in nodes, not its expansion.
+    """
+    sizes: dict[int, tuple[int, int, int]] = {}  # id(node) -> (values, depth, bytes), expanded
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        children = node_children(node)
+        if not children_done:
+            if id(node) in on_path:
+                raise YAMLTooLarge("an alias refers to a value that contains it")
+            if len(on_path) >= MAX_YAML_DEPTH:
+                raise YAMLTooLarge(f"nested deeper than {MAX_YAML_DEPTH} levels")
+            on_path.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in children if id(child) not in sizes)
+            continue
+        on_path.discard(id(node))
+        parts = [sizes[id(child)] for child in children]
+        values = 1 + sum(part[0] for part in parts)
+        depth = 1 + max((part[1] for part in parts), default=0)
+        text = len(node.value) if isinstance(node, yaml.ScalarNode) else sum(part[2] for part in parts)
+        if values > MAX_YAML_VALUES:
+            raise YAMLTooLarge(f"more than {MAX_YAML_VALUES} values once its aliases are expanded")
+        if depth > MAX_YAML_DEPTH:
+            raise YAMLTooLarge(f"nested deeper than {MAX_YAML_DEPTH} levels")
+        if text > MAX_YAML_BYTES:
+            raise YAMLTooLarge(f"more than {MAX_YAML_BYTES} bytes of text once its aliases are expanded")
+        sizes[id(node)] = (values, depth, text)
+
+
+def node_children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
+
+
 def yaml_problem(error: yaml.YAMLError) -> str:
     """One line for a YAML error: where and what."""
     mark = getattr(error, "problem_mark", None)
-    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    problem = clipped(getattr(error, "problem", None) or str(error).splitlines()[0])
     if mark is None:
         return problem
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
@@ -175,8 +254,8 @@ def check_host_keys(raw: dict[str, Any]) -> None:
     if raw["failure_mode"] not in FAILURE_MODES:
         raise ConfigError("failure_mode", raw["failure_mode"], " or ".join(FAILURE_MODES))
     cap = raw["max_body_bytes"]
-    if not isinstance(cap, int) or isinstance(cap, bool) or cap <= 0:
-        raise ConfigError("max_body_bytes", cap, "a positive whole number of bytes")
+    if not isinstance(cap, int) or isinstance(cap, bool) or not 0 < cap <= MAX_BODY_BYTES_LIMIT:
+        raise ConfigError("max_body_bytes", cap, f"a whole number of bytes from 1 to {MAX_BODY_BYTES_LIMIT}")
     if not isinstance(raw["mutated_by_annotation"], bool):
         raise ConfigError("mutated_by_annotation", raw["mutated_by_annotation"], "true or false")
     budget = raw["review_timeout_seconds"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,11 +29,15 @@ from webhook.config import (
     digest,
     freeze,
     merge,
+    parse_config_file,
     read_config_file,
 )
-from webhook.errors import ConfigError
+from webhook.errors import ConfigError, clipped
+from webhook.files import write_atomically
 from webhook.plugins import make_plugin_manager, mutated_by, one_plugin_at_a_time
 from webhook.watch import FileWatcher
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,7 @@ class Engine:
 
     config: Config
     plugins: pluggy.PluginManager
+    source: bytes = b""  # the configuration file as it was read (b"" without one): what is kept as the last good
 
     @cached_property
     def mutators(self) -> list[tuple[str, Any]]:
@@ -54,7 +60,11 @@ class Engine:
 
 
 def load_engine(
-    path: str | None = None, *, overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    path: str | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    read_from: str | None = None,
 ) -> Engine:
     """Load, merge and check the configuration; raise ConfigError naming the first bad key.
 
@@ -62,10 +72,12 @@ def load_engine(
     the YAML file (`path`, else $PODMUTATE_CONFIG), the environment variables plugins read
     (Airbyte's names), then `overrides`. Every section and key is checked by its plugin, a
     disabled plugin's too: a misspelling must not pass because some plugin happens to be off.
+    With `read_from`, the file's content is read from that path instead (a kept copy of `path`).
     """
     environ = os.environ if environ is None else environ
     path = path or environ.get(CONFIG_ENV) or None
-    from_file = read_config_file(path) if path else {}
+    source = read_config_file(read_from or path) if path else b""
+    from_file = parse_config_file(path, source) if path else {}
     overrides = overrides or {}
     disabled = overrides.get("disable_plugins", from_file.get("disable_plugins", []))
     if not isinstance(disabled, list) or not all(isinstance(name, str) for name in disabled):
@@ -79,7 +91,7 @@ def load_engine(
     if disabled:
         plugins = make_plugin_manager(disabled, environ=environ)
         settings = {name: parsed for name, parsed in settings.items() if not plugins.is_blocked(name)}
-    return Engine(dataclasses.replace(config, settings=MappingProxyType(settings)), plugins)
+    return Engine(dataclasses.replace(config, settings=MappingProxyType(settings)), plugins, source)
 
 
 def assemble(
@@ -129,10 +141,33 @@ def parse_settings(pm: pluggy.PluginManager, config: Config) -> dict[str, Any]:
     return settings
 
 
+def load_engine_or_last_good(
+    path: str | None, *, last_good: str | None, environ: Mapping[str, str] | None = None
+) -> tuple[Engine, bool]:
+    """The engine of the configuration file, or, when that is refused and a copy of the last good
+    one is kept at `last_good`, the engine of that copy (still named after `path`); and whether
+    the file was refused. A process started while the file is bad serves what was last good."""
+    try:
+        return load_engine(path, environ=environ), False
+    except ConfigError as error:
+        if not (path and last_good and os.path.exists(last_good)):
+            raise
+        log.error("configuration %s refused, starting from the last good one: %s", path, clipped(str(error)))
+        return load_engine(path, environ=environ, read_from=last_good), True
+
+
+def keep_last_good(engine: Engine, last_good: str | None) -> None:
+    """Keep the configuration file `engine` was loaded from at `last_good`, for processes started later."""
+    if last_good and engine.source:
+        write_atomically(last_good, engine.source, mode=0o600)
+
+
 class EngineWatcher:
     """Holds the engine in force and loads it again when its configuration file changes.
 
-    A new version that fails to load is refused with a logged error; the last good one stays.
+    A new version that fails to load is refused with a logged error; the last good one stays, and
+    with `last_good` (a path) each version taken is kept there too. `refused`: the file on disk
+    was refused already (the engine given is the last good one).
     """
 
     def __init__(
@@ -142,8 +177,13 @@ class EngineWatcher:
         environ: Mapping[str, str] | None = None,
         overrides: Mapping[str, Any] | None = None,
         interval: float = 1.0,
+        last_good: str | None = None,
+        refused: bool = False,
     ) -> None:
         path = engine.config.path
+        self._last_good = last_good
+        if not refused:
+            keep_last_good(engine, last_good)
         self._watcher = FileWatcher(
             [path] if path else [],
             lambda: load_engine(path, overrides=overrides, environ=environ),
@@ -154,6 +194,7 @@ class EngineWatcher:
             on_change=[self._in_force],
             reloads=metrics.CONFIG_RELOADS,
             last_ok=metrics.CONFIG_LAST_RELOAD_OK,
+            started_ok=not refused,
         )
         self._digest = engine.config.digest
         metrics.config_in_force(self._digest)
@@ -161,6 +202,7 @@ class EngineWatcher:
     def _in_force(self, engine: Engine) -> None:
         metrics.config_in_force(engine.config.digest, previous=self._digest)
         self._digest = engine.config.digest
+        keep_last_good(engine, self._last_good)
 
     def current(self) -> Engine:
         """The engine in force. Never reads the file: reloads happen off the request path (watch)."""
@@ -174,3 +216,7 @@ class EngineWatcher:
         """Check the file once per interval from a daemon thread."""
         if self._watcher.paths:
             self._watcher.watch("podmutate-config-watch")
+
+    def alive(self) -> bool:
+        """False when the thread of `watch()` no longer checks the file."""
+        return self._watcher.alive()

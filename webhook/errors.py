@@ -2,15 +2,32 @@
 
 from typing import Any
 
+MAX_SHOWN = 200  # characters of a bad value or key an error shows: one line, whatever was written
+
+
+def clipped(text: str) -> str:
+    """`text` on one line of at most MAX_SHOWN characters."""
+    text = text.replace("\r", "\\r").replace("\n", "\\n")
+    return text if len(text) <= MAX_SHOWN else f"{text[: MAX_SHOWN - 5]}...{text[-2:]}"
+
+
+def shown(value: object) -> str:
+    """`repr(value)`, clipped."""
+    try:
+        return clipped(repr(value))
+    except Exception:  # a value whose repr raises, or nested too deep to print
+        return f"<{type(value).__name__}>"
+
 
 class ConfigError(ValueError):
-    """A configuration value is wrong: names the key, the bad value and what is expected."""
+    """A configuration value is wrong: names the key, the bad value and what is expected, on one
+    line of bounded length."""
 
     def __init__(self, key: str, value: object, expected: str) -> None:
         self.key = key
         self.value = value
         self.expected = expected
-        super().__init__(f"{key}: {value!r} is not valid: expected {expected}")
+        super().__init__(f"{clipped(str(key))}: {shown(value)} is not valid: expected {expected}")
 
 
 class ReviewError(ValueError):

@@ -9,8 +9,6 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from kubernetes.utils.quantity import parse_quantity
-
 from webhook.errors import ConfigError
 
 # The helpers plugins may use, each documented in docs/plugins.md.
@@ -36,6 +34,16 @@ _LABEL_VALUE = re.compile(rf"^({_NAME})?$")
 _QUALIFIED_NAME = re.compile(rf"^{_NAME}$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+# apimachinery's resource.Quantity: a signed decimal number, then a binary-SI suffix, a
+# decimal-SI suffix or a decimal exponent (an int32, as its parser keeps it). Nothing else: no
+# NaN, no Infinity, no "1e3Gi", no Unicode digits, no spaces.
+_QUANTITY = re.compile(
+    r"(?P<number>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(?P<suffix>[KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?"
+)
+_BINARY_SI = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
+_DECIMAL_SI = {"n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+_EXPONENT_LIMIT = 2**31
+MAX_QUANTITY_CHARACTERS = 64  # a quantity is a few characters; a longer string is not one to compute with
 
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 RESOURCE_KINDS = ("requests", "limits")
@@ -128,7 +136,7 @@ def check_quantity(key: str, value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ConfigError(key, value, "a Kubernetes quantity such as 500m, 2 or 1Gi")
     try:
-        amount = parse_quantity(value)
+        amount = quantity(str(value))
     except ValueError:
         raise ConfigError(key, value, "a Kubernetes quantity such as 500m, 2 or 1Gi") from None
     if amount < 0:
@@ -154,8 +162,18 @@ def check_resources(key: str, raw: Any) -> dict[str, dict[str, str]]:
 
 @functools.lru_cache(maxsize=4096)  # pods repeat the same few quantities; parsing them is not free
 def quantity(value: str) -> Decimal:
-    """The Decimal amount of a quantity string (for comparing requests with limits)."""
-    return Decimal(parse_quantity(value))
+    """The Decimal amount of a quantity string, in Kubernetes' grammar exactly (for comparing
+    requests with limits); raises ValueError for anything else."""
+    match = _QUANTITY.fullmatch(value) if isinstance(value, str) and len(value) <= MAX_QUANTITY_CHARACTERS else None
+    if match is None:
+        raise ValueError(f"not a Kubernetes quantity: {value!r}")
+    number, suffix = match["number"], match["suffix"] or ""
+    if suffix in _BINARY_SI:
+        return Decimal(number) * (2 ** _BINARY_SI[suffix])
+    exponent = _DECIMAL_SI[suffix] if suffix in _DECIMAL_SI else int(suffix[1:] or 0)
+    if not -_EXPONENT_LIMIT <= exponent < _EXPONENT_LIMIT:
+        raise ValueError(f"the exponent of {value!r} is out of range")
+    return Decimal(f"{number}e{exponent}")
 
 
 def check_env_name(key: str, name: Any) -> str:

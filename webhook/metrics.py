@@ -13,12 +13,15 @@ histograms, an `outcome` label with a closed set of values, job types as configu
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.registry import Collector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's name; read when it is first imported
@@ -124,16 +127,50 @@ def prepare_multiprocess() -> str:
     return directory
 
 
+# A dead worker's counters and histograms are added into one file of the dead per kind, and its
+# own files removed: however many workers come and go, a scrape reads a bounded number of files.
+ADDITIVE_KINDS = ("counter", "histogram", "summary")
+DEAD = "dead"  # in place of a pid: "counter_dead.db"
+_FILES_LOCK = threading.Lock()  # between a merge and a scrape, both in the supervisor
+
+
 def worker_exited(pid: int) -> None:
-    """Drop a dead worker's live gauges (its counters and histograms keep counting in the sums)."""
-    if os.environ.get(MULTIPROC_ENV):
-        multiprocess.mark_process_dead(pid)
+    """Fold a dead worker's counters and histograms into the files of the dead (they keep counting
+    in the sums) and remove its files, its gauges' with them."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        return
+    with _FILES_LOCK:
+        for path in glob.glob(os.path.join(directory, f"*_{pid}.db")):
+            kind = os.path.basename(path).split("_")[0]
+            if kind in ADDITIVE_KINDS:
+                add_into(os.path.join(directory, f"{kind}_{DEAD}.db"), path)
+            os.remove(path)
+
+
+def add_into(total_path: str, path: str) -> None:
+    """Add every value of the metrics file `path` to the same key of `total_path`."""
+    total = MmapedDict(total_path)
+    try:
+        for key, value, timestamp, _position in MmapedDict.read_all_values_from_file(path):
+            before, seen = total.read_value(key)
+            total.write_value(key, before + value, max(seen, timestamp))
+    finally:
+        total.close()
+
+
+class WorkersCollector(multiprocess.MultiProcessCollector):
+    """Every worker's metrics added up, the dead ones' included; never while they are being merged."""
+
+    def collect(self) -> Iterable[Metric]:
+        with _FILES_LOCK:
+            return list(super().collect())
 
 
 def serve_metrics(host: str, port: int, cert_file: str) -> None:
     """Serve every worker's metrics, added up, and the certificates' expiry on http://host:port/metrics,
     from a daemon thread; raises OSError when the port is taken."""
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)
+    WorkersCollector(registry)
     registry.register(CertificateExpiry(cert_file))
     start_http_server(port, addr=host, registry=registry)

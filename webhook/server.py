@@ -8,18 +8,25 @@ client reads the answer). Certificates are followed on disk: each TLS handshake 
 pair in force (certs.reload).
 """
 
+from __future__ import annotations
+
 import asyncio
+import contextlib
+import ctypes
 import gc
 import json
 import logging
 import multiprocessing
 import os
+import random
 import shutil
 import signal
 import ssl
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any
 
@@ -29,6 +36,7 @@ from hypercorn.config import Config as HypercornConfig
 
 from certs.reload import ReloadingContext
 from webhook import logs, metrics
+from webhook.engine import Engine, keep_last_good
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +70,20 @@ MAX_HEADER_BYTES = 16 * 1024
 # sends before it reads, sees the 413 instead of a broken pipe.
 DRAIN_FACTOR = 4
 DRAIN_MINIMUM = 16 * 1024 * 1024
+LAST_GOOD_CONFIG = "config.yaml"  # in the last good directory, beside the certificate pair
 RETIRE_GRACE = 1.0  # seconds a retiring worker, no longer accepting, waits for requests on fresh connections
+# The watchdog: each worker's event loop ticks every HEARTBEAT_SECONDS; one silent for
+# WATCHDOG_SECONDS (the GIL held in C, SIGSTOP) is killed and replaced. A starting worker has
+# STARTUP_SECONDS for its first tick (imports, plugins, the configuration).
+HEARTBEAT_SECONDS = 0.5
+WATCHDOG_SECONDS = 5.0
+STARTUP_SECONDS = 30.0
+# A worker that dies within RESPAWN_STEADY_SECONDS of its start, again and again, is replaced
+# after a backoff doubling from the first to the most, with jitter; at once otherwise.
+RESPAWN_FIRST_SECONDS = 0.5
+RESPAWN_MAX_SECONDS = 30.0
+RESPAWN_STEADY_SECONDS = 30.0
+PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 def default_workers() -> int:
@@ -74,6 +95,16 @@ class ServeConfig(HypercornConfig):
 
     last_good_dir: str | None = None
     alpn_protocols = ALPN_PROTOCOLS
+
+    def create_sockets(self) -> Any:
+        """The listening sockets, made once by the supervisor and shared by every worker. Without
+        SO_REUSEPORT (hypercorn sets it for several workers, which need none here): a second
+        `serve` on the port fails to bind instead of taking a share of the connections."""
+        workers, self.workers = self.workers, 1
+        try:
+            return super().create_sockets()
+        finally:
+            self.workers = workers
 
     def create_ssl_context(self) -> ssl.SSLContext:
         assert self.certfile and self.keyfile, "serving needs a certificate pair"
@@ -113,6 +144,8 @@ class BufferedBody:
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            return await self._lifespan(receive, send)
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         self.loop = asyncio.get_running_loop()
@@ -121,6 +154,16 @@ class BufferedBody:
             await self._answer(scope, receive, send)
         finally:
             self.in_flight -= 1
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        """From the worker's start to its end, its event loop ticks the heartbeat the supervisor watches."""
+        await receive()  # lifespan.startup
+        self.loop = asyncio.get_running_loop()
+        ticking = asyncio.ensure_future(tick())
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        ticking.cancel()
+        await send({"type": "lifespan.shutdown.complete"})
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         cap = self.cap()
@@ -151,6 +194,14 @@ class BufferedBody:
             return {"type": "http.request", "body": bytes(body), "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+async def tick() -> None:
+    """Beat this worker's heartbeat every HEARTBEAT_SECONDS, for as long as its event loop runs."""
+    while _pulse is not None:
+        pulse, slot = _pulse
+        pulse.beat(slot)
+        await asyncio.sleep(HEARTBEAT_SECONDS)
 
 
 def drain_limit(cap: int) -> int:
@@ -219,7 +270,13 @@ def served_app() -> BufferedBody:
 
     settings = json.loads(os.environ[SETTINGS_ENV])
     logs.configure(settings["log_level"], settings["log_format"])
-    flask_app = create_app(config_path=settings["config_path"], cert_dir=settings["cert_dir"], watch=True)
+    flask_app = create_app(
+        config_path=settings["config_path"],
+        cert_dir=settings["cert_dir"],
+        watch=True,
+        last_good_config=settings["last_good_config"],
+        liveness=_pulse[0].problem if _pulse else None,
+    )
     watcher = flask_app.extensions["podmutate"]
     wsgi = WSGIMiddleware(flask_app, workers=settings["threads"])  # type: ignore[arg-type]  # Flask is a WSGI app
     front = BufferedBody(wsgi, lambda: watcher.current().config.max_body_bytes)  # type: ignore[arg-type]
@@ -228,7 +285,10 @@ def served_app() -> BufferedBody:
 
 
 class WebhookServer:
-    """hypercorn, configured in code: `workers` processes, each running `served_app()`."""
+    """hypercorn, configured in code: `workers` processes, each running `served_app()`.
+
+    `engine` is the one loaded from `config_path` before: its file is the first last good
+    configuration, which a worker started while the file is bad serves."""
 
     def __init__(
         self,
@@ -238,6 +298,7 @@ class WebhookServer:
         cert_file: str,
         key_file: str,
         config_path: str | None = None,
+        engine: Engine | None = None,
         cert_dir: str | None = None,
         workers: int | None = None,
         threads: int = 8,
@@ -269,10 +330,15 @@ class WebhookServer:
         # are bad still serves the last good pair (see certs.reload).
         self.config.last_good_dir = tempfile.mkdtemp(prefix="podmutate-last-good-")
         ReloadingContext(cert_file, key_file, last_good_dir=self.config.last_good_dir)  # fail fast on a bad pair
+        # The same for the configuration: the file `serve` started from, and each version a worker takes.
+        last_good_config = os.path.join(self.config.last_good_dir, LAST_GOOD_CONFIG)
+        if engine is not None:
+            keep_last_good(engine, last_good_config)
         os.environ[SETTINGS_ENV] = json.dumps(
             {
                 "config_path": config_path,
                 "cert_dir": cert_dir,
+                "last_good_config": last_good_config,
                 "threads": threads,
                 "log_level": log_level,
                 "log_format": log_format,
@@ -280,6 +346,11 @@ class WebhookServer:
         )
         # Before any worker starts: each writes its metrics there.
         self.metrics_dir = metrics.prepare_multiprocess() if metrics_port is not None else None
+        self.sockets: Any = None
+
+    def listen(self) -> None:
+        """Bind the webhook's port; raises OSError when it is taken (by a second `serve`, say)."""
+        self.sockets = self.config.create_sockets()
 
     def serve_metrics(self) -> None:
         """Start serving /metrics, when asked to; raises OSError when the port is taken."""
@@ -288,48 +359,162 @@ class WebhookServer:
             log.info("metrics on http://%s:%d/metrics", self.host, self.metrics_port)
 
     def run(self) -> int:
-        """Supervise the workers until SIGTERM or SIGINT: a worker that exits, whatever its status
-        (a crash, a SIGKILL, or a retirement), is replaced at once; hypercorn's own `run` would
-        stop the whole server when one worker dies."""
-        from hypercorn.asyncio.run import uvloop_worker
-
+        """Supervise the workers until SIGTERM or SIGINT (SIGHUP is ignored: the configuration and
+        the certificates are followed on disk). A worker that exits, whatever its status (a
+        crash, a SIGKILL, a retirement), is replaced — at once, or after a backoff when it keeps
+        dying young; one whose event loop stops ticking (WATCHDOG_SECONDS) is killed first.
+        hypercorn's own `run` would stop the whole server when one worker dies."""
+        # Ignored for good, before any helper process starts (multiprocessing's resource tracker
+        # inherits it): a hang-up must neither end the supervisor nor orphan its workers.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         context = multiprocessing.get_context("spawn")
-        sockets = self.config.create_sockets()
+        if self.sockets is None:
+            self.listen()
+        sockets = self.sockets
         shutdown = context.Event()
         stopping: list[bool] = []
+        pulse = Pulse(context.Array("d", self.config.workers + 1, lock=False), self.config.workers)
+        slots = [Slot(index) for index in range(self.config.workers)]
         if self.on_ready is not None:
             self.on_ready()  # in the master: the workers are spawned, not forked, and do not inherit it
 
-        def start() -> multiprocessing.process.BaseProcess:
-            worker = context.Process(
-                target=uvloop_worker, kwargs={"config": self.config, "sockets": sockets, "shutdown_event": shutdown}
+        def start(slot: Slot) -> None:
+            pulse.expect(slot.index, STARTUP_SECONDS)
+            slot.process = context.Process(
+                target=run_worker,
+                kwargs={
+                    "config": self.config,
+                    "sockets": sockets,
+                    "shutdown_event": shutdown,
+                    "beats": pulse.beats,
+                    "slot": slot.index,
+                },
             )
-            worker.start()
-            return worker
+            slot.process.start()
+            slot.started = time.monotonic()
 
         def stop(*_: object) -> None:
             stopping.append(True)
             shutdown.set()
 
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the workers inherit "ignore"
-        workers = [start() for _ in range(self.config.workers)]
+        for slot in slots:
+            start(slot)
         signal.signal(signal.SIGINT, previous)
         for name in ("SIGTERM", "SIGINT"):
             signal.signal(getattr(signal, name), stop)
         while not stopping:
-            wait([worker.sentinel for worker in workers], timeout=1.0)
-            for index, worker in enumerate(workers):
-                if worker.exitcode is not None and not stopping:
-                    log.warning("worker %d exited with %s; starting a fresh one", worker.pid, worker.exitcode)
-                    metrics.worker_exited(worker.pid or 0)
-                    workers[index] = start()
-        for worker in workers:
-            worker.join(self.config.graceful_timeout + 5)
-            if worker.is_alive():
-                worker.terminate()
+            pulse.beat(self.config.workers)  # the supervisor's own: /healthz tells when it stops
+            wait([slot.process.sentinel for slot in slots if slot.process], timeout=HEARTBEAT_SECONDS)
+            for slot in slots:
+                if not stopping:
+                    self._look_after(slot, pulse, start)
+        # No new connection from here: the workers close their copies of the socket too as they
+        # see the shutdown, and a client connecting meanwhile is refused rather than left waiting.
         for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
             sock.close()
+        for slot in slots:
+            if slot.process is not None:
+                slot.process.join(self.config.graceful_timeout + 5)
+                if slot.process.is_alive():
+                    slot.process.kill()
         for directory in (self.config.last_good_dir, self.metrics_dir):
             if directory:
                 shutil.rmtree(directory, ignore_errors=True)
         return 0
+
+    def _look_after(self, slot: Slot, pulse: Pulse, start: Callable[[Slot], None]) -> None:
+        """Kill the slot's worker when it froze, note it when it exited, start one when it is due."""
+        process, now = slot.process, time.monotonic()
+        if process is not None and process.exitcode is None and pulse.silent_for(slot.index) > WATCHDOG_SECONDS:
+            log.error(
+                "worker %d froze (its event loop has not ticked for %.1fs): killing it; a fresh one takes its place",
+                process.pid,
+                pulse.silent_for(slot.index),
+            )
+            process.kill()
+            process.join(5)
+        if process is not None and process.exitcode is not None:
+            metrics.worker_exited(process.pid or 0)
+            delay = slot.exited(now, process.exitcode)
+            log.warning(
+                "worker %d exited with %s; starting a fresh one%s",
+                process.pid,
+                process.exitcode,
+                f" in {delay:.1f}s (it keeps dying young)" if delay else "",
+            )
+            slot.process, slot.due = None, now + delay
+        if slot.process is None and now >= slot.due:
+            start(slot)
+
+
+@dataclass
+class Slot:
+    """One worker's place in the supervisor: its process, and how fast it has been dying."""
+
+    index: int
+    process: multiprocessing.process.BaseProcess | None = None
+    started: float = 0.0
+    failures: int = 0
+    due: float = 0.0
+
+    def exited(self, now: float, exitcode: int) -> float:
+        """Seconds to wait before the next worker: none for a retirement or for a worker that lived,
+        else doubling from RESPAWN_FIRST_SECONDS to RESPAWN_MAX_SECONDS, with jitter."""
+        if exitcode == 0 or now - self.started >= RESPAWN_STEADY_SECONDS:
+            self.failures = 0 if exitcode == 0 else 1
+        else:
+            self.failures += 1
+        if self.failures <= 1:
+            return 0.0
+        backoff = min(RESPAWN_MAX_SECONDS, RESPAWN_FIRST_SECONDS * 2 ** (self.failures - 2))
+        return backoff * random.uniform(0.5, 1.0)
+
+
+class Pulse:
+    """Heartbeats in shared memory: one slot per worker, ticked by its event loop, and one for the
+    supervisor. A value ahead of the clock is a grace period (a starting worker)."""
+
+    def __init__(self, beats: Any, supervisor: int) -> None:
+        self.beats = beats
+        self.supervisor = supervisor
+
+    def beat(self, slot: int) -> None:
+        self.beats[slot] = time.monotonic()  # CLOCK_MONOTONIC: one clock for every process of the host
+
+    def expect(self, slot: int, within: float) -> None:
+        self.beats[slot] = time.monotonic() + within
+
+    def silent_for(self, slot: int) -> float:
+        return max(0.0, time.monotonic() - self.beats[slot])
+
+    def problem(self) -> str | None:
+        """What /healthz reports: a worker frozen and never replaced, or a supervisor that stopped."""
+        if self.silent_for(self.supervisor) > 2 * WATCHDOG_SECONDS:
+            return f"the supervisor has not ticked for {self.silent_for(self.supervisor):.0f}s"
+        frozen = [slot for slot in range(self.supervisor) if self.silent_for(slot) > 2 * WATCHDOG_SECONDS]
+        if frozen:
+            return f"worker {frozen[0]} has been frozen for {self.silent_for(frozen[0]):.0f}s and was not replaced"
+        return None
+
+
+_pulse: tuple[Pulse, int] | None = None  # in a worker: the heartbeats, and its own slot
+
+
+def run_worker(config: ServeConfig, sockets: Any, shutdown_event: Any, beats: Any, slot: int) -> None:
+    """A worker process: hypercorn's uvloop worker, with its heartbeat, ended with the supervisor."""
+    global _pulse
+    from hypercorn.asyncio.run import uvloop_worker
+
+    _pulse = (Pulse(beats, len(beats) - 1), slot)
+    end_with_parent()
+    uvloop_worker(config=config, sockets=sockets, shutdown_event=shutdown_event)
+
+
+def end_with_parent() -> None:
+    """Have the kernel send this process SIGTERM when its parent dies: never an orphaned worker."""
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before the call
+        os.kill(os.getpid(), signal.SIGTERM)

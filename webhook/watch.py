@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 
 from prometheus_client import Counter, Gauge
 
+from webhook.errors import clipped
 from webhook.metrics import FAILURE, SUCCESS
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,9 @@ def file_stamp(paths: Sequence[str]) -> Stamp:
 class FileWatcher(Generic[T]):
     """Holds `value`, loaded from `paths`; `check()` loads it again when the files changed.
 
-    `load()` raises one of `refused` for a version that must not take effect. `on_change`
+    `load()` raises one of `refused` for a version that must not take effect (whatever else it
+    raises refuses it too, logged with its type). `started_ok` is false when `value` is not what
+    the files hold now (they were refused), and `last_ok` starts at 0 then. `on_change`
     callbacks run with each new value, under the watcher's lock. Each change taken or refused
     counts in `reloads` (a counter labelled by result), and `last_ok` says whether the last one
     was taken. With `check_on_read`,
@@ -60,6 +63,7 @@ class FileWatcher(Generic[T]):
         on_change: Sequence[Callable[[T], None]] = (),
         reloads: Counter | None = None,
         last_ok: Gauge | None = None,
+        started_ok: bool = True,
     ) -> None:
         self.paths = tuple(paths)
         self.what = what
@@ -71,11 +75,12 @@ class FileWatcher(Generic[T]):
         self._reloads = reloads
         self._last_ok = last_ok
         if last_ok is not None:
-            last_ok.set(1)
+            last_ok.set(1 if started_ok else 0)
         self._value = value
         self._lock = threading.Lock()
         self._stamp = file_stamp(self.paths)
         self._checked_at = time.monotonic()
+        self._thread: threading.Thread | None = None
 
     def current(self) -> T:
         """The value in force."""
@@ -94,7 +99,12 @@ class FileWatcher(Generic[T]):
             try:
                 value = self._load()
             except self._refused as error:
-                log.error("%s refused, keeping the last good one: %s", self.what, error)
+                log.error("%s refused, keeping the last good one: %s", self.what, clipped(str(error)))
+                self._count(taken=False)
+                return False
+            except BaseException as error:  # whatever reading a file can raise refuses that version, never the watcher
+                problem = clipped(f"{type(error).__name__}: {error}")
+                log.error("%s refused, keeping the last good one: %s", self.what, problem)
                 self._count(taken=False)
                 return False
             self._value = value
@@ -111,11 +121,24 @@ class FileWatcher(Generic[T]):
             self._last_ok.set(1 if taken else 0)
 
     def watch(self, name: str = "podmutate-watch") -> None:
-        """Check once per interval from a daemon thread, so a change is seen without traffic."""
+        """Check once per interval from a daemon thread, so a change is seen without traffic.
+
+        The thread cannot stop: whatever a check raises is logged and the next check follows.
+        `alive()` tells whether it still checks (for liveness)."""
 
         def loop() -> None:
             while True:
                 time.sleep(self.interval)
-                self.check()
+                try:
+                    self.check()
+                except BaseException as error:  # check() refuses what loading raises; this is the rest
+                    log.error("%s: checking failed: %s", self.what, clipped(f"{type(error).__name__}: {error}"))
 
-        threading.Thread(target=loop, name=name, daemon=True).start()
+        self._thread = threading.Thread(target=loop, name=name, daemon=True)
+        self._thread.start()
+
+    def alive(self) -> bool:
+        """False when `watch()` was called and its thread has ended (or has not checked for ten intervals)."""
+        if self._thread is None:
+            return True
+        return self._thread.is_alive() and time.monotonic() - self._checked_at < max(10 * self.interval, 10.0)
