@@ -15,7 +15,7 @@ from webhook import pods
 from webhook.contract import MUTATED_BY_ANNOTATION
 from webhook.errors import Denied, ReviewError
 from webhook.metrics import DENIED, FAILED, MUTATED, NO_JOB_TYPE, UNCHANGED
-from webhook.patch import copy, diff
+from webhook.patch import TooDeep, copy, diff
 from webhook.validity import annotation_problems, problems
 
 if TYPE_CHECKING:
@@ -101,7 +101,11 @@ def mutate(pod: dict, engine: Engine, request: AdmissionRequest | None = None, *
         raise PluginError(blame(engine.plugins, error), error) from error
     if job_type is None:
         return Mutation(job_type=None, pod=pod, patch=[], warnings=list(request.warnings), original=pod)
-    mutation = Mutation(job_type, copy(pod), [], [], original=pod, touched=[] if attribute else None)
+    try:
+        mutable = copy(pod)
+    except TooDeep as too_deep:  # only a direct caller can send such a pod: the API server has no free-form field
+        raise ReviewError(f"request.object: {too_deep}") from None
+    mutation = Mutation(job_type, mutable, [], [], original=pod, touched=[] if attribute else None)
     for name, mutate_alone in engine.mutators:
         run_plugin(name, mutate_alone, mutation.pod, mutation, engine, request)
     found = problems(mutation.pod)  # almost always empty: then the original need not be checked
@@ -196,16 +200,29 @@ def plugin_at(pm: pluggy.PluginManager, frame: Any) -> str:
     return ""
 
 
+def failed_response(uid: str, config: Config, message: str, audit: dict[str, str]) -> dict:
+    """The answer to a review podmutate could not complete: by `failure_mode`, denied, or admitted
+    unmutated with a warning saying why."""
+    if config.failure_mode == "fail":
+        return response(uid, allowed=False, message=message, code=500, audit=audit)
+    return response(uid, warnings=[f"{message}; the pod was admitted unmutated"], audit=audit)
+
+
 def overrun_answer(admission_review: dict, config: Config, overrun: Any) -> Answer:
     """The answer to a review whose plugins overran the budget: by `failure_mode`, with a warning."""
-    uid = admission_review["request"]["uid"]
     message = f"podmutate: {overrun.where} did not finish within {overrun.seconds:g}s"
-    audit = {"overrun": overrun.plugin or "review"}
-    if config.failure_mode == "fail":
-        answered = response(uid, allowed=False, message=message, code=500, audit=audit)
-    else:
-        answered = response(uid, warnings=[f"{message}; the pod was admitted unmutated"], audit=audit)
+    answered = failed_response(
+        admission_review["request"]["uid"], config, message, {"overrun": overrun.plugin or "review"}
+    )
     return Answer(answered, FAILED, plugin=overrun.plugin, message=message, overrun=True)
+
+
+def unreviewed_answer(uid: str, config: Config, reason: str, audit: str) -> Answer:
+    """The answer to a review podmutate did not take up (beyond its work bound, or no memory
+    for it in time): by `failure_mode`, with a warning naming `reason`. `audit` names the case."""
+    message = f"podmutate: {reason}"
+    answered = failed_response(uid, config, message, {"unreviewed": audit})
+    return Answer(answered, FAILED, AdmissionRequest(uid=uid), message=message)
 
 
 def parse_review(admission_review: Any) -> tuple[AdmissionRequest, dict | None]:
@@ -274,11 +291,7 @@ def answer(admission_review: Any, engine: Engine, *, attribute: bool = False) ->
         log.debug(
             "pod %s/%s: the traceback of %s", request.namespace, request.name, failure.plugin, exc_info=failure.error
         )
-        audit = {"failed-plugin": failure.plugin}
-        if engine.config.failure_mode == "fail":
-            failed = response(uid, allowed=False, message=f"podmutate: {failure}", code=500, audit=audit)
-        else:
-            failed = response(uid, warnings=[f"podmutate: {failure}; the pod was admitted unmutated"], audit=audit)
+        failed = failed_response(uid, engine.config, f"podmutate: {failure}", {"failed-plugin": failure.plugin})
         return Answer(failed, FAILED, request, failure.mutation, plugin=failure.plugin, message=str(failure))
     if not mutation.patch:
         return Answer(response(uid, warnings=mutation.warnings), UNCHANGED, request, mutation)
@@ -313,6 +326,20 @@ def response(
     if not allowed:
         answer["status"] = {"code": code, "message": message, "reason": "Forbidden" if code == 403 else "InternalError"}
     return {"apiVersion": API_VERSION, "kind": KIND, "response": answer}
+
+
+def encode(review_response: dict) -> bytes:
+    """The JSON bytes of an AdmissionReview response (as `response` builds it).
+
+    The base64 patch is spliced in rather than given to orjson, which reserves room for every
+    character of a string to need escaping, and keeps it: a 6 MiB patch would cost 60 MiB.
+    Base64 needs no escaping, and the uid before it cannot hold an unescaped quote.
+    """
+    answer = review_response["response"]
+    if "patch" not in answer:
+        return orjson.dumps(review_response)
+    emptied = orjson.dumps({**review_response, "response": {**answer, "patch": ""}})
+    return emptied.replace(b'"patch":""', b'"patch":"' + answer["patch"].encode() + b'"', 1)
 
 
 def is_pod_create(request_body: dict) -> bool:

@@ -10,7 +10,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from certs import CERT_FILE, KEY_FILE
-from webhook import admission, metrics
+from webhook import admission, budget, metrics
 from webhook.admission import Answer
 from webhook.deadline import DeadlineRunner, Overrun
 from webhook.engine import Engine, EngineWatcher, load_engine_or_last_good
@@ -32,6 +32,7 @@ def create_app(
     watch: bool = False,
     last_good_config: str | None = None,
     liveness: Callable[[], str | None] | None = None,
+    review_memory: int = budget.DEFAULT_BUDGET,
 ) -> Flask:
     """Create the podmutate WSGI app.
 
@@ -41,7 +42,8 @@ def create_app(
     `cert_dir`, when given, must hold the serving pair for /readyz to pass. `last_good_config`
     is where the last configuration taken is kept: an app created while the file is bad starts
     from it (and follows the file from there). `liveness()` says what is wrong with the server
-    beyond this app, for /healthz (None when nothing is).
+    beyond this app, for /healthz (None when nothing is). `review_memory`: the bytes of memory the
+    reviews in flight may hold together (webhook.budget).
     """
     refused = False
     if engine is None:
@@ -50,6 +52,7 @@ def create_app(
     if watch:
         watcher.watch()
     runner = DeadlineRunner(locate=lambda frame: admission.plugin_at(watcher.current().plugins, frame))
+    memory = budget.MemoryBudget(review_memory)
     app = Flask(__name__)
     app.extensions[EXTENSION] = watcher
     app.extensions[f"{EXTENSION}.deadline"] = runner
@@ -62,23 +65,49 @@ def create_app(
             current = watcher.current()
             body = read_body(current.config.max_body_bytes)
             metrics.REQUEST_BYTES.observe(len(body))
+            beyond = budget.beyond_bound(body, memory.total)
+            if beyond:
+                return unreviewed(body, current, started, beyond, metrics.BEYOND_WORK_BOUND)
+            cost = budget.cost_of(body)
+            try:  # at most half the review's own budget: the API server's timeoutSeconds is above the sum
+                memory.take(cost, timeout=current.config.review_timeout_seconds / 2)
+            except budget.Busy as busy:
+                return unreviewed(body, current, started, f"no memory for the review in time: {busy}", metrics.BUSY)
             try:
-                admission_review = orjson.loads(body)
-                attribute = log.isEnabledFor(logging.DEBUG)  # which plugin changed what: only for the debug line
-                # a ReviewError raised by answer() in the runner's thread comes back here
-                answer = runner.call(
-                    lambda: admission.answer(admission_review, current, attribute=attribute),
-                    current.config.review_timeout_seconds,
-                )
-            except (orjson.JSONDecodeError, ReviewError) as error:
-                detail = f"body is not JSON: {error}" if isinstance(error, orjson.JSONDecodeError) else str(error)
-                observe(None, time.perf_counter() - started, detail)
-                return problem(400, "Bad Request", detail)
-            except Overrun as overrun:
-                answer = admission.overrun_answer(admission_review, current.config, overrun)
-            encoded = orjson.dumps(answer.response)
-            observe(answer, time.perf_counter() - started)
-            return Response(encoded, mimetype="application/json")
+                return reviewed(body, current, started)
+            finally:
+                memory.give(cost)  # once reviewed() has returned, and the review's trees are gone with it
+
+    def reviewed(body: bytes, current: Engine, started: float) -> Response | tuple[Response, int]:
+        try:
+            admission_review = orjson.loads(body)
+            attribute = log.isEnabledFor(logging.DEBUG)  # which plugin changed what: only for the debug line
+            # a ReviewError raised by answer() in the runner's thread comes back here
+            answer = runner.call(
+                lambda: admission.answer(admission_review, current, attribute=attribute),
+                current.config.review_timeout_seconds,
+            )
+        except (orjson.JSONDecodeError, ReviewError) as error:
+            detail = f"body is not JSON: {error}" if isinstance(error, orjson.JSONDecodeError) else str(error)
+            observe(None, time.perf_counter() - started, detail)
+            return problem(400, "Bad Request", detail)
+        except Overrun as overrun:
+            answer = admission.overrun_answer(admission_review, current.config, overrun)
+        encoded = admission.encode(answer.response)
+        observe(answer, time.perf_counter() - started)
+        return Response(encoded, mimetype="application/json")
+
+    def unreviewed(
+        body: bytes, current: Engine, started: float, reason: str, case: str
+    ) -> Response | tuple[Response, int]:
+        uid = budget.uid_of(body)
+        if uid is None:
+            observe(None, time.perf_counter() - started, "no request.uid")
+            return problem(400, "Bad Request", "request.uid is missing, or the body is not JSON up to it")
+        metrics.UNREVIEWED.labels(case).inc()
+        answer = admission.unreviewed_answer(uid, current.config, reason, case)
+        observe(answer, time.perf_counter() - started)
+        return Response(admission.encode(answer.response), mimetype="application/json")
 
     @app.get("/healthz")
     def healthz() -> dict | tuple[Response, int]:

@@ -14,6 +14,7 @@ import yaml
 
 from certs import SERVING_DAYS, SERVING_RENEW_DAYS
 from webhook import logs, metrics
+from webhook.budget import DEFAULT_BUDGET
 from webhook.config import CONFIG_ENV, yaml_problem
 from webhook.engine import Engine, load_engine
 from webhook.errors import ConfigError
@@ -117,6 +118,14 @@ def main(log_level: str, log_format: str) -> None:
     type=click.IntRange(1, 256),
     help="Threads per worker that run reviews (connections are read by the event loop, not by these).",
 )
+@click.option(
+    "--review-memory",
+    default=DEFAULT_BUDGET,
+    show_default=True,
+    type=click.IntRange(1024 * 1024),
+    help="Bytes of memory the reviews of one worker may hold together; a review that cannot fit is "
+    "answered by failure_mode (see the README's memory budget).",
+)
 @click.option("--service", envvar="PODMUTATE_SERVICE", help="Service name the certificate must cover.")
 @click.option("--namespace", envvar="PODMUTATE_NAMESPACE", help="Namespace of --service.")
 @click.option(
@@ -165,6 +174,7 @@ def serve(
     config_path: str | None,
     workers: int | None,
     threads: int,
+    review_memory: int,
     service: str | None,
     namespace: str | None,
     webhook_config: str | None,
@@ -216,6 +226,7 @@ def serve(
             cert_dir=serving.cert_dir,
             workers=workers,
             threads=threads,
+            review_memory=review_memory,
             on_ready=serving.on_ready,
             log_level=logging.getLevelName(logging.getLogger().level),
             log_format=click.get_current_context().meta[LOG_FORMAT],

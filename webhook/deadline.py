@@ -121,6 +121,7 @@ class _Worker(threading.Thread):
             except BaseException as error:  # handed to the caller, who decides
                 job.error = error
             job.done.set()
+            job = None  # the caller holds the result; an idle thread must not keep the last review alive
             self.runner._returned(self)
 
 

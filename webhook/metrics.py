@@ -61,6 +61,12 @@ PATCH_OPERATIONS = Histogram(
     "podmutate_patch_operations", "JSON Patch operations in one answer.", buckets=OPERATION_BUCKETS
 )
 REQUEST_BYTES = Histogram("podmutate_request_body_bytes", "Size of an AdmissionReview body.", buckets=SIZE_BUCKETS)
+UNREVIEWED = Counter(
+    "podmutate_reviews_unreviewed_total",
+    "Reviews answered by failure_mode without running the plugins: beyond the work bound, or no memory in time.",
+    ["reason"],
+)
+BEYOND_WORK_BOUND, BUSY = "beyond_work_bound", "busy"  # its reasons
 IN_FLIGHT = Gauge("podmutate_admission_reviews_in_flight", "Reviews being answered now.", multiprocess_mode="livesum")
 CONFIG_RELOADS = Counter(
     "podmutate_config_reloads_total", "Changes of the configuration file, taken or refused.", ["result"]

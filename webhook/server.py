@@ -36,6 +36,7 @@ from hypercorn.config import Config as HypercornConfig
 
 from certs.reload import ReloadingContext
 from webhook import logs, metrics
+from webhook.budget import DEFAULT_BUDGET
 from webhook.engine import Engine, keep_last_good
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,12 @@ LISTENERS = (asyncio.base_events.Server, uvloop.loop.Server)  # type: ignore[att
 MAX_HEADER_BYTES = 16 * 1024
 # A refused body is still read (and dropped) up to this many bytes, so that the client, which
 # sends before it reads, sees the 413 instead of a broken pipe.
+# The request bodies one worker holds at once, read or in review (at least one body at the cap):
+# more connections sending bodies wait, unread, for room (README: the memory budget).
+BODY_BUDGET = 8 * 1024 * 1024
+# hypercorn queues this many received chunks (64 KiB each) per request the app has not read yet;
+# a body waiting for room holds no more than that.
+APP_QUEUE_CHUNKS = 2
 DRAIN_FACTOR = 4
 DRAIN_MINIMUM = 16 * 1024 * 1024
 LAST_GOOD_CONFIG = "config.yaml"  # in the last good directory, beside the certificate pair
@@ -137,11 +144,12 @@ class BufferedBody:
     a broken pipe. A Content-Length beyond even that is refused at once.
     """
 
-    def __init__(self, app: ASGIApp, cap: Callable[[], int]) -> None:
+    def __init__(self, app: ASGIApp, cap: Callable[[], int], body_budget: int = BODY_BUDGET) -> None:
         self.app = app
         self.cap = cap  # a callable: what the configuration in force says
         self.loop: asyncio.AbstractEventLoop | None = None
         self.in_flight = 0
+        self.bodies = BodyBudget(body_budget)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -173,27 +181,78 @@ class BufferedBody:
             if int(declared) <= drain_limit(cap):
                 await drain(receive, int(declared))  # read it all first: the client reads only once it has sent
             return await refuse(send, refusal)  # a body larger still is refused at once, and the connection closed
-        body = bytearray()
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body.extend(message.get("body", b""))
-            if len(body) > cap:
-                await refuse(send, f"the body is longer than the limit of {cap} bytes")
-                return await drain(receive, drain_limit(cap) - len(body)) if message.get("more_body") else None
-            if not message.get("more_body"):
-                break
-        replayed = False
+        # The bodies this worker holds, read or being read, stay within its body budget: a body
+        # takes its declared length (or each chunk as it comes) before it is read on, and waits
+        # for room — unread, so the client is held back by TCP — at most READ_TIMEOUT.
+        reserved = min(int(declared), cap) if declared is not None and declared.isdigit() else 0
+        room = self.bodies.room(cap)
+        try:
+            if not await self.bodies.take(reserved, room):
+                return await busy(send, self.bodies, reserved)
+            body = bytearray()
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                if len(body) + len(chunk) > reserved:
+                    more = min(len(body) + len(chunk), cap + 1) - reserved
+                    if not await self.bodies.take(more, room):
+                        return await busy(send, self.bodies, more)
+                    reserved += more
+                body.extend(chunk)
+                if len(body) > cap:
+                    await refuse(send, f"the body is longer than the limit of {cap} bytes")
+                    return await drain(receive, drain_limit(cap) - len(body)) if message.get("more_body") else None
+                if not message.get("more_body"):
+                    break
+            payload: bytes | None = bytes(body)
+            body.clear()  # one copy of the body, not two, while the app reviews it
 
-        async def replay() -> Message:
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": bytes(body), "more_body": False}
+            async def replay() -> Message:
+                nonlocal payload
+                if payload is None:
+                    return await receive()
+                message, payload = {"type": "http.request", "body": payload, "more_body": False}, None
+                return message
 
-        await self.app(scope, replay, send)
+            await self.app(scope, replay, send)
+        finally:
+            self.bodies.give(reserved)
+
+
+class BodyBudget:
+    """Bytes of request bodies one worker's event loop may hold at once."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.held = 0
+        self._freed = asyncio.Event()
+
+    def room(self, cap: int) -> int:
+        """The budget, never below one body at the cap: a body the cap allows must be able to pass."""
+        return max(self.total, cap + 1)
+
+    async def take(self, size: int, room: int) -> bool:
+        """Hold `size` more bytes, waiting at most READ_TIMEOUT for them to fit in `room`; False if they did not."""
+        deadline = time.monotonic() + READ_TIMEOUT
+        while self.held + size > room and self.held:
+            self._freed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._freed.wait(), deadline - time.monotonic())
+            if time.monotonic() >= deadline and self.held + size > room:
+                return False
+        self.held += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.held -= size
+        self._freed.set()
+
+
+async def busy(send: Send, bodies: BodyBudget, size: int) -> None:
+    message = f"{bodies.held} bytes of request bodies are being read or reviewed; no room for {size} more in time"
+    await respond(send, 503, {"code": 503, "error": "Service Unavailable", "message": message})
 
 
 async def tick() -> None:
@@ -276,6 +335,7 @@ def served_app() -> BufferedBody:
         watch=True,
         last_good_config=settings["last_good_config"],
         liveness=_pulse[0].problem if _pulse else None,
+        review_memory=settings["review_memory"],
     )
     watcher = flask_app.extensions["podmutate"]
     wsgi = WSGIMiddleware(flask_app, workers=settings["threads"])  # type: ignore[arg-type]  # Flask is a WSGI app
@@ -302,6 +362,7 @@ class WebhookServer:
         cert_dir: str | None = None,
         workers: int | None = None,
         threads: int = 8,
+        review_memory: int = DEFAULT_BUDGET,
         graceful_timeout: float = 30.0,
         log_level: str = "INFO",
         log_format: str = "text",
@@ -322,6 +383,7 @@ class WebhookServer:
         self.config.keep_alive_timeout = KEEPALIVE_TIMEOUT
         self.config.keep_alive_max_requests = KEEPALIVE_MAX_REQUESTS
         self.config.h11_max_incomplete_size = MAX_HEADER_BYTES
+        self.config.max_app_queue_size = APP_QUEUE_CHUNKS
         self.config.graceful_timeout = graceful_timeout
         self.config.errorlog = logging.getLogger("podmutate.server")  # through the root logger, one format
         self.config.accesslog = None
@@ -340,6 +402,7 @@ class WebhookServer:
                 "cert_dir": cert_dir,
                 "last_good_config": last_good_config,
                 "threads": threads,
+                "review_memory": review_memory,
                 "log_level": log_level,
                 "log_format": log_format,
             }
