@@ -196,8 +196,9 @@ class Served:
 
 
 @contextlib.contextmanager
-def serve(tmp_path, *, config=None, env=None, args=(), workers=1):
-    """Start `podmutate serve` with its own certificates; yield a Served once /readyz answers."""
+def serve(tmp_path, *, config=None, env=None, args=(), workers=1, cgroup=None):
+    """Start `podmutate serve` with its own certificates (inside `cgroup`, a MemoryCgroup, when
+    given); yield a Served once /readyz answers."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     cert_dir = tmp_path / "certs"
     command = [
@@ -222,6 +223,8 @@ def serve(tmp_path, *, config=None, env=None, args=(), workers=1):
     log_path = tmp_path / "serve.log"
     environment = {key: value for key, value in os.environ.items() if key != "PODMUTATE_CONFIG"}
     environment.update(env or {})
+    if cgroup is not None:
+        command = cgroup.command(command)
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=environment)
     served = Served(process, port, str(cert_dir), str(log_path), metrics_port)
@@ -280,3 +283,82 @@ def cpu_seconds_of(pids):
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / ticks
+
+
+def manifest_memory_limit():
+    """The memory limit of podmutate's container in the kustomize base, in bytes."""
+    import yaml
+
+    from webhook.formats import quantity
+
+    with open(os.path.join(HERE, "..", "manifests", "base", "webhook", "deployment.yaml")) as stream:
+        deployment = yaml.safe_load(stream)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return int(quantity(container["resources"]["limits"]["memory"]))
+
+
+class MemoryCgroup:
+    """A memory cgroup of its own (v1 or v2, below this process's), limited to `limit` bytes with
+    no swap: what a container with that memory limit gets. Needs root."""
+
+    def __init__(self, limit):
+        self.limit = limit
+        self.path = self._make(f"podmutate-test-{uuid.uuid4().hex[:8]}")
+
+    @staticmethod
+    def available():
+        """Why no memory cgroup can be made here, or None when one can."""
+        if os.geteuid() != 0:
+            return "memory cgroups need root"
+        if not os.path.exists("/sys/fs/cgroup/memory/cgroup.procs") and not os.path.exists(
+            "/sys/fs/cgroup/cgroup.controllers"
+        ):
+            return "no memory cgroup controller is mounted"
+        return None
+
+    def _make(self, name):
+        own = Path("/proc/self/cgroup").read_text().splitlines()
+        v1 = [line.split(":", 2)[2] for line in own if line.split(":", 2)[1] == "memory"]
+        if v1:
+            self.version = 1
+            path = Path("/sys/fs/cgroup/memory") / v1[0].lstrip("/") / name
+            path.mkdir()
+            (path / "memory.limit_in_bytes").write_text(str(self.limit))
+            if (path / "memory.memsw.limit_in_bytes").exists():
+                (path / "memory.memsw.limit_in_bytes").write_text(str(self.limit))
+        else:
+            self.version = 2
+            unified = [line.split(":", 2)[2] for line in own if line.startswith("0::")][0]
+            path = Path("/sys/fs/cgroup") / unified.lstrip("/") / name
+            path.mkdir()
+            (path / "memory.max").write_text(str(self.limit))
+            (path / "memory.swap.max").write_text("0")
+        return path
+
+    def command(self, command):
+        """`command`, run inside this cgroup."""
+        return ["sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', str(self.path), *command]
+
+    def oom_kills(self):
+        name = "memory.oom_control" if self.version == 1 else "memory.events"
+        for line in (self.path / name).read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+        return 0
+
+    def peak(self):
+        """The most memory the cgroup has held, in bytes."""
+        name = "memory.max_usage_in_bytes" if self.version == 1 else "memory.peak"
+        return int((self.path / name).read_text())
+
+    def remove(self):
+        for _ in range(50):
+            pids = [int(pid) for pid in (self.path / "cgroup.procs").read_text().split()]
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
+            time.sleep(0.1)
+        self.path.rmdir()

@@ -252,7 +252,7 @@ class BodyBudget:
 
 async def busy(send: Send, bodies: BodyBudget, size: int) -> None:
     message = f"{bodies.held} bytes of request bodies are being read or reviewed; no room for {size} more in time"
-    await respond(send, 503, {"code": 503, "error": "Service Unavailable", "message": message})
+    await respond(send, 429, {"code": 429, "error": "Too Many Requests", "message": message})
 
 
 async def tick() -> None:

@@ -1,0 +1,121 @@
+"""podmutate served under the manifests' own memory limit, attacked by what a pod creator can send.
+
+Every body up to the API server's 3 MiB, in every shape that makes a review big, alone and many
+at once: each gets a well-formed answer (or a 4xx), no worker is lost, nothing is OOM-killed.
+"""
+
+import concurrent.futures
+import json
+import os
+
+import pytest
+import requests
+
+from bench import hostile
+from tests.helpers import MemoryCgroup, job_pod, manifest_memory_limit, review, serve, wait_for, worker_pids
+
+MIB = 1024 * 1024
+API_SERVER_BODY_LIMIT = 3 * MIB  # the API server refuses larger requests
+WORKERS = 2  # as the manifests run it
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory):
+    reason = MemoryCgroup.available()
+    if reason:
+        pytest.fail(reason) if os.environ.get("CI") else pytest.skip(reason)
+    cgroup = MemoryCgroup(manifest_memory_limit())
+    try:
+        with serve(tmp_path_factory.mktemp("limited"), workers=WORKERS, cgroup=cgroup) as served:
+            served.cgroup = cgroup
+            served.workers = worker_pids(served.process.pid)
+            assert len(served.workers) == WORKERS
+            yield served
+    finally:
+        cgroup.remove()
+
+
+def post(served, body):
+    """POST a body on a connection of its own; the status and the parsed answer (None if not JSON)."""
+    response = requests.post(
+        served.url + "/mutate",
+        data=body,
+        verify=served.ca_file,
+        timeout=60,
+        headers={"Content-Type": "application/json", "Connection": "close"},
+    )
+    try:
+        return response.status_code, response.json()
+    except ValueError:
+        return response.status_code, None
+
+
+def assert_well_formed(status, answer, uid):
+    assert status in (200, 400, 413, 429), (status, answer)
+    assert answer is not None  # every answer is JSON, a refusal too
+    if status == 200:
+        assert answer["kind"] == "AdmissionReview" and answer["response"]["uid"] == uid
+        assert answer["response"]["allowed"] is True  # failure_mode ignore: never blocks a pod
+
+
+def assert_nothing_lost(served):
+    assert served.cgroup.oom_kills() == 0
+    assert worker_pids(served.process.pid) == served.workers
+    pod = job_pod("sync")
+    status, answer = post(served, json.dumps(review(pod, uid="after")))
+    assert status == 200 and "patch" in answer["response"]  # ordinary job pods are still mutated
+
+
+@pytest.mark.parametrize("shape", sorted(hostile.SHAPES))
+@pytest.mark.parametrize("size", [MIB // 4, int(1.4 * MIB), API_SERVER_BODY_LIMIT - 64 * 1024])
+def test_one_big_pod_of_any_shape_is_answered_and_kills_nothing(limited, shape, size):
+    """Before, one 2.5 MiB pod of 90,000 containers got both workers OOM-killed under 256 MiB."""
+    body = hostile.sized(shape, size)
+    uid = json.loads(body)["request"]["uid"]
+    status, answer = post(limited, body)
+    assert_well_formed(status, answer, uid)
+    assert_nothing_lost(limited)
+
+
+def test_many_big_pods_at_once_are_answered_and_kill_nothing(limited):
+    """Before, four concurrent 0.85 MiB pods lost 4 of 4 reviews."""
+    bodies = [
+        hostile.sized(shape, size)
+        for shape in ("bare_containers", "containers", "env")
+        for size in (MIB // 4, int(0.85 * MIB), int(2.9 * MIB))
+    ] * 2
+    with concurrent.futures.ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(lambda body: post(limited, body), bodies))
+    for body, (status, answer) in zip(bodies, answers):
+        assert_well_formed(status, answer, json.loads(body)["request"]["uid"])
+    assert_nothing_lost(limited)
+
+
+def test_a_pod_beyond_the_work_bound_is_answered_by_failure_mode_without_being_parsed(limited):
+    body = hostile.sized("bare_containers", MIB)
+    status, answer = post(limited, body)
+    assert status == 200
+    (warning,) = answer["response"]["warnings"]
+    assert warning.startswith("podmutate: the review has up to ")
+    assert "over the work bound" in warning and warning.endswith("the pod was admitted unmutated")
+    assert "patch" not in answer["response"]
+    assert answer["response"]["auditAnnotations"] == {"unreviewed": "beyond_work_bound"}
+
+
+def test_a_pod_within_the_work_bound_is_mutated(limited):
+    body = hostile.sized("containers", 100 * 1024)
+    status, answer = post(limited, body)
+    assert status == 200 and "patch" in answer["response"]
+
+
+def test_memory_is_given_back_after_big_reviews(limited):
+    def rss(pid):
+        with open(f"/proc/{pid}/status") as stream:
+            return next(int(line.split()[1]) * 1024 for line in stream if line.startswith("VmRSS"))
+
+    before = sum(rss(pid) for pid in limited.workers)
+    for _ in range(3):
+        for size in (150 * 1024, 250 * 1024):  # the biggest pods of the shape within the bound: reviewed
+            status, _answer = post(limited, hostile.sized("containers", size))
+            assert status == 200
+    assert wait_for(lambda: sum(rss(pid) for pid in limited.workers) < before + 24 * MIB, timeout=10)
