@@ -176,7 +176,7 @@ class Served:
         return self.session.post(
             self.url + path,
             data=data,
-            timeout=10,
+            timeout=kwargs.pop("timeout", 10),
             verify=self.ca_file,
             headers={"Content-Type": "application/json", **kwargs.pop("headers", {})},
             **kwargs,

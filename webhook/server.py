@@ -91,6 +91,8 @@ RESPAWN_FIRST_SECONDS = 0.5
 RESPAWN_MAX_SECONDS = 30.0
 RESPAWN_STEADY_SECONDS = 30.0
 PR_SET_PDEATHSIG = 1  # prctl(2)
+SSL_SHUTDOWN_SECONDS = 2.0  # for a closing TLS connection's close_notify
+FLUSH_SECONDS = 0.2  # a stopping worker's last answers leave its socket buffers
 
 
 def default_workers() -> int:
@@ -167,7 +169,7 @@ class BufferedBody:
         """From the worker's start to its end, its event loop ticks the heartbeat the supervisor watches."""
         await receive()  # lifespan.startup
         self.loop = asyncio.get_running_loop()
-        ticking = asyncio.ensure_future(tick())
+        ticking = asyncio.ensure_future(tick(self))
         await send({"type": "lifespan.startup.complete"})
         await receive()  # lifespan.shutdown
         ticking.cancel()
@@ -255,12 +257,29 @@ async def busy(send: Send, bodies: BodyBudget, size: int) -> None:
     await respond(send, 429, {"code": 429, "error": "Too Many Requests", "message": message})
 
 
-async def tick() -> None:
-    """Beat this worker's heartbeat every HEARTBEAT_SECONDS, for as long as its event loop runs."""
-    while _pulse is not None:
-        pulse, slot = _pulse
-        pulse.beat(slot)
+async def tick(front: BufferedBody) -> None:
+    """Beat this worker's heartbeat every HEARTBEAT_SECONDS, for as long as its event loop runs;
+    at the supervisor's shutdown, end the worker once its reviews are answered."""
+    while _worker is not None:
+        _worker.pulse.beat(_worker.slot)
+        if _worker.shutdown.is_set():
+            return await end_when_answered(front, _worker.graceful_timeout)
         await asyncio.sleep(HEARTBEAT_SECONDS)
+
+
+async def end_when_answered(front: BufferedBody, graceful_timeout: float) -> None:
+    """Exit as soon as no request is in progress (or at `graceful_timeout`): hypercorn would wait
+    for every keep-alive connection to close, and a pooled client may hold one open for long.
+    Its listeners are closed first, so no new connection comes; idle ones are simply dropped."""
+    for server in [item for item in gc.get_objects() if isinstance(item, LISTENERS)]:
+        server.close()
+    deadline = time.monotonic() + graceful_timeout
+    while front.in_flight and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(FLUSH_SECONDS)  # the last answers leave the socket buffers
+    log.info("worker %d stopped: %s", os.getpid(), "answered all in flight" if not front.in_flight else "timed out")
+    logging.shutdown()
+    os._exit(0)
 
 
 def drain_limit(cap: int) -> int:
@@ -334,7 +353,7 @@ def served_app() -> BufferedBody:
         cert_dir=settings["cert_dir"],
         watch=True,
         last_good_config=settings["last_good_config"],
-        liveness=_pulse[0].problem if _pulse else None,
+        liveness=_worker.pulse.problem if _worker else None,
         review_memory=settings["review_memory"],
     )
     watcher = flask_app.extensions["podmutate"]
@@ -561,17 +580,43 @@ class Pulse:
         return None
 
 
-_pulse: tuple[Pulse, int] | None = None  # in a worker: the heartbeats, and its own slot
+@dataclass
+class WorkerState:
+    """What a worker process knows of its supervisor: the heartbeats, its slot, the shutdown."""
+
+    pulse: Pulse
+    slot: int
+    shutdown: Any  # a multiprocessing Event
+    graceful_timeout: float
+
+
+_worker: WorkerState | None = None  # set in each worker process
 
 
 def run_worker(config: ServeConfig, sockets: Any, shutdown_event: Any, beats: Any, slot: int) -> None:
     """A worker process: hypercorn's uvloop worker, with its heartbeat, ended with the supervisor."""
-    global _pulse
+    global _worker
     from hypercorn.asyncio.run import uvloop_worker
 
-    _pulse = (Pulse(beats, len(beats) - 1), slot)
+    _worker = WorkerState(Pulse(beats, len(beats) - 1), slot, shutdown_event, config.graceful_timeout)
     end_with_parent()
+    bound_ssl_shutdown()
     uvloop_worker(config=config, sockets=sockets, shutdown_event=shutdown_event)
+
+
+def bound_ssl_shutdown() -> None:
+    """Give a closing TLS connection SSL_SHUTDOWN_SECONDS for the client's close_notify, not the
+    30 s asyncio waits by default: hypercorn waits for every connection to close before a worker
+    ends, and a pooled keep-alive client never answers (hypercorn does not expose the setting,
+    so its call of asyncio.start_server, in this worker process, gets it)."""
+    start_server = asyncio.start_server
+
+    async def start_bounded_server(*args: Any, **kwargs: Any) -> asyncio.base_events.Server:
+        if kwargs.get("ssl") is not None:
+            kwargs.setdefault("ssl_shutdown_timeout", SSL_SHUTDOWN_SECONDS)
+        return await start_server(*args, **kwargs)
+
+    asyncio.start_server = start_bounded_server  # type: ignore[assignment]
 
 
 def end_with_parent() -> None:
