@@ -42,7 +42,9 @@ _QUANTITY = re.compile(
 )
 _BINARY_SI = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
 _DECIMAL_SI = {"n": -9, "u": -6, "m": -3, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
-_EXPONENT_LIMIT = 2**31
+# A decimal exponent beyond nano to exa is refused: the API server accepts up to an int32 but
+# takes seconds (past its timeout, for 1e2147483648) to canonicalise such a number.
+_EXPONENT_LIMIT = 18
 MAX_QUANTITY_CHARACTERS = 64  # a quantity is a few characters; a longer string is not one to compute with
 
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
@@ -135,13 +137,14 @@ def check_quantity(key: str, value: Any) -> str:
     """Return `value` as a canonical quantity string, or raise ConfigError."""
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ConfigError(key, value, "a Kubernetes quantity such as 500m, 2 or 1Gi")
+    text = str(value).strip(" ")  # the API server trims spaces around a quantity, and stores it without
     try:
-        amount = quantity(str(value))
+        amount = quantity(text)
     except ValueError:
         raise ConfigError(key, value, "a Kubernetes quantity such as 500m, 2 or 1Gi") from None
     if amount < 0:
         raise ConfigError(key, value, "a quantity that is not negative")
-    return str(value)
+    return text
 
 
 def check_resources(key: str, raw: Any) -> dict[str, dict[str, str]]:
@@ -171,7 +174,7 @@ def quantity(value: str) -> Decimal:
     if suffix in _BINARY_SI:
         return Decimal(number) * (2 ** _BINARY_SI[suffix])
     exponent = _DECIMAL_SI[suffix] if suffix in _DECIMAL_SI else int(suffix[1:] or 0)
-    if not -_EXPONENT_LIMIT <= exponent < _EXPONENT_LIMIT:
+    if not -_EXPONENT_LIMIT <= exponent <= _EXPONENT_LIMIT:
         raise ValueError(f"the exponent of {value!r} is out of range")
     return Decimal(f"{number}e{exponent}")
 

@@ -25,7 +25,7 @@ QUANTITIES = [
     *["1", "500m", "1.5", "2Gi", "1e3", "0.1m", "lots", "1GiB", "-1", "1Ki", "2.5Mi", "+1"],
     # What Python's float() or the kubernetes client's parse_quantity took and the API server does not.
     *["Infinity", "NaN", "inf", "1e3Gi", "1e", "K", "1K", "0x10", "1_000", " 1", "1\n", "\uff11"],
-    *[".5", "5.", "1E", "1e-3", "1e+3", "8Ei", "1e2147483648", "99999999999999999999"],
+    *[".5", "5.", "1E", "1e-3", "1e+3", "8Ei", "1e18", "99999999999999999999", " 1 "],
 ]
 NAMES = ["regcred", "a.b-c", "RegCred", "a_b", "-a", "a" * 253, "a" * 254]
 
