@@ -194,3 +194,40 @@ def test_dead_workers_leave_a_bounded_number_of_metrics_files_and_their_counts(t
         files = os.listdir(directory)
         pids = {name.rsplit("_", 1)[1].removesuffix(".db") for name in files}
         assert pids <= {"dead", *map(str, worker_pids(served.process.pid)), str(served.process.pid)}, files
+
+
+def test_half_open_metrics_connections_cost_the_supervisor_little_and_scrapes_go_on(tmp_path):
+    """Before, one thread per connection with no timeout: about 2,000 half-sent GET /metrics
+    OOM-killed the supervisor."""
+    import resource
+
+    from webhook.metrics import METRICS_REQUEST_SECONDS
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    count = min(2000, soft - 200)
+    with serve(tmp_path, workers=1) as served:
+
+        def rss():
+            with open(f"/proc/{served.process.pid}/status") as stream:
+                return next(int(line.split()[1]) * 1024 for line in stream if line.startswith("VmRSS"))
+
+        before = rss()
+        held = []
+        try:
+            for _ in range(count):
+                connection = socket.create_connection(("127.0.0.1", served.metrics_port), timeout=5)
+                connection.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # and never the end of the headers
+                held.append(connection)
+            assert served.process.poll() is None
+            assert rss() - before < 32 * 1024 * 1024
+            # Those beyond the cap were closed at once, those within it are at their timeout: scrapes go on.
+            def scraped():
+                try:
+                    return served.metrics()
+                except requests.ConnectionError:  # closed at once while the cap is full
+                    return None
+
+            assert wait_for(scraped, timeout=METRICS_REQUEST_SECONDS + 10)
+        finally:
+            for connection in held:
+                connection.close()

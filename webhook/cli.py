@@ -158,7 +158,11 @@ def main(log_level: str, log_format: str) -> None:
     default=metrics.DEFAULT_PORT,
     show_default=True,
     type=click.IntRange(0, 65535),
-    help="Plain-HTTP port of GET /metrics (Prometheus), on --host; 0: no metrics.",
+    help="Plain-HTTP port of GET /metrics (Prometheus), on --metrics-host; 0: no metrics.",
+)
+@click.option(
+    "--metrics-host",
+    help="Address of GET /metrics, apart from the webhook's (127.0.0.1: only from inside the pod). [default: --host]",
 )
 @click.option(
     "--cert-renew-before",
@@ -184,6 +188,7 @@ def serve(
     cert_validity: float,
     cert_renew_before: float,
     metrics_port: int,
+    metrics_host: str | None,
 ) -> None:
     """Serve the webhook over HTTPS (POST /mutate, GET /healthz, GET /readyz), and its metrics.
 
@@ -231,6 +236,7 @@ def serve(
             log_level=logging.getLevelName(logging.getLogger().level),
             log_format=click.get_current_context().meta[LOG_FORMAT],
             metrics_port=metrics_port or None,
+            metrics_host=metrics_host,
         )
     except REFUSED as error:
         raise click.ClickException(f"cannot serve the certificate pair in {serving.cert_dir}: {error}") from None
@@ -241,7 +247,8 @@ def serve(
     try:
         server.serve_metrics()
     except OSError as error:
-        raise click.ClickException(f"cannot serve metrics on {host}:{metrics_port}: {error.strerror}") from None
+        where = f"{metrics_host or host}:{metrics_port}"
+        raise click.ClickException(f"cannot serve metrics on {where}: {error.strerror}") from None
     server.run()
 
 

@@ -13,13 +13,23 @@ histograms, an `outcome` label with a closed set of values, job types as configu
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import os
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, start_http_server
+import h11
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.registry import Collector
@@ -173,10 +183,60 @@ class WorkersCollector(multiprocess.MultiProcessCollector):
             return list(super().collect())
 
 
+# GET /metrics is served by an event loop of its own in the supervisor, as the webhook is: a
+# connection is a coroutine, never a thread; each has METRICS_REQUEST_SECONDS to send its request
+# and read the answer, one request each, and past METRICS_CONNECTIONS at once more are closed
+# at once. 2,000 half-sent requests cost a few MiB, not a thread each.
+METRICS_REQUEST_SECONDS = 10.0
+METRICS_CONNECTIONS = 32
+METRICS_HEADER_BYTES = 8 * 1024
+
+
 def serve_metrics(host: str, port: int, cert_file: str) -> None:
     """Serve every worker's metrics, added up, and the certificates' expiry on http://host:port/metrics,
-    from a daemon thread; raises OSError when the port is taken."""
+    from an event loop in a daemon thread; raises OSError when the port is taken."""
     registry = CollectorRegistry()
     WorkersCollector(registry)
     registry.register(CertificateExpiry(cert_file))
-    start_http_server(port, addr=host, registry=registry)
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(asyncio.start_server(MetricsEndpoint(registry).handle, host, port))
+    threading.Thread(target=loop.run_forever, name="podmutate-metrics", daemon=True).start()
+    del server  # the loop holds it
+
+
+class MetricsEndpoint:
+    """One HTTP/1.1 request per connection, parsed by h11: GET /metrics, or a short error."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.connections = 0
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            if self.connections <= METRICS_CONNECTIONS:
+                await asyncio.wait_for(self._answer(reader, writer), METRICS_REQUEST_SECONDS)
+        except (TimeoutError, ConnectionError, h11.ProtocolError):
+            pass
+        finally:
+            self.connections -= 1
+            writer.close()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = h11.Connection(h11.SERVER, max_incomplete_event_size=METRICS_HEADER_BYTES)
+        event: object = h11.NEED_DATA
+        while event is h11.NEED_DATA:
+            connection.receive_data(await reader.read(4096))
+            event = connection.next_event()
+        if not isinstance(event, h11.Request):
+            return
+        if event.method != b"GET" or event.target.split(b"?")[0] != b"/metrics":
+            status, body, content_type = 404, b"only GET /metrics is served here\n", "text/plain"
+        else:
+            loop = asyncio.get_running_loop()
+            status, content_type = 200, CONTENT_TYPE_LATEST
+            body = await loop.run_in_executor(None, generate_latest, self.registry)
+        headers = [("content-type", content_type), ("content-length", str(len(body))), ("connection", "close")]
+        for outgoing in (h11.Response(status_code=status, headers=headers), h11.Data(data=body), h11.EndOfMessage()):
+            writer.write(connection.send(outgoing) or b"")
+        await writer.drain()

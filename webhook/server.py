@@ -386,11 +386,13 @@ class WebhookServer:
         log_level: str = "INFO",
         log_format: str = "text",
         metrics_port: int | None = None,
+        metrics_host: str | None = None,
         on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.on_ready = on_ready
         self.host = host
         self.metrics_port = metrics_port
+        self.metrics_host = metrics_host or host
         self.config = ServeConfig()
         self.config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
         self.config.certfile = cert_file
@@ -437,8 +439,8 @@ class WebhookServer:
     def serve_metrics(self) -> None:
         """Start serving /metrics, when asked to; raises OSError when the port is taken."""
         if self.metrics_port is not None:
-            metrics.serve_metrics(self.host, self.metrics_port, self.config.certfile or "")
-            log.info("metrics on http://%s:%d/metrics", self.host, self.metrics_port)
+            metrics.serve_metrics(self.metrics_host, self.metrics_port, self.config.certfile or "")
+            log.info("metrics on http://%s:%d/metrics", self.metrics_host, self.metrics_port)
 
     def run(self) -> int:
         """Supervise the workers until SIGTERM or SIGINT (SIGHUP is ignored: the configuration and
