@@ -362,3 +362,11 @@ class MemoryCgroup:
                     os.kill(pid, 9)
             time.sleep(0.1)
         self.path.rmdir()
+
+
+def abnormal_exits(log_text):
+    """The exit statuses of workers that died (a crash, a kill) in a `podmutate serve` log; a worker
+    retired on purpose (stuck threads, its memory ceiling) exits with 0 and is not one."""
+    import re
+
+    return [int(code) for code in re.findall(r"worker \d+ exited with (-?\d+)", log_text) if int(code) != 0]

@@ -4,7 +4,11 @@ import os
 import time
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from bench import hostile
+from plugins import profiles
 from tests.helpers import job_pod, wait_for
 from webhook import admission
 from webhook.engine import EngineWatcher, load_engine, load_engine_or_last_good
@@ -256,3 +260,39 @@ def test_a_process_started_while_the_file_is_bad_starts_from_the_last_good_one(t
     later, refused = load_engine_or_last_good(str(path), last_good=kept, environ={})
     assert refused and later.config.failure_mode == "fail" and later.config.path == str(path)
     assert "refused, starting from the last good one: failure_mode: 'sometimes'" in caplog.text
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=hostile.hostile_config_files())
+def test_generated_hostile_files_load_or_are_refused_in_one_short_line(tmp_path, text):
+    path = tmp_path / "podmutate.yaml"
+    path.write_text(text)
+    started = time.monotonic()
+    try:
+        load_engine(str(path), environ={})
+    except ConfigError as error:  # anything else fails the test
+        assert "\n" not in str(error) and len(str(error)) < 600
+    assert time.monotonic() - started < 5
+
+
+ENVIRONMENT_VARIABLES = sorted(
+    {variable.replace("*", "CPU_REQUEST") for _type, _setting, variable, _read in profiles.environ_settings()}
+    | {"SYNC_JOB_INIT_RETRY_TIMEOUT_MINUTES", "JOB_MAIN_CONTAINER_MEMORY_LIMIT", "JOB_KUBE_BUSYBOX_IMAGE"}
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    variable=st.sampled_from(ENVIRONMENT_VARIABLES),
+    value=st.one_of(
+        hostile.ODD_TEXT,
+        st.sampled_from(
+            ["NaN", "inf", "-1", "1e3Gi", "99999999999999999999", "a=b,c", "k=v:NoSchedule", "=", ",,,", "1Gi\n"]
+        ),
+    ),
+)
+def test_generated_hostile_environment_values_load_or_are_refused_naming_the_variable(variable, value):
+    try:
+        load_engine(environ={variable: value})
+    except ConfigError as error:
+        assert "\n" not in str(error) and len(str(error)) < 600

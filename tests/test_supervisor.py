@@ -220,6 +220,7 @@ def test_half_open_metrics_connections_cost_the_supervisor_little_and_scrapes_go
                 held.append(connection)
             assert served.process.poll() is None
             assert rss() - before < 32 * 1024 * 1024
+
             # Those beyond the cap were closed at once, those within it are at their timeout: scrapes go on.
             def scraped():
                 try:

@@ -3,6 +3,7 @@
 import copy
 import hashlib
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -171,7 +172,28 @@ def parse_config_file(path: str, text: bytes) -> dict[str, Any]:
         raise ConfigFileError(path, "the file is empty (no setting at all); write {} to run on the defaults")
     if not isinstance(loaded, dict):
         raise ConfigFileError(path, f"expected a mapping of sections, got {type(loaded).__name__}")
+    check_numbers(loaded)
     return loaded
+
+
+def check_numbers(document: Any) -> None:
+    """Raise ConfigError naming the first number that is not finite or not within 64 bits, or the
+    first key that is not a string: no setting takes one, and they break what is computed from a
+    configuration (its digest)."""
+    stack: list[tuple[str, Any]] = [("", document)]
+    while stack:
+        key, value = stack.pop()
+        if isinstance(value, dict):
+            for name in value:
+                if not isinstance(name, str):
+                    raise ConfigError(f"{key}.{name}" if key else str(name), name, "a string key (quote it in YAML)")
+            stack.extend((f"{key}.{name}" if key else str(name), item) for name, item in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{key}[{index}]", item) for index, item in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(key, value, "a finite number")
+        elif isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+            raise ConfigError(key, value, "a number within 64 bits")
 
 
 class YAMLTooLarge(ValueError):

@@ -36,7 +36,7 @@ from hypercorn.config import Config as HypercornConfig
 
 from certs.reload import ReloadingContext
 from webhook import logs, metrics
-from webhook.budget import DEFAULT_BUDGET
+from webhook.budget import DEFAULT_BUDGET, give_memory_back
 from webhook.engine import Engine, keep_last_good
 
 log = logging.getLogger(__name__)
@@ -93,6 +93,10 @@ RESPAWN_STEADY_SECONDS = 30.0
 PR_SET_PDEATHSIG = 1  # prctl(2)
 SSL_SHUTDOWN_SECONDS = 2.0  # for a closing TLS connection's close_notify
 FLUSH_SECONDS = 0.2  # a stopping worker's last answers leave its socket buffers
+# A worker may grow this much past its memory at start before it is retired (MemoryCeiling); with
+# two workers, the supervisor and their reviews in flight, within the manifests' 256 MiB.
+WORKER_GROWTH_BYTES = 40 * 1024 * 1024
+TRIM_INTERVAL_SECONDS = 5.0
 
 
 def default_workers() -> int:
@@ -259,12 +263,51 @@ async def busy(send: Send, bodies: BodyBudget, size: int) -> None:
 
 async def tick(front: BufferedBody) -> None:
     """Beat this worker's heartbeat every HEARTBEAT_SECONDS, for as long as its event loop runs;
-    at the supervisor's shutdown, end the worker once its reviews are answered."""
+    keep its memory within its ceiling; at the supervisor's shutdown, end the worker once its
+    reviews are answered."""
+    ceiling = MemoryCeiling(resident_bytes())
     while _worker is not None:
         _worker.pulse.beat(_worker.slot)
         if _worker.shutdown.is_set():
             return await end_when_answered(front, _worker.graceful_timeout)
+        if ceiling.passed():
+            retire(front, f"{resident_bytes() >> 20} MiB held, over the ceiling of {ceiling.limit >> 20} MiB")
+            ceiling.limit = ceiling.trim_above = sys.maxsize  # once
         await asyncio.sleep(HEARTBEAT_SECONDS)
+
+
+class MemoryCeiling:
+    """A worker's memory, held to what it started with plus WORKER_GROWTH_BYTES.
+
+    Freed memory is given back to the system when the worker has grown by half that (glibc keeps
+    what connections and reviews freed: a TLS connection's buffers alone, some 40 KiB, stay in
+    the worker's heap after it closes). A worker still past the ceiling after that is retired
+    gracefully — it stops accepting, answers what it has, and a fresh one takes its place — so
+    no leak, in podmutate, a plugin or a library, can grow a worker to the container's limit.
+    """
+
+    def __init__(self, start: int) -> None:
+        self.limit = start + WORKER_GROWTH_BYTES
+        self.trim_above = start + WORKER_GROWTH_BYTES // 2
+        self._trimmed_at = 0.0
+
+    def passed(self) -> bool:
+        """True when the worker is over its ceiling even after giving freed memory back (which it
+        does at most every TRIM_INTERVAL_SECONDS below the ceiling, at once above it)."""
+        held = resident_bytes()
+        if held <= self.trim_above or (
+            held <= self.limit and time.monotonic() - self._trimmed_at < TRIM_INTERVAL_SECONDS
+        ):
+            return False
+        self._trimmed_at = time.monotonic()
+        give_memory_back()
+        return resident_bytes() > self.limit
+
+
+def resident_bytes() -> int:
+    """This process's resident memory, from /proc."""
+    with open("/proc/self/statm") as stream:
+        return int(stream.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
 async def end_when_answered(front: BufferedBody, graceful_timeout: float) -> None:
@@ -310,7 +353,7 @@ async def respond(send: Send, status: int, payload: dict) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def retire(front: BufferedBody) -> None:
+def retire(front: BufferedBody, reason: str = "threads stuck in plugins") -> None:
     """Replace this worker gracefully, as hypercorn does after `max_requests`: it stops accepting,
     tells its clients (HTTP/2 GOAWAY, HTTP/1.1 Connection: close), answers what is in flight,
     and exits, and `WebhookServer.run` starts a fresh worker."""
@@ -319,9 +362,9 @@ def retire(front: BufferedBody) -> None:
     # hypercorn keeps its worker's context to itself; there is one per worker process.
     contexts = [item for item in gc.get_objects() if isinstance(item, WorkerContext)]
     if front.loop is None or not contexts:
-        log.error("threads stuck in plugins, and this worker cannot be retired: restart podmutate")
+        log.error("%s, and this worker cannot be retired: restart podmutate", reason)
         return
-    log.error("threads stuck in plugins: worker %d stops and a fresh one takes its place", os.getpid())
+    log.error("%s: worker %d stops and a fresh one takes its place", reason, os.getpid())
 
     async def terminate_between_requests() -> None:
         # First no new connection here (the other workers go on accepting on the shared socket),

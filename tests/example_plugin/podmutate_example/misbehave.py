@@ -6,6 +6,9 @@ import sys
 from webhook import hookimpl
 
 
+_kept = []  # what the "leak" misbehaviour never lets go of
+
+
 class Escape(BaseException):
     """Neither an Exception nor one of Python's own: what a careless plugin might define."""
 
@@ -25,3 +28,5 @@ def mutate_pod(pod):
         RAISED[how]()
     elif how == "freeze":
         sum(range(10**15))  # holds the GIL in C: the worker's event loop stops with it
+    elif how == "leak":
+        _kept.append(b"x" * (4 * 1024 * 1024))  # 4 MiB each review, for good
