@@ -72,7 +72,7 @@ def run_pods(count):
                     statuses[str(response.status_code)] += 1
                 assert cgroup.oom_kills() == 0, f"OOM kill after {shown}"
                 assert not abnormal_exits(served.log()), f"a worker died after {shown}"
-                assert served.get("/healthz").status_code == 200
+                assert served.get("/healthz", fresh=True).status_code == 200
 
             started = time.monotonic()
             review_one()

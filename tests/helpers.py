@@ -182,8 +182,12 @@ class Served:
             **kwargs,
         )
 
-    def get(self, path):
+    def get(self, path, fresh=False):
+        """GET `path` on the session's keep-alive connection, or with `fresh` on one of its own (a
+        retiring worker closes its idle connections, and a reuse racing that close fails)."""
         # verify= on each call: a session's own is overridden by $REQUESTS_CA_BUNDLE.
+        if fresh:
+            return requests.get(self.url + path, timeout=10, verify=self.ca_file, headers={"Connection": "close"})
         return self.session.get(self.url + path, timeout=10, verify=self.ca_file)
 
     def metrics(self):

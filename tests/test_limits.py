@@ -179,4 +179,4 @@ def test_generated_hostile_pods_are_answered_well_formed_and_kill_nothing(limite
     assert_well_formed(status, answer, json.loads(body)["request"]["uid"])
     assert limited.cgroup.oom_kills() == 0
     assert not abnormal_exits(limited.log())
-    assert limited.get("/healthz").status_code == 200  # the configuration watcher too
+    assert limited.get("/healthz", fresh=True).status_code == 200  # the configuration watcher too

@@ -95,7 +95,7 @@ SSL_SHUTDOWN_SECONDS = 2.0  # for a closing TLS connection's close_notify
 FLUSH_SECONDS = 0.2  # a stopping worker's last answers leave its socket buffers
 # A worker may grow this much past its memory at start before it is retired (MemoryCeiling); with
 # two workers, the supervisor and their reviews in flight, within the manifests' 256 MiB.
-WORKER_GROWTH_BYTES = 40 * 1024 * 1024
+WORKER_GROWTH_BYTES = 32 * 1024 * 1024
 TRIM_INTERVAL_SECONDS = 5.0
 
 

@@ -5,7 +5,6 @@ import sys
 
 from webhook import hookimpl
 
-
 _kept = []  # what the "leak" misbehaviour never lets go of
 
 
