@@ -351,6 +351,11 @@ class MemoryCgroup:
                 return int(value)
         return 0
 
+    def usage(self):
+        """The memory the cgroup holds now, in bytes."""
+        name = "memory.usage_in_bytes" if self.version == 1 else "memory.current"
+        return int((self.path / name).read_text())
+
     def peak(self):
         """The most memory the cgroup has held, in bytes."""
         name = "memory.max_usage_in_bytes" if self.version == 1 else "memory.peak"
