@@ -55,7 +55,7 @@ def main():
             figures = measure(shape, size)
             body = hostile.sized(shape, int(size * 2**20))
             values, estimate = budget.values_in(body), budget.cost_of(body)
-            within = "yes" if not budget.beyond_bound(body, budget.DEFAULT_BUDGET) else "no"
+            within = "yes" if not budget.beyond_bound(body, estimate, budget.DEFAULT_BUDGET) else "no"
             print(
                 f"| {shape} | {figures['body'] / 2**20:.2f} MiB | {values:,} | {figures['peak'] / 2**20:.1f} MiB "
                 f"| {figures['peak'] / figures['body']:.0f} | {estimate / 2**20:.1f} MiB | {within} |"

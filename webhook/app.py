@@ -65,10 +65,10 @@ def create_app(
             current = watcher.current()
             body = read_body(current.config.max_body_bytes)
             metrics.REQUEST_BYTES.observe(len(body))
-            beyond = budget.beyond_bound(body, memory.total)
+            cost = budget.cost_of(body)
+            beyond = budget.beyond_bound(body, cost, memory.total)
             if beyond:
                 return unreviewed(body, current, started, beyond, metrics.BEYOND_WORK_BOUND)
-            cost = budget.cost_of(body)
             try:  # at most half the review's own budget: the API server's timeoutSeconds is above the sum
                 memory.take(cost, timeout=current.config.review_timeout_seconds / 2)
             except budget.Busy as busy:

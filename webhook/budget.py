@@ -46,11 +46,11 @@ def cost_of(body: bytes) -> int:
     return VALUE_COST * values_in(body) + BYTE_COST * len(body)
 
 
-def beyond_bound(body: bytes, budget: int) -> str | None:
-    """Why `body` is beyond the work bound, in words for a warning; None when it is within it."""
+def beyond_bound(body: bytes, cost: int, budget: int) -> str | None:
+    """Why `body`, of `cost` (`cost_of`), is beyond the work bound, in words for a warning; None
+    when it is within it."""
     if len(body) > MAX_POD_BYTES + REVIEW_ENVELOPE_BYTES:
         return f"the review has {len(body)} bytes: a pod over {MAX_POD_BYTES} bytes cannot be stored (etcd's limit)"
-    cost = cost_of(body)
     if cost > budget:
         return (
             f"the review has up to {values_in(body)} values in {len(body)} bytes: "
@@ -82,10 +82,6 @@ class MemoryBudget:
     def __post_init__(self) -> None:
         self._free = self.total
         self._condition = threading.Condition()
-
-    @property
-    def free(self) -> int:
-        return self._free
 
     def take(self, cost: int, timeout: float) -> None:
         """Take `cost` bytes, waiting at most `timeout` seconds for them; raises Busy."""

@@ -1,11 +1,14 @@
-"""Serving the app over TLS: hypercorn's workers (on uvloop) in front, the Flask app in threads behind.
+"""Serving the app over TLS: hypercorn's workers (on uvloop) in front, the Flask app in threads behind,
+and the supervisor that keeps the workers alive.
 
 No client can stall the server: connections, TLS handshakes, headers and bodies are read by
 the event loop, with timeouts, so a slow or idle client holds a coroutine, never one of the
 threads that answer the API server. A request reaches the app only once its whole body has
 arrived (at most `max_body_bytes`; a larger one gets 413 and is drained, bounded, so the
-client reads the answer). Certificates are followed on disk: each TLS handshake takes the
-pair in force (certs.reload).
+client reads the answer), within the worker's body budget. Certificates are followed on disk:
+each TLS handshake takes the pair in force (certs.reload). A worker holds at most
+MAX_CONNECTIONS connections, ticks a heartbeat the supervisor watches (a frozen worker is
+killed and replaced), and is retired gracefully past its memory ceiling (README: Limits).
 """
 
 from __future__ import annotations
@@ -92,6 +95,9 @@ RESPAWN_MAX_SECONDS = 30.0
 RESPAWN_STEADY_SECONDS = 30.0
 PR_SET_PDEATHSIG = 1  # prctl(2)
 SSL_SHUTDOWN_SECONDS = 2.0  # for a closing TLS connection's close_notify
+# Connections one worker holds at once (the API server opens one per concurrent review; 200
+# concurrent creations took about 100 a worker): 256 cost some 15 MiB.
+MAX_CONNECTIONS = 256
 FLUSH_SECONDS = 0.2  # a stopping worker's last answers leave its socket buffers
 # A worker may grow this much past its memory at start before it is retired (MemoryCeiling); with
 # two workers, the supervisor and their reviews in flight, within the manifests' 256 MiB.
@@ -645,21 +651,43 @@ def run_worker(config: ServeConfig, sockets: Any, shutdown_event: Any, beats: An
 
     _worker = WorkerState(Pulse(beats, len(beats) - 1), slot, shutdown_event, config.graceful_timeout)
     end_with_parent()
-    bound_ssl_shutdown()
+    bound_connections()
     uvloop_worker(config=config, sockets=sockets, shutdown_event=shutdown_event)
 
 
-def bound_ssl_shutdown() -> None:
-    """Give a closing TLS connection SSL_SHUTDOWN_SECONDS for the client's close_notify, not the
-    30 s asyncio waits by default: hypercorn waits for every connection to close before a worker
-    ends, and a pooled keep-alive client never answers (hypercorn does not expose the setting,
-    so its call of asyncio.start_server, in this worker process, gets it)."""
+def bound_connections() -> None:
+    """Bound what connections cost a worker, where hypercorn leaves it open (in this worker
+    process, its call of asyncio.start_server gets both):
+
+    - at most MAX_CONNECTIONS at once: one more is closed as soon as its handshake is done (each
+      costs some 60 KiB, and anyone who can reach the port may open them; past the cap they are
+      refused, never a worker's memory exhausted);
+    - SSL_SHUTDOWN_SECONDS for a closing TLS connection's close_notify, not asyncio's 30 s:
+      hypercorn waits for every connection to close before a worker ends, and a pooled
+      keep-alive client never answers.
+
+    A client that goes away without a TLS close_notify holds its place until READ_TIMEOUT: the
+    worker only sees it gone then.
+    """
     start_server = asyncio.start_server
 
-    async def start_bounded_server(*args: Any, **kwargs: Any) -> asyncio.base_events.Server:
+    async def start_bounded_server(callback: Any, *args: Any, **kwargs: Any) -> asyncio.base_events.Server:
+        active = 0
+
+        async def capped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal active
+            if active >= MAX_CONNECTIONS:
+                writer.transport.abort()
+                return
+            active += 1
+            try:
+                await callback(reader, writer)
+            finally:
+                active -= 1
+
         if kwargs.get("ssl") is not None:
             kwargs.setdefault("ssl_shutdown_timeout", SSL_SHUTDOWN_SECONDS)
-        return await start_server(*args, **kwargs)
+        return await start_server(capped, *args, **kwargs)
 
     asyncio.start_server = start_bounded_server  # type: ignore[assignment]
 
