@@ -45,6 +45,9 @@ WRK_SCRIPT = ROOT / "bench" / "wrk_post.lua"
 JOB_TYPES = ["spec", "check", "discover", "sync", "orchestrator"]
 
 
+OTHER_COMMANDS = "<!-- Below: sections of other commands, each named; python -m bench.run keeps them. -->"
+
+
 class Report:
     """Sections of markdown, printed as they come and written to BENCHMARKS.md at the end."""
 
@@ -81,7 +84,10 @@ class Report:
             "The machine is shared and noisy: read the ratios, measured side by side in one run; the",
             "absolute figures are context only.",
         ]
-        Path(path).write_text("\n".join(head) + "\n" + "".join(self.parts))
+        kept = ""  # the sections other commands wrote (bench.memory, bench.adversarial, bench.soak) stay
+        if Path(path).exists() and OTHER_COMMANDS in Path(path).read_text():
+            kept = "\n" + OTHER_COMMANDS + Path(path).read_text().split(OTHER_COMMANDS, 1)[1]
+        Path(path).write_text("\n".join(head) + "\n" + "".join(self.parts) + kept)
 
 
 def version(distribution):
