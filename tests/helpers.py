@@ -234,6 +234,9 @@ def serve(tmp_path, *, config=None, env=None, args=(), workers=1, cgroup=None):
     served = Served(process, port, str(cert_dir), str(log_path), metrics_port)
     try:
         wait_ready(served)
+        # Every worker up, not just the first to answer: on a busy machine the others may take a while.
+        if not wait_for(lambda: served.log().count("Running on https") >= workers, timeout=60):
+            raise AssertionError(f"podmutate serve: not all {workers} workers up after 60s:\n{served.log()}")
         yield served
     finally:
         stop_process(process)

@@ -162,6 +162,7 @@ class BufferedBody:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.in_flight = 0
         self.bodies = BodyBudget(body_budget)
+        self.ceiling: MemoryCeiling | None = None  # set at the worker's start (lifespan)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -169,11 +170,20 @@ class BufferedBody:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         self.loop = asyncio.get_running_loop()
+        _fresh_connections.discard(tuple((scope.get("client") or ())[:2]))
         self.in_flight += 1
         try:
             await self._answer(scope, receive, send)
         finally:
             self.in_flight -= 1
+            self.keep_within_ceiling()  # after every request too: a leak of a review's size is seen at once
+
+    def keep_within_ceiling(self) -> None:
+        """Give memory back, or retire this worker, when it has grown past its ceiling."""
+        if self.ceiling is not None and self.ceiling.passed():
+            limit = self.ceiling.limit
+            self.ceiling = None  # once
+            retire(self, f"{resident_bytes() >> 20} MiB held, over the ceiling of {limit >> 20} MiB")
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         """From the worker's start to its end, its event loop ticks the heartbeat the supervisor watches."""
@@ -271,14 +281,12 @@ async def tick(front: BufferedBody) -> None:
     """Beat this worker's heartbeat every HEARTBEAT_SECONDS, for as long as its event loop runs;
     keep its memory within its ceiling; at the supervisor's shutdown, end the worker once its
     reviews are answered."""
-    ceiling = MemoryCeiling(resident_bytes())
+    front.ceiling = MemoryCeiling(resident_bytes())
     while _worker is not None:
         _worker.pulse.beat(_worker.slot)
         if _worker.shutdown.is_set():
             return await end_when_answered(front, _worker.graceful_timeout)
-        if ceiling.passed():
-            retire(front, f"{resident_bytes() >> 20} MiB held, over the ceiling of {ceiling.limit >> 20} MiB")
-            ceiling.limit = ceiling.trim_above = sys.maxsize  # once
+        front.keep_within_ceiling()
         await asyncio.sleep(HEARTBEAT_SECONDS)
 
 
@@ -380,6 +388,9 @@ def retire(front: BufferedBody, reason: str = "threads stuck in plugins") -> Non
         for server in [item for item in gc.get_objects() if isinstance(item, LISTENERS)]:
             server.close()
         await asyncio.sleep(RETIRE_GRACE)
+        waited = time.monotonic()  # and longer for any still silent, up to the handshake timeout
+        while _fresh_connections and time.monotonic() - waited < HANDSHAKE_TIMEOUT:
+            await asyncio.sleep(0.01)
         # Then at a moment with no request in progress: a stream cut short would fail its pod's
         # create, while a request refused at the start (HTTP/2 REFUSED_STREAM) is retried.
         while front.in_flight:
@@ -631,6 +642,9 @@ class Pulse:
         return None
 
 
+_fresh_connections: set[tuple] = set()  # in a worker: the peers of connections with no request yet
+
+
 @dataclass
 class WorkerState:
     """What a worker process knows of its supervisor: the heartbeats, its slot, the shutdown."""
@@ -680,10 +694,13 @@ def bound_connections() -> None:
                 writer.transport.abort()
                 return
             active += 1
+            peer = tuple((writer.get_extra_info("peername") or ())[:2])
+            _fresh_connections.add(peer)  # until its first request: a retiring worker waits for it
             try:
                 await callback(reader, writer)
             finally:
                 active -= 1
+                _fresh_connections.discard(peer)
 
         if kwargs.get("ssl") is not None:
             kwargs.setdefault("ssl_shutdown_timeout", SSL_SHUTDOWN_SECONDS)
