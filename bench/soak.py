@@ -74,12 +74,14 @@ def paced_creations(control_plane, pod, rate, stop, latencies, failures):
                 started = time.perf_counter()
                 try:
                     answer = session.post(url, data=body, headers=headers, verify=control_plane.ca_file, timeout=30)
-                    ok = answer.status_code == 201 and "initContainers" in answer.json()["spec"]
-                except (requests.RequestException, ValueError, KeyError):
-                    ok = False
+                    problem = None if answer.status_code == 201 else f"{answer.status_code} {answer.text[:300]}"
+                    if problem is None and "initContainers" not in answer.json()["spec"]:
+                        problem = "created unmutated"
+                except (requests.RequestException, ValueError, KeyError) as error:
+                    problem = f"{type(error).__name__}: {error}"
                 latencies.append((time.perf_counter() - started) * 1000)
-                if not ok:
-                    failures.append(time.monotonic())
+                if problem:
+                    failures.append((time.monotonic(), problem))
 
     workers = [threading.Thread(target=client, args=(index,), daemon=True) for index in range(threads)]
     for worker in workers:
@@ -173,6 +175,8 @@ def main():
         print(f"| {name} | {first[index]:.0f} | {last[index]:.0f} | {growth(index):+.1f} % |")
     drift = p99_last / p99_first - 1
     print(f"| p99 create latency, ms (median of 3 samples) | {p99_first:.1f} | {p99_last:.1f} | {drift:+.1%} |")
+    for at, problem in failures:
+        print(f"- failed at {at - began:.0f} s: {problem}")
     print(
         f"\n{len(latencies):,} creates at {rate:.0f}/s over {options.minutes:g} min, {changes} changes "
         f"(configuration and certificate, alternately); failed: {len(failures)}; workers died: {len(deaths)}; "
