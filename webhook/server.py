@@ -6,9 +6,9 @@ the event loop, with timeouts, so a slow or idle client holds a coroutine, never
 threads that answer the API server. A request reaches the app only once its whole body has
 arrived (at most `max_body_bytes`; a larger one gets 413 and is drained, bounded, so the
 client reads the answer), within the worker's body budget. Certificates are followed on disk:
-each TLS handshake takes the pair in force (certs.reload). A worker holds at most
-MAX_CONNECTIONS connections, ticks a heartbeat the supervisor watches (a frozen worker is
-killed and replaced), and is retired gracefully past its memory ceiling (README: Limits).
+each TLS handshake takes the pair in force (certs.reload). A worker ticks a heartbeat the
+supervisor watches (a frozen worker is killed and replaced), and is retired gracefully past
+its memory ceiling (README: Limits).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ APP_QUEUE_CHUNKS = 2
 DRAIN_FACTOR = 4
 DRAIN_MINIMUM = 16 * 1024 * 1024
 LAST_GOOD_CONFIG = "config.yaml"  # in the last good directory, beside the certificate pair
-RETIRE_GRACE = 1.0  # seconds a retiring worker, no longer accepting, waits for requests on fresh connections
+RETIRE_GRACE = 1.0  # seconds a retiring worker, no longer accepting, waits for a fresh connection's first request
 # The watchdog: each worker's event loop ticks every HEARTBEAT_SECONDS; one silent for
 # WATCHDOG_SECONDS (the GIL held in C, SIGSTOP) is killed and replaced. A starting worker has
 # STARTUP_SECONDS for its first tick (imports, plugins, the configuration).
@@ -95,9 +95,6 @@ RESPAWN_MAX_SECONDS = 30.0
 RESPAWN_STEADY_SECONDS = 30.0
 PR_SET_PDEATHSIG = 1  # prctl(2)
 SSL_SHUTDOWN_SECONDS = 2.0  # for a closing TLS connection's close_notify
-# Connections one worker holds at once (the API server opens one per concurrent review; 200
-# concurrent creations took about 100 a worker): 256 cost some 15 MiB.
-MAX_CONNECTIONS = 256
 FLUSH_SECONDS = 0.2  # a stopping worker's last answers leave its socket buffers
 # A worker may grow this much past its memory at start before it is retired (MemoryCeiling); with
 # two workers, the supervisor and their reviews in flight, within the manifests' 256 MiB.
@@ -387,9 +384,11 @@ def retire(front: BufferedBody, reason: str = "threads stuck in plugins") -> Non
         # fails that request.
         for server in [item for item in gc.get_objects() if isinstance(item, LISTENERS)]:
             server.close()
-        await asyncio.sleep(RETIRE_GRACE)
-        waited = time.monotonic()  # and longer for any still silent, up to the handshake timeout
-        while _fresh_connections and time.monotonic() - waited < HANDSHAKE_TIMEOUT:
+        # A connection accepted before the close may still be in its TLS handshake, unseen until it
+        # ends (at most HANDSHAKE_TIMEOUT); then each waits for its first request a while longer.
+        await asyncio.sleep(HANDSHAKE_TIMEOUT)
+        waited = time.monotonic()
+        while _fresh_connections and time.monotonic() - waited < RETIRE_GRACE:
             await asyncio.sleep(0.01)
         # Then at a moment with no request in progress: a stream cut short would fail its pod's
         # create, while a request refused at the start (HTTP/2 REFUSED_STREAM) is retried.
@@ -670,41 +669,26 @@ def run_worker(config: ServeConfig, sockets: Any, shutdown_event: Any, beats: An
 
 
 def bound_connections() -> None:
-    """Bound what connections cost a worker, where hypercorn leaves it open (in this worker
-    process, its call of asyncio.start_server gets both):
-
-    - at most MAX_CONNECTIONS at once: one more is closed as soon as its handshake is done (each
-      costs some 60 KiB, and anyone who can reach the port may open them; past the cap they are
-      refused, never a worker's memory exhausted);
-    - SSL_SHUTDOWN_SECONDS for a closing TLS connection's close_notify, not asyncio's 30 s:
-      hypercorn waits for every connection to close before a worker ends, and a pooled
-      keep-alive client never answers.
-
-    A client that goes away without a TLS close_notify holds its place until READ_TIMEOUT: the
-    worker only sees it gone then.
+    """What hypercorn leaves open about connections, in this worker process (its call of
+    asyncio.start_server gets it): a connection is tracked from its handshake to its first
+    request (a retiring worker waits for it), and a closing TLS connection gets
+    SSL_SHUTDOWN_SECONDS for the client's close_notify, not asyncio's 30 s (hypercorn waits for
+    every connection to close before a worker ends, and a pooled keep-alive client never answers).
     """
     start_server = asyncio.start_server
 
     async def start_bounded_server(callback: Any, *args: Any, **kwargs: Any) -> asyncio.base_events.Server:
-        active = 0
-
-        async def capped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            nonlocal active
-            if active >= MAX_CONNECTIONS:
-                writer.transport.abort()
-                return
-            active += 1
+        async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             peer = tuple((writer.get_extra_info("peername") or ())[:2])
             _fresh_connections.add(peer)  # until its first request: a retiring worker waits for it
             try:
                 await callback(reader, writer)
             finally:
-                active -= 1
                 _fresh_connections.discard(peer)
 
         if kwargs.get("ssl") is not None:
             kwargs.setdefault("ssl_shutdown_timeout", SSL_SHUTDOWN_SECONDS)
-        return await start_server(capped, *args, **kwargs)
+        return await start_server(tracked, *args, **kwargs)
 
     asyncio.start_server = start_bounded_server  # type: ignore[assignment]
 
