@@ -135,7 +135,7 @@ def main():
     statuses, seconds, peak = run_pods(options.pods)
     print(
         f"hostile pods: {sum(statuses.values())} in {seconds:.0f} s, cgroup peak {peak / 2**20:.0f} MiB "
-        f"of {manifest_memory_limit() / 2**20:.0f} MiB, 0 OOM kills, 0 workers lost"
+        f"of {manifest_memory_limit() / 2**20:.0f} MiB, 0 OOM kills, 0 workers dead"
     )
     for status, count in sorted(statuses.items()):
         print(f"  {status:28} {count}")
