@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from webhook.files import read_bounded, write_atomically  # noqa: F401  # write_atomically: for the certs modules
+from webhook.files import read_bounded
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 

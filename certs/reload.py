@@ -7,8 +7,8 @@ import ssl
 
 from cryptography import x509
 
-from certs import CA_FILE, CERT_FILE, KEY_FILE, MAX_PEM_BYTES, issued_by, load_bundle, now, read_bytes, write_atomically
-from webhook.files import read_bounded
+from certs import CA_FILE, CERT_FILE, KEY_FILE, MAX_PEM_BYTES, issued_by, load_bundle, now, read_bytes
+from webhook.files import read_bounded, write_atomically
 from webhook.metrics import CERTIFICATE_RELOADS
 from webhook.watch import FileWatcher
 

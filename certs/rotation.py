@@ -32,8 +32,8 @@ from certs import (
     now,
     read_bytes,
     read_serving,
-    write_atomically,
 )
+from webhook.files import write_atomically
 
 if TYPE_CHECKING:
     from certs.secret import SecretStore

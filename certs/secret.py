@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
-from certs import CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE, read_bytes, write_atomically
+from certs import CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE, read_bytes
+from webhook.files import write_atomically
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 """The admission core: an AdmissionReview dict in, the response dict out."""
 
 import base64
+import functools
 import json
 
 import pytest
@@ -178,3 +179,26 @@ def test_a_pod_over_the_annotation_limit_already_is_mutated_in_one_pass(engine, 
     answer = admission.review(review(full), engine)
     assert apply_answer(full, answer)["spec"]["initContainers"]
     assert len(runs) == once
+
+
+@pytest.mark.parametrize(
+    "left",
+    [
+        pytest.param(lambda: {"a", "set"}, id="not-json"),
+        pytest.param(lambda: functools.reduce(lambda inner, _: {"a": inner}, range(2000), "leaf"), id="too-deep"),
+    ],
+)
+def test_a_plugin_that_leaves_what_is_not_json_fails_its_review_not_the_server(left):
+    """Before, the diff or the copy of such a pod raised outside any plugin: a 500."""
+    from webhook import hookimpl
+
+    class Careless:
+        @hookimpl
+        def mutate_pod(self, pod):
+            pod["spec"]["extra"] = left()
+
+    engine = load_engine(environ={})
+    engine.plugins.register(Careless(), name="careless")
+    answer = admission.answer(review(job_pod("sync")), engine)
+    assert answer.outcome == "failed" and answer.response["response"]["allowed"] is True
+    assert "patch" not in answer.response["response"]

@@ -13,9 +13,10 @@ import pytest
 import requests
 from cryptography import x509
 
-from certs import CA, CA_FILE, CERT_FILE, KEY_FILE, describe, read_serving, service_names, write_atomically
+from certs import CA, CA_FILE, CERT_FILE, KEY_FILE, describe, read_serving, service_names
 from certs.rotation import ensure
 from tests.helpers import PODMUTATE, serve
+from webhook.files import write_atomically
 
 
 def handshake(port, ca_file, hostname="127.0.0.1"):

@@ -45,6 +45,7 @@ class AdmissionRequest:
 
     def warn(self, message: str) -> None:
         """Add a warning the API server shows to whoever created the pod (kubectl prints it); once each."""
+        message = str(message)  # whatever a plugin passed: the answer must serialise
         if message not in self._warned:  # a set: a crafted pod's thousands of warnings stay linear
             self._warned.add(message)
             self.warnings.append(message)
@@ -106,14 +107,17 @@ def mutate(pod: dict, engine: Engine, request: AdmissionRequest | None = None, *
     except TooDeep as too_deep:  # only a direct caller can send such a pod: the API server has no free-form field
         raise ReviewError(f"request.object: {too_deep}") from None
     mutation = Mutation(job_type, mutable, [], [], original=pod, touched=[] if attribute else None)
-    for name, mutate_alone in engine.mutators:
-        run_plugin(name, mutate_alone, mutation.pod, mutation, engine, request)
-    found = problems(mutation.pod)  # almost always empty: then the original need not be checked
-    if found and found - problems(pod):
-        mutate_validly(mutation, engine, request)
-    if engine.config.mutated_by_annotation and mutation.pod != pod:
-        annotate(mutation.pod, engine.mutated_by)
-    mutation.patch = diff(pod, mutation.pod)
+    try:
+        for name, mutate_alone in engine.mutators:
+            run_plugin(name, mutate_alone, mutation.pod, mutation, engine, request)
+        found = problems(mutation.pod)  # almost always empty: then the original need not be checked
+        if found and found - problems(pod):
+            mutate_validly(mutation, engine, request)
+        if engine.config.mutated_by_annotation and mutation.pod != pod:
+            annotate(mutation.pod, engine.mutated_by)
+        mutation.patch = diff(pod, mutation.pod)
+    except (TooDeep, TypeError, RecursionError) as error:  # a plugin left what is not JSON, or nested it too deep
+        raise PluginError(blame(engine.plugins, error), error, mutation) from error
     mutation.warnings = list(request.warnings)
     return mutation
 
@@ -284,6 +288,17 @@ def answer(admission_review: Any, engine: Engine, *, attribute: bool = False) ->
         return Answer(response(uid), UNCHANGED, request)
     try:
         mutation = mutate(pod, engine, request, attribute=attribute)
+        if not mutation.patch:
+            return Answer(response(uid, warnings=mutation.warnings), UNCHANGED, request, mutation)
+        audit = {
+            "job-type": mutation.job_type or "",
+            "mutated-by": engine.mutated_by,
+            "patch": str(len(mutation.patch)),
+        }
+        try:
+            mutated = response(uid, patch=mutation.patch, warnings=mutation.warnings, audit=audit)
+        except TypeError as error:  # orjson's: a plugin left a value that is not JSON, or nested past its limit
+            raise PluginError(blame(engine.plugins, error), error, mutation) from error
     except Denied as denial:
         denied = response(uid, allowed=False, message=str(denial), code=403, warnings=request.warnings)
         return Answer(denied, DENIED, request, denial.mutation, plugin=denial.plugin, message=str(denial))
@@ -293,10 +308,6 @@ def answer(admission_review: Any, engine: Engine, *, attribute: bool = False) ->
         )
         failed = failed_response(uid, engine.config, f"podmutate: {failure}", {"failed-plugin": failure.plugin})
         return Answer(failed, FAILED, request, failure.mutation, plugin=failure.plugin, message=str(failure))
-    if not mutation.patch:
-        return Answer(response(uid, warnings=mutation.warnings), UNCHANGED, request, mutation)
-    audit = {"job-type": mutation.job_type or "", "mutated-by": engine.mutated_by, "patch": str(len(mutation.patch))}
-    mutated = response(uid, patch=mutation.patch, warnings=mutation.warnings, audit=audit)
     return Answer(mutated, MUTATED, request, mutation)
 
 

@@ -35,8 +35,8 @@ _QUALIFIED_NAME = re.compile(rf"^{_NAME}$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
 # apimachinery's resource.Quantity: a signed decimal number, then a binary-SI suffix, a
-# decimal-SI suffix or a decimal exponent (an int32, as its parser keeps it). Nothing else: no
-# NaN, no Infinity, no "1e3Gi", no Unicode digits, no spaces.
+# decimal-SI suffix or a decimal exponent. Nothing else: no NaN, no Infinity, no "1e3Gi", no
+# Unicode digits, no spaces (check_quantity trims those around it, as the API server does).
 _QUANTITY = re.compile(
     r"(?P<number>[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(?P<suffix>[KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]+)?"
 )

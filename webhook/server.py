@@ -70,14 +70,14 @@ ALPN_PROTOCOLS = ["http/1.1"]
 # about 60 KiB per TLS connection where asyncio's SSL transport zero-fills 256 KiB (BENCHMARKS.md).
 LISTENERS = (asyncio.base_events.Server, uvloop.loop.Server)  # type: ignore[attr-defined]  # not in its stubs
 MAX_HEADER_BYTES = 16 * 1024
-# A refused body is still read (and dropped) up to this many bytes, so that the client, which
-# sends before it reads, sees the 413 instead of a broken pipe.
 # The request bodies one worker holds at once, read or in review (at least one body at the cap):
 # more connections sending bodies wait, unread, for room (README: the memory budget).
 BODY_BUDGET = 8 * 1024 * 1024
 # hypercorn queues this many received chunks (64 KiB each) per request the app has not read yet;
 # a body waiting for room holds no more than that.
 APP_QUEUE_CHUNKS = 2
+# A refused body is still read (and dropped) up to this many bytes, so that the client, which
+# sends before it reads, sees the 413 instead of a broken pipe.
 DRAIN_FACTOR = 4
 DRAIN_MINIMUM = 16 * 1024 * 1024
 LAST_GOOD_CONFIG = "config.yaml"  # in the last good directory, beside the certificate pair
@@ -203,11 +203,12 @@ class BufferedBody:
         # The bodies this worker holds, read or being read, stay within its body budget: a body
         # takes its declared length (or each chunk as it comes) before it is read on, and waits
         # for room — unread, so the client is held back by TCP — at most READ_TIMEOUT.
-        reserved = min(int(declared), cap) if declared is not None and declared.isdigit() else 0
+        declared_size = min(int(declared), cap) if declared is not None and declared.isdigit() else 0
         room = self.bodies.room(cap)
+        if not await self.bodies.take(declared_size, room):
+            return await busy(send, self.bodies, declared_size)
+        reserved = declared_size  # what this request holds of the budget: given back, all of it, at its end
         try:
-            if not await self.bodies.take(reserved, room):
-                return await busy(send, self.bodies, reserved)
             body = bytearray()
             while True:
                 message = await receive()
@@ -315,18 +316,23 @@ class MemoryCeiling:
         return resident_bytes() > self.limit
 
 
+_statm: int | None = None  # /proc/self/statm, kept open: read after every request
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+
+
 def resident_bytes() -> int:
-    """This process's resident memory, from /proc."""
-    with open("/proc/self/statm") as stream:
-        return int(stream.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    """This process's resident memory, from /proc (one pread on a descriptor kept open)."""
+    global _statm
+    if _statm is None:
+        _statm = os.open("/proc/self/statm", os.O_RDONLY)
+    return int(os.pread(_statm, 128, 0).split()[1]) * PAGE_BYTES
 
 
 async def end_when_answered(front: BufferedBody, graceful_timeout: float) -> None:
     """Exit as soon as no request is in progress (or at `graceful_timeout`): hypercorn would wait
     for every keep-alive connection to close, and a pooled client may hold one open for long.
     Its listeners are closed first, so no new connection comes; idle ones are simply dropped."""
-    for server in [item for item in gc.get_objects() if isinstance(item, LISTENERS)]:
-        server.close()
+    stop_accepting()
     deadline = time.monotonic() + graceful_timeout
     while front.in_flight and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -364,6 +370,13 @@ async def respond(send: Send, status: int, payload: dict) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def stop_accepting() -> None:
+    """Close this worker's listeners (hypercorn keeps them to itself); the other workers go on
+    accepting on the shared socket."""
+    for server in [item for item in gc.get_objects() if isinstance(item, LISTENERS)]:
+        server.close()
+
+
 def retire(front: BufferedBody, reason: str = "threads stuck in plugins") -> None:
     """Replace this worker gracefully, as hypercorn does after `max_requests`: it stops accepting,
     tells its clients (HTTP/2 GOAWAY, HTTP/1.1 Connection: close), answers what is in flight,
@@ -382,8 +395,7 @@ def retire(front: BufferedBody, reason: str = "threads stuck in plugins") -> Non
         # and a moment for those just accepted to send their request: hypercorn closes a
         # connection that is idle when it terminates, and one closed before its first request
         # fails that request.
-        for server in [item for item in gc.get_objects() if isinstance(item, LISTENERS)]:
-            server.close()
+        stop_accepting()
         # A connection accepted before the close may still be in its TLS handshake, unseen until it
         # ends (at most HANDSHAKE_TIMEOUT); then each waits for its first request a while longer.
         await asyncio.sleep(HANDSHAKE_TIMEOUT)

@@ -98,13 +98,9 @@ class FileWatcher(Generic[T]):
             self._stamp = stamp
             try:
                 value = self._load()
-            except self._refused as error:
-                log.error("%s refused, keeping the last good one: %s", self.what, clipped(str(error)))
-                self._count(taken=False)
-                return False
-            except BaseException as error:  # whatever reading a file can raise refuses that version, never the watcher
-                problem = clipped(f"{type(error).__name__}: {error}")
-                log.error("%s refused, keeping the last good one: %s", self.what, problem)
+            except BaseException as error:  # whatever loading raises refuses that version, never the watcher
+                problem = str(error) if isinstance(error, self._refused) else f"{type(error).__name__}: {error}"
+                log.error("%s refused, keeping the last good one: %s", self.what, clipped(problem))
                 self._count(taken=False)
                 return False
             self._value = value
