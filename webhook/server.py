@@ -279,6 +279,10 @@ async def tick(front: BufferedBody) -> None:
     """Beat this worker's heartbeat every HEARTBEAT_SECONDS, for as long as its event loop runs;
     keep its memory within its ceiling; at the supervisor's shutdown, end the worker once its
     reviews are answered."""
+    # Not before the worker listens: what hypercorn does from here to then (its TLS context, the
+    # copy of the last good pair, written with fsync) blocks the loop, seconds on a busy disk,
+    # within the start's allowance (STARTUP_SECONDS) rather than the watchdog's.
+    await _listening.wait()
     front.ceiling = MemoryCeiling(resident_bytes())
     while _worker is not None:
         _worker.pulse.beat(_worker.slot)
@@ -396,11 +400,12 @@ def retire(front: BufferedBody, reason: str = "threads stuck in plugins") -> Non
         # connection that is idle when it terminates, and one closed before its first request
         # fails that request.
         stop_accepting()
-        # A connection accepted before the close may still be in its TLS handshake, unseen until it
-        # ends (at most HANDSHAKE_TIMEOUT); then each waits for its first request a while longer.
-        await asyncio.sleep(HANDSHAKE_TIMEOUT)
+        # A connection accepted before the close has a moment to finish its TLS handshake, and then,
+        # tracked from there, up to HANDSHAKE_TIMEOUT for its first request. (Waiting out a whole
+        # handshake timeout first kept both workers away at once when both retired.)
+        await asyncio.sleep(RETIRE_GRACE)
         waited = time.monotonic()
-        while _fresh_connections and time.monotonic() - waited < RETIRE_GRACE:
+        while _fresh_connections and time.monotonic() - waited < HANDSHAKE_TIMEOUT:
             await asyncio.sleep(0.01)
         # Then at a moment with no request in progress: a stream cut short would fail its pod's
         # create, while a request refused at the start (HTTP/2 REFUSED_STREAM) is retried.
@@ -654,6 +659,7 @@ class Pulse:
 
 
 _fresh_connections: set[tuple] = set()  # in a worker: the peers of connections with no request yet
+_listening = asyncio.Event()  # in a worker: set once hypercorn listens
 
 
 @dataclass
@@ -700,7 +706,9 @@ def bound_connections() -> None:
 
         if kwargs.get("ssl") is not None:
             kwargs.setdefault("ssl_shutdown_timeout", SSL_SHUTDOWN_SECONDS)
-        return await start_server(tracked, *args, **kwargs)
+        server = await start_server(tracked, *args, **kwargs)
+        _listening.set()  # the heartbeat starts (tick)
+        return server
 
     asyncio.start_server = start_bounded_server  # type: ignore[assignment]
 
