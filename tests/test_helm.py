@@ -23,7 +23,11 @@ EQUIVALENTS = {
     "overlays/fail-closed": ["webhook.failurePolicy=Fail"],
     "overlays/community": ["launcher.extraResources={secrets}"],
     "overlays/autoscaling": ["autoscaling.enabled=true"],
-    "overlays/monitoring": ["metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true"],
+    "overlays/monitoring": [
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.prometheusRule.enabled=true",
+        "metrics.secure=true",
+    ],
 }
 
 
@@ -46,7 +50,12 @@ def objects(documents):
 
 
 def test_helm_lint_passes_with_every_option_on(helm):
-    on = ["autoscaling.enabled=true", "metrics.serviceMonitor.enabled=true", "metrics.prometheusRule.enabled=true"]
+    on = [
+        "autoscaling.enabled=true",
+        "metrics.serviceMonitor.enabled=true",
+        "metrics.prometheusRule.enabled=true",
+        "metrics.secure=true",
+    ]
     for values in ([], on, ["certificates.mode=cert-manager", *on]):
         result = subprocess.run(
             [helm, "lint", "--strict", CHART, *[part for value in values for part in ("--set", value)]],

@@ -158,7 +158,13 @@ def main(log_level: str, log_format: str) -> None:
     default=metrics.DEFAULT_PORT,
     show_default=True,
     type=click.IntRange(0, 65535),
-    help="Plain-HTTP port of GET /metrics (Prometheus), on --metrics-host; 0: no metrics.",
+    help="Port of GET /metrics (Prometheus), on --metrics-host; 0: no metrics.",
+)
+@click.option(
+    "--metrics-secure",
+    is_flag=True,
+    help="Serve /metrics over HTTPS with the webhook's certificate, to bearer tokens the API server "
+    "authenticates (TokenReview) and allows to get /metrics (SubjectAccessReview).",
 )
 @click.option(
     "--metrics-host",
@@ -189,6 +195,7 @@ def serve(
     cert_renew_before: float,
     metrics_port: int,
     metrics_host: str | None,
+    metrics_secure: bool,
 ) -> None:
     """Serve the webhook over HTTPS (POST /mutate, GET /healthz, GET /readyz), and its metrics.
 
@@ -198,9 +205,11 @@ def serve(
     """
     from certs.reload import REFUSED
     from certs.serving import prepare
+    from webhook.ops.access import delegated_access
     from webhook.server import WebhookServer
 
     engine = load_or_exit(config_path)
+    access = cluster(lambda: delegated_access(kubeconfig).verdict) if metrics_secure and metrics_port else None
     serving = cluster(
         lambda: prepare(
             cert_dir,
@@ -237,6 +246,7 @@ def serve(
             log_format=click.get_current_context().meta[LOG_FORMAT],
             metrics_port=metrics_port or None,
             metrics_host=metrics_host,
+            metrics_access=access,
         )
     except REFUSED as error:
         raise click.ClickException(f"cannot serve the certificate pair in {serving.cert_dir}: {error}") from None

@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import glob
 import os
+import ssl
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import h11
 from prometheus_client import (
@@ -35,7 +36,7 @@ from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.registry import Collector
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's name; read when it is first imported
-DEFAULT_PORT = 8000  # Kyverno's metrics port; plain HTTP, like controller-runtime's
+DEFAULT_PORT = 8000  # Kyverno's metrics port
 
 # The outcome of one POST /mutate.
 MUTATED, UNCHANGED, DENIED, FAILED, BAD_REQUEST = "mutated", "unchanged", "denied", "failed", "bad_request"
@@ -184,22 +185,33 @@ class WorkersCollector(multiprocess.MultiProcessCollector):
 
 
 # GET /metrics is served by an event loop of its own in the supervisor, as the webhook is: a
-# connection is a coroutine, never a thread; each has METRICS_REQUEST_SECONDS to send its request
-# and read the answer, one request each, and past METRICS_CONNECTIONS at once more are closed
-# at once. 2,000 half-sent requests cost a few MiB, not a thread each.
+# connection is a coroutine, never a thread; each has METRICS_REQUEST_SECONDS to shake hands,
+# send its request and read the answer, one request each, and past METRICS_CONNECTIONS at once
+# more are closed at once. 2,000 half-sent requests cost a few MiB, not a thread each.
 METRICS_REQUEST_SECONDS = 10.0
 METRICS_CONNECTIONS = 32
 METRICS_HEADER_BYTES = 8 * 1024
 
+# Whether a request may read the metrics, from its Authorization header (None: it had none):
+# (200, "") or the status that refuses it and why. Called off the event loop: it may block.
+Access = Callable[[str | None], tuple[int, str]]
 
-def serve_metrics(host: str, port: int, cert_file: str) -> None:
-    """Serve every worker's metrics, added up, and the certificates' expiry on http://host:port/metrics,
-    from an event loop in a daemon thread; raises OSError when the port is taken."""
+
+def serve_metrics(
+    host: str, port: int, cert_file: str, tls: ssl.SSLContext | None = None, access: Access | None = None
+) -> None:
+    """Serve every worker's metrics, added up, and the certificates' expiry on host:port/metrics,
+    from an event loop in a daemon thread: over HTTPS with `tls`, to whom `access` allows when
+    given. Raises OSError when the port is taken."""
     registry = CollectorRegistry()
     WorkersCollector(registry)
     registry.register(CertificateExpiry(cert_file))
     loop = asyncio.new_event_loop()
-    server = loop.run_until_complete(asyncio.start_server(MetricsEndpoint(registry).handle, host, port))
+    handshake = METRICS_REQUEST_SECONDS if tls else None
+    endpoint = MetricsEndpoint(registry, access)
+    server = loop.run_until_complete(
+        asyncio.start_server(endpoint.handle, host, port, ssl=tls, ssl_handshake_timeout=handshake)
+    )
     threading.Thread(target=loop.run_forever, name="podmutate-metrics", daemon=True).start()
     del server  # the loop holds it
 
@@ -207,8 +219,9 @@ def serve_metrics(host: str, port: int, cert_file: str) -> None:
 class MetricsEndpoint:
     """One HTTP/1.1 request per connection, parsed by h11: GET /metrics, or a short error."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, access: Access | None = None) -> None:
         self.registry = registry
+        self.access = access
         self.connections = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -216,7 +229,7 @@ class MetricsEndpoint:
         try:
             if self.connections <= METRICS_CONNECTIONS:
                 await asyncio.wait_for(self._answer(reader, writer), METRICS_REQUEST_SECONDS)
-        except (TimeoutError, ConnectionError, h11.ProtocolError):
+        except (TimeoutError, ConnectionError, ssl.SSLError, h11.ProtocolError):
             pass
         finally:
             self.connections -= 1
@@ -230,13 +243,22 @@ class MetricsEndpoint:
             event = connection.next_event()
         if not isinstance(event, h11.Request):
             return
+        loop = asyncio.get_running_loop()
+        status, reason = 200, ""
         if event.method != b"GET" or event.target.split(b"?")[0] != b"/metrics":
-            status, body, content_type = 404, b"only GET /metrics is served here\n", "text/plain"
-        else:
-            loop = asyncio.get_running_loop()
-            status, content_type = 200, CONTENT_TYPE_LATEST
+            status, reason = 404, "only GET /metrics is served here"
+        elif self.access is not None:
+            authorization = next((value for name, value in event.headers if name == b"authorization"), None)
+            header = authorization.decode("latin-1") if authorization is not None else None
+            status, reason = await loop.run_in_executor(None, self.access, header)
+        if status == 200:
+            content_type = CONTENT_TYPE_LATEST
             body = await loop.run_in_executor(None, generate_latest, self.registry)
+        else:
+            content_type, body = "text/plain", f"{reason}\n".encode()
         headers = [("content-type", content_type), ("content-length", str(len(body))), ("connection", "close")]
+        if status == 401:
+            headers.append(("www-authenticate", 'Bearer realm="podmutate metrics"'))
         for outgoing in (h11.Response(status_code=status, headers=headers), h11.Data(data=body), h11.EndOfMessage()):
             writer.write(connection.send(outgoing) or b"")
         await writer.drain()

@@ -463,12 +463,14 @@ class WebhookServer:
         log_format: str = "text",
         metrics_port: int | None = None,
         metrics_host: str | None = None,
+        metrics_access: metrics.Access | None = None,
         on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.on_ready = on_ready
         self.host = host
         self.metrics_port = metrics_port
         self.metrics_host = metrics_host or host
+        self.metrics_access = metrics_access
         self.config = ServeConfig()
         self.config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
         self.config.certfile = cert_file
@@ -513,10 +515,22 @@ class WebhookServer:
         self.sockets = self.config.create_sockets()
 
     def serve_metrics(self) -> None:
-        """Start serving /metrics, when asked to; raises OSError when the port is taken."""
-        if self.metrics_port is not None:
-            metrics.serve_metrics(self.metrics_host, self.metrics_port, self.config.certfile or "")
-            log.info("metrics on http://%s:%d/metrics", self.metrics_host, self.metrics_port)
+        """Start serving /metrics, when asked to; raises OSError when the port is taken. With an
+        `metrics_access`, over HTTPS with the webhook's own certificate pair, followed as it is."""
+        if self.metrics_port is None:
+            return
+        tls = None
+        if self.metrics_access is not None:
+            alpn = ["http/1.1"]
+            assert self.config.certfile and self.config.keyfile
+            reloading = ReloadingContext(
+                self.config.certfile, self.config.keyfile, last_good_dir=self.config.last_good_dir, alpn_protocols=alpn
+            )
+            tls = following_context(reloading, alpn)
+        certfile = self.config.certfile or ""
+        metrics.serve_metrics(self.metrics_host, self.metrics_port, certfile, tls, self.metrics_access)
+        scheme = "https" if tls else "http"
+        log.info("metrics on %s://%s:%d/metrics", scheme, self.metrics_host, self.metrics_port)
 
     def run(self) -> int:
         """Supervise the workers until SIGTERM or SIGINT (SIGHUP is ignored: the configuration and

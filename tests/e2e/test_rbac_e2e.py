@@ -17,6 +17,7 @@ PODMUTATE = "system:serviceaccount:podmutate-system:podmutate"
 LAUNCHER = "system:serviceaccount:jobs:podmutate-launcher"
 SYSTEM_DEFAULT = "system:serviceaccount:podmutate-system:default"
 JOBS_DEFAULT = "system:serviceaccount:jobs:default"
+PROMETHEUS = "system:serviceaccount:monitoring:prometheus-k8s"  # kube-prometheus's scraper
 CLUSTER = None
 
 # (who, verb, resource, namespace, allowed in base)
@@ -31,6 +32,8 @@ TABLE = [
     (PODMUTATE, "patch", "mutatingwebhookconfigurations/other", CLUSTER, False),
     (PODMUTATE, "create", "pods", "podmutate-system", False),
     (PODMUTATE, "create", "pods", "jobs", False),
+    (PODMUTATE, "create", "tokenreviews", CLUSTER, False),  # only to check scrapers' tokens (--metrics-secure)
+    (PODMUTATE, "create", "subjectaccessreviews", CLUSTER, False),
     (LAUNCHER, "create", "pods", "jobs", True),
     (LAUNCHER, "delete", "pods", "jobs", True),
     (LAUNCHER, "list", "pods", "jobs", True),
@@ -45,6 +48,8 @@ TABLE = [
     (SYSTEM_DEFAULT, "get", "secrets/podmutate-tls", "podmutate-system", False),
     (SYSTEM_DEFAULT, "create", "pods", "podmutate-system", False),
     (JOBS_DEFAULT, "create", "pods", "jobs", False),
+    (PROMETHEUS, "get", "/metrics", CLUSTER, False),
+    (PROMETHEUS, "get", "pods", "podmutate-system", False),
 ]
 # Where a variant differs from the base, and why.
 DIFFERENCES = {
@@ -55,10 +60,15 @@ DIFFERENCES = {
         (PODMUTATE, "create", "secrets", "podmutate-system"): False,
         (PODMUTATE, "patch", "mutatingwebhookconfigurations/podmutate", CLUSTER): False,
     },
+    "overlays/monitoring": {  # metrics over HTTPS: podmutate asks who scrapes, Prometheus may read them
+        (PODMUTATE, "create", "tokenreviews", CLUSTER): True,
+        (PODMUTATE, "create", "subjectaccessreviews", CLUSTER): True,
+        (PROMETHEUS, "get", "/metrics", CLUSTER): True,
+    },
 }
 from tests.test_manifests import VARIANTS  # noqa: E402  every variant the manifests offer
 
-SUBJECTS = (PODMUTATE, LAUNCHER, SYSTEM_DEFAULT, JOBS_DEFAULT)
+SUBJECTS = (PODMUTATE, LAUNCHER, SYSTEM_DEFAULT, JOBS_DEFAULT, PROMETHEUS)
 
 
 def rbac_of(variant):
