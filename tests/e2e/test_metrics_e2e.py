@@ -70,7 +70,7 @@ def test_an_allowed_token_reads_the_metrics_over_verified_https(secured, account
     assert secured.get("/healthz").status_code == 200
     answer = scrape(secured, accounts["scraper"])
     assert answer.status_code == 200, answer.text
-    assert "podmutate_admission_reviews_in_flight" in metric_samples(answer.text)
+    assert ("podmutate_certificate_expiry_seconds", (("certificate", "serving"),)) in metric_samples(answer.text)
     assert scrape(secured, accounts["scraper"]).status_code == 200  # the kept verdict
 
 
