@@ -1,9 +1,11 @@
 """The supervisor of `podmutate serve`: workers watched and replaced, signals, shutdown, the port."""
 
+import http.client
 import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -132,6 +134,46 @@ def test_sigterm_under_keep_alive_load_refuses_new_connections_at_once_and_ends_
             assert time.monotonic() - started < 15
         finally:
             stop.set()
+
+
+def test_sigterm_answers_every_request_sent_on_an_open_keep_alive_connection(tmp_path):
+    """A stopping worker does not close a keep-alive connection under a client that is using it:
+    each request sent on one is answered, the answer after SIGTERM saying Connection: close. Before,
+    the worker dropped its connections once nothing was in flight, and a request the API server
+    had just sent on one failed its pod's create with EOF (under failurePolicy Fail, in a rollout)."""
+    body = json.dumps(review(job_pod("sync")))
+    with serve(tmp_path, workers=2) as served:
+        context = ssl.create_default_context(cafile=served.ca_file)
+        answered, told_to_close, failures = [], [], []
+        terminated = threading.Event()
+
+        def client():
+            connection = http.client.HTTPSConnection("127.0.0.1", served.port, context=context, timeout=10)
+            while True:
+                try:
+                    connection.request("POST", "/mutate", body, {"Content-Type": "application/json"})
+                    answer = connection.getresponse()
+                    answer.read()
+                except (OSError, http.client.HTTPException) as error:
+                    failures.append(f"{'after' if terminated.is_set() else 'before'} SIGTERM: {error!r}")
+                    return
+                answered.append(answer.status)
+                if answer.getheader("connection", "").lower() == "close":
+                    told_to_close.append(terminated.is_set())
+                    return
+
+        clients = [threading.Thread(target=client, daemon=True) for _ in range(8)]
+        for thread in clients:
+            thread.start()
+        assert wait_for(lambda: len(answered) >= 50, timeout=30)
+        terminated.set()
+        served.process.terminate()
+        for thread in clients:
+            thread.join(timeout=30)
+        served.process.wait(timeout=30)
+    assert failures == []
+    assert set(answered) == {200}
+    assert told_to_close == [True] * len(clients)  # every connection was told, after SIGTERM, and only then
 
 
 def test_a_second_serve_on_the_same_port_fails_with_one_line(tmp_path):

@@ -27,6 +27,7 @@ import signal
 import ssl
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -81,7 +82,6 @@ APP_QUEUE_CHUNKS = 2
 DRAIN_FACTOR = 4
 DRAIN_MINIMUM = 16 * 1024 * 1024
 LAST_GOOD_CONFIG = "config.yaml"  # in the last good directory, beside the certificate pair
-RETIRE_GRACE = 1.0  # seconds a retiring worker, no longer accepting, waits for a fresh connection's first request
 # The watchdog: each worker's event loop ticks every HEARTBEAT_SECONDS; one silent for
 # WATCHDOG_SECONDS (the GIL held in C, SIGSTOP) is killed and replaced. A starting worker has
 # STARTUP_SECONDS for its first tick (imports, plugins, the configuration).
@@ -96,6 +96,9 @@ RESPAWN_STEADY_SECONDS = 30.0
 PR_SET_PDEATHSIG = 1  # prctl(2)
 SSL_SHUTDOWN_SECONDS = 2.0  # for a closing TLS connection's close_notify
 FLUSH_SECONDS = 0.2  # a stopping worker's last answers leave its socket buffers
+# A stopping worker answers what comes on its open keep-alive connections this long, each answer
+# with Connection: close, before it drops those still idle (see stop_between_requests).
+DRAIN_SECONDS = 2.0
 # A worker may grow this much past its memory at start before it is retired (MemoryCeiling); with
 # two workers, the supervisor and their reviews in flight, within the manifests' 256 MiB.
 WORKER_GROWTH_BYTES = 32 * 1024 * 1024
@@ -158,6 +161,7 @@ class BufferedBody:
         self.cap = cap  # a callable: what the configuration in force says
         self.loop: asyncio.AbstractEventLoop | None = None
         self.in_flight = 0
+        self.draining = False  # this worker is stopping: every answer closes its connection
         self.bodies = BodyBudget(body_budget)
         self.ceiling: MemoryCeiling | None = None  # set at the worker's start (lifespan)
 
@@ -170,10 +174,23 @@ class BufferedBody:
         _fresh_connections.discard(tuple((scope.get("client") or ())[:2]))
         self.in_flight += 1
         try:
-            await self._answer(scope, receive, send)
+            await self._answer(scope, receive, self._closing(send) if self.draining else send)
         finally:
             self.in_flight -= 1
             self.keep_within_ceiling()  # after every request too: a leak of a review's size is seen at once
+
+    @staticmethod
+    def _closing(send: Send) -> Send:
+        """`send`, with Connection: close on the answer: the client takes the connection out of
+        its pool, and hypercorn (h11) closes it once the answer is sent."""
+
+        async def closing(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [item for item in message.get("headers", []) if item[0].lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        return closing
 
     def keep_within_ceiling(self) -> None:
         """Give memory back, or retire this worker, when it has grown past its ceiling."""
@@ -287,7 +304,7 @@ async def tick(front: BufferedBody) -> None:
     while _worker is not None:
         _worker.pulse.beat(_worker.slot)
         if _worker.shutdown.is_set():
-            return await end_when_answered(front, _worker.graceful_timeout)
+            return await stop_between_requests(front, _worker.graceful_timeout, "the supervisor stops")
         front.keep_within_ceiling()
         await asyncio.sleep(HEARTBEAT_SECONDS)
 
@@ -332,16 +349,34 @@ def resident_bytes() -> int:
     return int(os.pread(_statm, 128, 0).split()[1]) * PAGE_BYTES
 
 
-async def end_when_answered(front: BufferedBody, graceful_timeout: float) -> None:
-    """Exit as soon as no request is in progress (or at `graceful_timeout`): hypercorn would wait
-    for every keep-alive connection to close, and a pooled client may hold one open for long.
-    Its listeners are closed first, so no new connection comes; idle ones are simply dropped."""
+async def stop_between_requests(front: BufferedBody, graceful_timeout: float, reason: str) -> None:
+    """End this worker without failing a request: no new connection (its listeners closed at once;
+    the other workers go on accepting on the shared socket); what is in flight is answered, and
+    for DRAIN_SECONDS so is what comes on the connections already open, every answer with
+    Connection: close, so that a pooled client (the API server) takes each out of its pool as it
+    uses it; a connection still in its handshake or before its first request gets up to
+    HANDSHAKE_TIMEOUT. A connection is closed under its client only when it stayed idle all that
+    while: closing an idle connection races the client's next request on it, and the API server
+    does not retry a webhook's POST. `graceful_timeout` bounds it all. (hypercorn's own shutdown
+    closes idle connections at once, and then waits for every other to close, which a pooled
+    client may not do for long.)"""
     stop_accepting()
-    deadline = time.monotonic() + graceful_timeout
-    while front.in_flight and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    front.draining = True
+    started = time.monotonic()
+
+    def waiting() -> bool:
+        elapsed = time.monotonic() - started
+        return bool(
+            front.in_flight
+            or (_fresh_connections and elapsed < HANDSHAKE_TIMEOUT)
+            or (_open_connections and elapsed < DRAIN_SECONDS)
+        )
+
+    while waiting() and time.monotonic() - started < graceful_timeout:
+        await asyncio.sleep(0.01)
     await asyncio.sleep(FLUSH_SECONDS)  # the last answers leave the socket buffers
-    log.info("worker %d stopped: %s", os.getpid(), "answered all in flight" if not front.in_flight else "timed out")
+    answered = "answered all in flight" if not front.in_flight else "timed out"
+    log.info("worker %d stopped (%s): %s", os.getpid(), reason, answered)
     logging.shutdown()
     os._exit(0)
 
@@ -382,38 +417,13 @@ def stop_accepting() -> None:
 
 
 def retire(front: BufferedBody, reason: str = "threads stuck in plugins") -> None:
-    """Replace this worker gracefully, as hypercorn does after `max_requests`: it stops accepting,
-    tells its clients (HTTP/2 GOAWAY, HTTP/1.1 Connection: close), answers what is in flight,
-    and exits, and `WebhookServer.run` starts a fresh worker."""
-    from hypercorn.asyncio.worker_context import WorkerContext
-
-    # hypercorn keeps its worker's context to itself; there is one per worker process.
-    contexts = [item for item in gc.get_objects() if isinstance(item, WorkerContext)]
-    if front.loop is None or not contexts:
+    """Replace this worker gracefully, as hypercorn does after `max_requests`: it stops between
+    requests (stop_between_requests), and `WebhookServer.run` starts a fresh worker."""
+    if front.loop is None or _worker is None:
         log.error("%s, and this worker cannot be retired: restart podmutate", reason)
         return
     log.error("%s: worker %d stops and a fresh one takes its place", reason, os.getpid())
-
-    async def terminate_between_requests() -> None:
-        # First no new connection here (the other workers go on accepting on the shared socket),
-        # and a moment for those just accepted to send their request: hypercorn closes a
-        # connection that is idle when it terminates, and one closed before its first request
-        # fails that request.
-        stop_accepting()
-        # A connection accepted before the close has a moment to finish its TLS handshake, and then,
-        # tracked from there, up to HANDSHAKE_TIMEOUT for its first request. (Waiting out a whole
-        # handshake timeout first kept both workers away at once when both retired.)
-        await asyncio.sleep(RETIRE_GRACE)
-        waited = time.monotonic()
-        while _fresh_connections and time.monotonic() - waited < HANDSHAKE_TIMEOUT:
-            await asyncio.sleep(0.01)
-        # Then at a moment with no request in progress: a stream cut short would fail its pod's
-        # create, while a request refused at the start (HTTP/2 REFUSED_STREAM) is retried.
-        while front.in_flight:
-            await asyncio.sleep(0.01)
-        await contexts[0].terminate.set()
-
-    asyncio.run_coroutine_threadsafe(terminate_between_requests(), front.loop)
+    asyncio.run_coroutine_threadsafe(stop_between_requests(front, _worker.graceful_timeout, reason), front.loop)
 
 
 def served_app() -> BufferedBody:
@@ -673,6 +683,7 @@ class Pulse:
 
 
 _fresh_connections: set[tuple] = set()  # in a worker: the peers of connections with no request yet
+_open_connections = 0  # in a worker: connections from their handshake to their close
 _listening = asyncio.Event()  # in a worker: set once hypercorn listens
 
 
@@ -697,7 +708,11 @@ def run_worker(config: ServeConfig, sockets: Any, shutdown_event: Any, beats: An
     _worker = WorkerState(Pulse(beats, len(beats) - 1), slot, shutdown_event, config.graceful_timeout)
     end_with_parent()
     bound_connections()
-    uvloop_worker(config=config, sockets=sockets, shutdown_event=shutdown_event)
+    # The supervisor's shutdown is the heartbeat's to carry out (stop_between_requests): hypercorn's
+    # own would close every idle keep-alive connection under its client at once. Its trigger is
+    # an event nobody sets (and with one, it installs no signal handlers of its own).
+    never = threading.Event()  # hypercorn only asks it is_set()
+    uvloop_worker(config=config, sockets=sockets, shutdown_event=never)  # type: ignore[arg-type]
 
 
 def bound_connections() -> None:
@@ -711,11 +726,14 @@ def bound_connections() -> None:
 
     async def start_bounded_server(callback: Any, *args: Any, **kwargs: Any) -> asyncio.base_events.Server:
         async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            global _open_connections
             peer = tuple((writer.get_extra_info("peername") or ())[:2])
             _fresh_connections.add(peer)  # until its first request: a retiring worker waits for it
+            _open_connections += 1  # a stopping worker drains them
             try:
                 await callback(reader, writer)
             finally:
+                _open_connections -= 1
                 _fresh_connections.discard(peer)
 
         if kwargs.get("ssl") is not None:
