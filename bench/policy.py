@@ -20,65 +20,113 @@ What CEL cannot do here, and the policy leaves out:
 
 import json
 
+from plugins import init_container, profiles
 from plugins.init_container import init_script
 from webhook.contract import (
     CONFIG_DIR,
     INIT_CONTAINER,
     JOB_TYPE_LABEL,
+    MAIN_CONTAINER,
     PIPES_DIR,
     STATUS_CHECK_ANNOTATION,
     SUCCESS_FILE,
 )
 
+# The mutations, as data: rendered to CEL for the policy (and Kyverno), and to JSON for the
+# controller-runtime peer (bench/controller_runtime), so that all three do the same work.
+TMP_MOUNT = {"name": "tmp", "mountPath": "/tmp"}
+VOLUMES = [
+    {"name": "tmp", "emptyDir": {}},
+    {"name": "airbyte-pipes", "emptyDir": {}},
+    {"name": "airbyte-config", "emptyDir": {"medium": "Memory"}},
+]
+MAIN_MOUNTS = [
+    TMP_MOUNT,
+    {"name": "airbyte-pipes", "mountPath": PIPES_DIR},
+    {"name": "airbyte-config", "mountPath": CONFIG_DIR},
+]
+OTHER_MOUNTS = [TMP_MOUNT]
+
+
+def status_check_intervals() -> tuple[list[str], str, str]:
+    """(the job types with an interval of their own, theirs, everyone else's), from the profiles' defaults."""
+    job_types = profiles.config_defaults()["job_types"]
+    own = {name: str(job_type["status_check_interval"]) for name, job_type in job_types.items() if name != "default"}
+    (fast,) = set(own.values())
+    return sorted(own), fast, str(job_types["default"]["status_check_interval"])
+
+
+def the_init_container() -> dict:
+    """podmutate's init container as the policy adds it: its script, its parameters as env."""
+    defaults = init_container.config_defaults()["init_container"]
+    env = {
+        "PIPES_DIR": PIPES_DIR,
+        "CONFIG_DIR": CONFIG_DIR,
+        "SUCCESS_FILE": SUCCESS_FILE,
+        "USES_STDIN": "false",
+        "TIMEOUT_SECONDS": str(round(defaults["timeout_minutes"] * 60)),
+    }
+    return {
+        "name": INIT_CONTAINER,
+        "image": defaults["image"],
+        "workingDir": CONFIG_DIR,
+        "command": ["sh", "-c", init_script()],
+        "env": [{"name": key, "value": value} for key, value in env.items()],
+        "volumeMounts": MAIN_MOUNTS[1:],
+    }
+
+
+def peer_mutations() -> dict:
+    """The same mutations for the controller-runtime peer (its --mutations file)."""
+    fast_job_types, fast, interval = status_check_intervals()
+    return {
+        "jobTypeLabel": JOB_TYPE_LABEL,
+        "statusAnnotation": STATUS_CHECK_ANNOTATION,
+        "fastJobTypes": fast_job_types,
+        "fastInterval": fast,
+        "interval": interval,
+        "volumes": VOLUMES,
+        "mainContainer": MAIN_CONTAINER,
+        "mainMounts": MAIN_MOUNTS,
+        "otherMounts": OTHER_MOUNTS,
+        "initContainer": the_init_container(),
+    }
+
+
+def cel(value: object, kind: str) -> str:
+    """`value` as a CEL literal; an object as the apply configuration type `kind` (Object.spec...)."""
+    if isinstance(value, dict):
+        fields = ", ".join(f"{key}: {cel(item, f'{kind}.{key}')}" for key, item in value.items())
+        return f"{kind}{{{fields}}}"
+    if isinstance(value, list):
+        return f"[{', '.join(cel(item, kind) for item in value)}]"
+    return json.dumps(value)
+
 
 def mutations():
     """The policy's mutations: an apply configuration, then a JSONPatch for the init container."""
-    script = json.dumps(init_script())
-    env = ", ".join(
-        f'Object.spec.initContainers.env{{name: "{key}", value: "{value}"}}'
-        for key, value in (
-            ("PIPES_DIR", PIPES_DIR),
-            ("CONFIG_DIR", CONFIG_DIR),
-            ("SUCCESS_FILE", SUCCESS_FILE),
-            ("USES_STDIN", "false"),
-            ("TIMEOUT_SECONDS", "300"),
-        )
-    )
-    init_container = f"""Object.spec.initContainers{{
-      name: "{INIT_CONTAINER}", image: "busybox:1.35", workingDir: "{CONFIG_DIR}",
-      command: ["sh", "-c", {script}],
-      env: [{env}],
-      volumeMounts: [
-        Object.spec.initContainers.volumeMounts{{name: "airbyte-pipes", mountPath: "{PIPES_DIR}"}},
-        Object.spec.initContainers.volumeMounts{{name: "airbyte-config", mountPath: "{CONFIG_DIR}"}}
-      ]
-    }}"""
+    fast_job_types, fast, interval = status_check_intervals()
+    init = cel(the_init_container(), "Object.spec.initContainers")
+    main_mounts = cel(MAIN_MOUNTS, "Object.spec.containers.volumeMounts")
+    other_mounts = cel(OTHER_MOUNTS, "Object.spec.containers.volumeMounts")
     # The init container's command is an atomic list, which an apply configuration may not set:
     # it goes in with a JSONPatch, when the pod has no `init` yet. (A list of objects as a
     # JSONPatch value makes kube-apiserver 1.34.4 panic, so an empty list is added first.)
     add_init = f"""
 (has(object.spec.initContainers) ? [] : [JSONPatch{{op: "add", path: "/spec/initContainers", value: []}}]) +
 (has(object.spec.initContainers) && object.spec.initContainers.exists(c, c.name == "{INIT_CONTAINER}") ? [] :
-  [JSONPatch{{op: "add", path: "/spec/initContainers/-", value: {init_container}}}])"""
+  [JSONPatch{{op: "add", path: "/spec/initContainers/-", value: {init}}}])"""
     expression = f"""
 Object{{
   metadata: Object.metadata{{
     annotations: {{"{STATUS_CHECK_ANNOTATION}":
-      object.metadata.labels["{JOB_TYPE_LABEL}"] in ["spec", "check", "discover"] ? "1" : "30"}}
+      object.metadata.labels["{JOB_TYPE_LABEL}"] in {json.dumps(fast_job_types)} ? "{fast}" : "{interval}"}}
   }},
   spec: Object.spec{{
-    volumes: [
-      Object.spec.volumes{{name: "tmp", emptyDir: Object.spec.volumes.emptyDir{{}}}},
-      Object.spec.volumes{{name: "airbyte-pipes", emptyDir: Object.spec.volumes.emptyDir{{}}}},
-      Object.spec.volumes{{name: "airbyte-config", emptyDir: Object.spec.volumes.emptyDir{{medium: "Memory"}}}}
-    ],
+    volumes: {cel(VOLUMES, "Object.spec.volumes")},
     containers: object.spec.containers.map(c, Object.spec.containers{{
       name: c.name,
-      volumeMounts: c.name == "main" ? [
-        Object.spec.containers.volumeMounts{{name: "tmp", mountPath: "/tmp"}},
-        Object.spec.containers.volumeMounts{{name: "airbyte-pipes", mountPath: "{PIPES_DIR}"}},
-        Object.spec.containers.volumeMounts{{name: "airbyte-config", mountPath: "{CONFIG_DIR}"}}
-      ] : [Object.spec.containers.volumeMounts{{name: "tmp", mountPath: "/tmp"}}]
+      volumeMounts: c.name == "{MAIN_CONTAINER}" ? {main_mounts} : {other_mounts}
     }})
   }}
 }}"""

@@ -31,7 +31,7 @@ import kubernetes
 import orjson
 import requests
 
-from bench import kyverno
+from bench import controller_runtime, kyverno
 from bench.pods import airbyte_pod, hostile_pod, review
 from bench.policy import binding, mutating_admission_policy
 from certs.rotation import ensure
@@ -310,18 +310,23 @@ def cpu_seconds(function):
 # -- served ----------------------------------------------------------------------------------
 
 
-def wrk(url, body, connections, seconds, delay_ms=0):
-    """Run wrk against `url`; return requests/s, latency percentiles (ms) and errors."""
+def wrk(url, body, connections, seconds, delay_ms=0, pids=()):
+    """Run wrk against `url`, POSTing `body` (GET when None); return requests/s, latency
+    percentiles (ms), errors and, with the server's `pids`, its CPU ms per request."""
     with tempfile.NamedTemporaryFile(suffix=".json") as body_file:
-        body_file.write(body)
+        body_file.write(body or b"")
         body_file.flush()
-        env = {**os.environ, "PODMUTATE_BENCH_BODY": body_file.name, "PODMUTATE_BENCH_DELAY_MS": str(delay_ms)}
+        env = {**os.environ, "PODMUTATE_BENCH_DELAY_MS": str(delay_ms)}
+        if body is not None:
+            env["PODMUTATE_BENCH_BODY"] = body_file.name
+        cpu = cpu_seconds_of(pids)
         result = subprocess.run(
             ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "-s", str(WRK_SCRIPT), url],
             capture_output=True,
             text=True,
             env=env,
         )
+        cpu = cpu_seconds_of(pids) - cpu
     line = next((line for line in result.stdout.splitlines() if line.startswith("RESULT ")), None)
     if line is None:
         raise RuntimeError(f"wrk printed no result:\n{result.stdout}\n{result.stderr}")
@@ -334,6 +339,7 @@ def wrk(url, body, connections, seconds, delay_ms=0):
         "p50": int(figures["p50"]) / 1000,
         "p95": int(figures["p95"]) / 1000,
         "p99": int(figures["p99"]) / 1000,
+        "cpu_ms": 1000 * cpu / max(int(figures["requests"]), 1) if pids else None,
     }
 
 
@@ -346,12 +352,13 @@ def served_row(label, connections, figures):
         f"{figures['p95']:.1f}",
         f"{figures['p99']:.1f}",
         figures["errors"],
+        "" if figures["cpu_ms"] is None else f"{figures['cpu_ms']:.2f}",
     ]
 
 
 @contextlib.contextmanager
 def kopf_server(control_plane, workdir):
-    """The kopf peer (bench/kopf_peer.py) on its own port; yields its URL."""
+    """The kopf peer (bench/kopf_peer.py) on its own port; yields its URL and its process's pid."""
     certs = Path(workdir) / "kopf-certs"
     ensure(certs, ["127.0.0.1"])
     port = free_port()
@@ -389,30 +396,34 @@ def kopf_server(control_plane, workdir):
             if time.monotonic() > deadline or process.poll() is not None:
                 raise RuntimeError(f"kopf did not come up:\n{(Path(workdir) / 'kopf.log').read_text()[-3000:]}")
             time.sleep(0.5)
-        yield url
+        yield url, [process.pid]
     finally:
         stop_process(process)
         log.close()
 
 
-def served(report, control_plane, workdir, seconds, levels):
+def served(report, control_plane, workdir, seconds, levels, variants):
     report.section(
         "Served over HTTPS with keep-alive (wrk, one thread)",
         "`podmutate serve` with its defaults (2 hypercorn workers, reviews in 8 threads each; the machine has "
         f"{os.cpu_count()} cores, shared with wrk). *Full*: the review of a 5-container sync pod, "
         "mutated by every plugin. *Floor*: the same server answering a review of a same-size pod "
         "that no plugin touches. *kopf*: the same mutations in a kopf admission handler on kopf's "
-        "webhook server. Latencies in ms.",
+        "webhook server. *controller-runtime*: the Go peer (bench/controller_runtime) on the same mutations "
+        "as the policy. Latencies in ms; CPU: the server's whole process tree, ms per request.",
     )
     full_body = orjson.dumps(review(airbyte_pod("sync")))
     floor_body = orjson.dumps(review(airbyte_pod("sync", labelled=False)))
     rows, results = [], {}
     with serve(Path(workdir) / "served", workers=2) as server:
-        url = server.url + "/mutate"
+        url, pids = server.url + "/mutate", tree_pids(server.process.pid)
         for connections in levels:
             for label, body in (("floor", floor_body), ("full", full_body)):
-                results[(label, connections)] = figures = wrk(url, body, connections, seconds)
+                results[(label, connections)] = figures = wrk(url, body, connections, seconds, pids=pids)
                 rows.append(served_row(f"podmutate {label}", connections, figures))
+        health = wrk(server.url + "/healthz", None, levels[0], seconds, pids=pids)
+        rows.append(served_row("podmutate GET /healthz", levels[0], health))
+        report.metrics["healthz_cpu_ms"] = health["cpu_ms"]
         peak = max(results[("full", connections)]["rps"] for connections in levels)
         report.metrics["peak_rps"] = peak
         half_rate = peak / 2
@@ -421,11 +432,17 @@ def served(report, control_plane, workdir, seconds, levels):
             url, full_body, paced_connections, seconds, delay_ms=max(1, round(paced_connections * 1000 / half_rate))
         )
         slow_clients(report, server, full_body, 20 if seconds < 5 else 300)
-    with kopf_server(control_plane, workdir) as kopf_url:
+    with kopf_server(control_plane, workdir) as (kopf_url, kopf_pids):
         for connections in levels:
-            results[("kopf", connections)] = figures = wrk(kopf_url, full_body, connections, seconds)
+            results[("kopf", connections)] = figures = wrk(kopf_url, full_body, connections, seconds, pids=kopf_pids)
             rows.append(served_row("kopf full", connections, figures))
-    report.table(["server", "connections", "requests/s", "p50", "p95", "p99", "errors"], rows)
+    if "controller-runtime" in variants:
+        with controller_runtime.running(Path(workdir)) as peer:
+            for connections in levels:
+                figures = wrk(peer.url + "/mutate", full_body, connections, seconds, pids=[peer.process.pid])
+                results[("controller-runtime", connections)] = figures
+                rows.append(served_row("controller-runtime full", connections, figures))
+    report.table(["server", "connections", "requests/s", "p50", "p95", "p99", "errors", "CPU ms / request"], rows)
     ratios = []
     for connections in levels:
         full, floor, kopf = (results[(label, connections)] for label in ("full", "floor", "kopf"))
@@ -568,13 +585,15 @@ def api_server(report, control_plane, workdir, count, variants):
         ratios,
     )
     report.metrics["policy"] = max(medians[("podmutate", mode)] / medians[("policy", mode)] for mode in MODES)
+    for peer, name in (("kyverno", "Kyverno"), ("controller-runtime", "The controller-runtime peer")):
+        if peer in variants:
+            same = made[peer] == made["policy"]
+            report.text(
+                f"\n{name}'s pod and the MutatingAdmissionPolicy's (spec, labels, annotations of a dry run): "
+                + ("the same.\n" if same else "**different**: the two did not do the same work.\n")
+            )
+            report.metrics[f"{peer} same pod"] = same
     if "kyverno" in variants:
-        same = made["kyverno"] == made["policy"]
-        report.text(
-            "\nKyverno's pod and the MutatingAdmissionPolicy's (spec, labels, annotations of a dry run): "
-            + ("the same.\n" if same else "**different**: the two peers did not do the same work.\n")
-        )
-        report.metrics["kyverno same pod"] = same
         report.metrics["kyverno sequential"] = max(
             medians[("podmutate", mode)] / medians[("kyverno", mode)] for mode in MODES
         )
@@ -648,6 +667,11 @@ def concurrent(report, control_plane, workdir, levels, count, variants):
         report.metrics["kyverno added"] = max(  # the same "none" subtracted from both
             means[("podmutate", level)] - means[("kyverno", level)] for level in levels
         )
+    if "controller-runtime" in variants:
+        cpu = {(row[0], row[1]): float(row[5]) for row in rows if row[5]}
+        report.metrics["controller-runtime cpu"] = max(
+            cpu[("podmutate", level)] / cpu[("controller-runtime", level)] for level in levels
+        )
     own = [row for row in rows if row[0] == "podmutate"]
     report.metrics["replica_rss_mib"] = max(float(row[6]) for row in own)
     report.metrics["cpu_ms_per_review"] = max(float(row[5]) for row in own if row[5])
@@ -711,7 +735,11 @@ VARIANTS = {
     "same CEL mutations as a Kyverno MutatingPolicy. The API server speaks HTTP/2 to a loopback URL "
     "that offers it, as Kyverno's does, and HTTP/1.1 to podmutate, which offers nothing else; in a "
     "cluster, behind a Service, it speaks HTTP/1.1 to both",
+    "controller-runtime": "a minimal Go webhook on controller-runtime's webhook server (bench/controller_runtime) "
+    "making the same mutations as the policy, answered with controller-runtime's patch from the mutated pod; "
+    "over HTTPS on 127.0.0.1, offering HTTP/2 as controller-runtime's server does by default",
 }
+PEERS = ("kyverno", "controller-runtime")  # built from Go modules: left out of --quick
 
 
 def variants_text(variants):
@@ -735,8 +763,8 @@ class Target:
 
 @contextlib.contextmanager
 def mutation_in_effect(control_plane, server, variant, prefix, workdir):
-    """A new namespace where pod creations meet `variant` (no mutation, podmutate, the policy or
-    Kyverno), once it is in effect; Kyverno runs only inside the block."""
+    """A new namespace where pod creations meet `variant` (no mutation, podmutate, the policy,
+    Kyverno or the controller-runtime peer), once it is in effect; the peers run only inside the block."""
     client = kubernetes.config.new_client_from_config(config_file=control_plane.kubeconfig)
     core = kubernetes.client.CoreV1Api(client)
     namespace = f"{prefix}-{variant}"
@@ -751,6 +779,10 @@ def mutation_in_effect(control_plane, server, variant, prefix, workdir):
             target.pids = lambda: tree_pids(server.process.pid)
         elif variant == "policy":
             create_policy(kubernetes.dynamic.DynamicClient(client), namespace)
+        elif variant == "controller-runtime":
+            go_peer = stack.enter_context(controller_runtime.running(Path(workdir)))
+            register_webhook(client, namespace, go_peer)
+            target.pids = lambda: [go_peer.process.pid]
         elif variant == "kyverno":
             peer = stack.enter_context(kyverno.running(control_plane, Path(workdir)))
             kinds = kubernetes.dynamic.DynamicClient(client).resources
@@ -765,6 +797,7 @@ def mutation_in_effect(control_plane, server, variant, prefix, workdir):
 
 
 def register_webhook(client, namespace, server):
+    """A webhook configuration sending job pods created in `namespace` to `server` (its url and ca_file)."""
     api = kubernetes.client.AdmissionregistrationV1Api(client)
     api.create_mutating_webhook_configuration(
         {
@@ -877,6 +910,21 @@ TARGETS = [
     ),
     ("kyverno same pod", "Kyverno makes the MutatingAdmissionPolicy's pod", "yes", lambda v: v, "{}"),
     (
+        "controller-runtime same pod",
+        "the controller-runtime peer makes the MutatingAdmissionPolicy's pod",
+        "yes",
+        lambda v: v,
+        "{}",
+    ),
+    ("healthz_cpu_ms", "CPU of a GET /healthz, served, ms", "≤ 0.2", lambda v: v <= 0.2, "{:.2f}"),
+    (
+        "controller-runtime cpu",
+        "podmutate's CPU per created pod ÷ the controller-runtime peer's, concurrent clients (worst level)",
+        "≤ 3",
+        lambda v: v <= 3,
+        "{:.1f}",
+    ),
+    (
         "kyverno added",
         "podmutate's added mean pod-create latency − Kyverno's, concurrent clients (worst level), ms",
         "≤ 0",
@@ -965,12 +1013,19 @@ def main(argv=None):
         help="measure Kyverno too, building it once (several minutes; bench/kyverno/build.sh); "
         "on by default, off with --quick",
     )
+    parser.add_argument(
+        "--controller-runtime",
+        action=argparse.BooleanOptionalAction,
+        help="measure the controller-runtime peer too, building it once (a minute or two; "
+        "bench/controller_runtime/build.sh); on by default, off with --quick",
+    )
     args = parser.parse_args(argv)
     quick = args.quick
-    with_kyverno = not quick if args.kyverno is None else args.kyverno
-    variants = [variant for variant in VARIANTS if with_kyverno or variant != "kyverno"]
-    if with_kyverno:
-        kyverno.build()  # before any figure: a failed build costs seconds, not the run
+    wanted = {"kyverno": args.kyverno, "controller-runtime": args.controller_runtime}
+    peers = [peer for peer in PEERS if (not quick if wanted[peer] is None else wanted[peer])]
+    variants = [variant for variant in VARIANTS if variant not in PEERS or variant in peers]
+    for peer in peers:  # before any figure: a failed build costs seconds, not the run
+        {"kyverno": kyverno.build, "controller-runtime": controller_runtime.build}[peer]()
     report = Report(quick)
     seconds = 0.2 if quick else 2.0
     in_process(report, seconds)
@@ -985,7 +1040,7 @@ def main(argv=None):
         os.makedirs(control_plane.workdir)
         control_plane.start()
         try:
-            served(report, control_plane, workdir, 1 if quick else 10, [4] if quick else [4, 16, 64])
+            served(report, control_plane, workdir, 1 if quick else 10, [4] if quick else [4, 16, 64], variants)
             api_server(report, control_plane, workdir, 5 if quick else 300, variants)
             concurrent(report, control_plane, workdir, [2] if quick else [10, 50, 200], 10 if quick else 2000, variants)
             memory(report, workdir, [200, 1000] if quick else [10_000, 100_000])
@@ -993,7 +1048,7 @@ def main(argv=None):
             control_plane.stop()
     expectations(report)
     targets(report)
-    command = "python -m bench.run" + (" --quick" if quick else "") + (" --kyverno" if quick and with_kyverno else "")
+    command = "python -m bench.run" + (" --quick" if quick else "") + "".join(f" --{peer}" for peer in peers if quick)
     report.write(args.output, command)
     print(f"\nwritten: {args.output}")
 

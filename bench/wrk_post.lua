@@ -1,11 +1,14 @@
--- POSTs one AdmissionReview over and over; prints the figures the harness reads.
---   PODMUTATE_BENCH_BODY      file holding the request body
+-- POSTs one AdmissionReview over and over (or GETs the URL); prints the figures the harness reads.
+--   PODMUTATE_BENCH_BODY      file holding the request body; unset: GET
 --   PODMUTATE_BENCH_DELAY_MS  pause per connection between requests (a fixed rate), 0 for none
-local file = assert(io.open(os.getenv("PODMUTATE_BENCH_BODY"), "rb"))
-wrk.method = "POST"
-wrk.body = file:read("*a")
-file:close()
-wrk.headers["Content-Type"] = "application/json"
+local body = os.getenv("PODMUTATE_BENCH_BODY")
+if body then
+  local file = assert(io.open(body, "rb"))
+  wrk.method = "POST"
+  wrk.body = file:read("*a")
+  file:close()
+  wrk.headers["Content-Type"] = "application/json"
+end
 
 local pause = tonumber(os.getenv("PODMUTATE_BENCH_DELAY_MS") or "0")
 
