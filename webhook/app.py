@@ -109,22 +109,18 @@ def create_app(
         observe(answer, time.perf_counter() - started)
         return Response(admission.encode(answer.response), mimetype="application/json")
 
+    probes = Probes(watcher, liveness, cert_dir)
+    app.extensions[f"{EXTENSION}.probes"] = probes
+
     @app.get("/healthz")
-    def healthz() -> dict | tuple[Response, int]:
-        wrong = liveness() if liveness else None
-        if not watcher.alive():
-            wrong = "the configuration watcher has stopped checking the file"
-        return problem(503, "Service Unavailable", wrong) if wrong else {"status": "ok"}
+    def healthz() -> tuple[Response, int]:
+        status, payload = probes.live()
+        return jsonify(payload), status
 
     @app.get("/readyz")
-    def readyz() -> dict | tuple[Response, int]:
-        current = watcher.current()
-        missing = [
-            name for name in (CERT_FILE, KEY_FILE) if cert_dir and not os.path.exists(os.path.join(cert_dir, name))
-        ]
-        if missing:
-            return problem(503, "Service Unavailable", f"certificate files missing in {cert_dir}: {missing}")
-        return {"status": "ok", "plugins": [row["name"] for row in plugin_rows(current.plugins)]}
+    def readyz() -> tuple[Response, int]:
+        status, payload = probes.ready()
+        return jsonify(payload), status
 
     @app.get("/plugins")
     def plugins() -> Response:
@@ -141,6 +137,34 @@ def create_app(
         return problem(500, "Internal Server Error", f"{type(error).__name__}: the error is logged")
 
     return app
+
+
+class Probes:
+    """What GET /healthz and GET /readyz answer: (status, JSON payload). Cheap and never blocking:
+    `podmutate serve` answers them on its event loop, without the app's thread (webhook.server)."""
+
+    def __init__(self, watcher: EngineWatcher, liveness: Callable[[], str | None] | None, cert_dir: str | None) -> None:
+        self.watcher = watcher
+        self.liveness = liveness
+        self.cert_dir = cert_dir
+
+    def live(self) -> tuple[int, dict]:
+        """Alive: the server beyond this app says nothing is wrong, and the configuration is watched."""
+        wrong = self.liveness() if self.liveness else None
+        if not self.watcher.alive():
+            wrong = "the configuration watcher has stopped checking the file"
+        return (503, problem_payload(503, "Service Unavailable", wrong)) if wrong else (200, {"status": "ok"})
+
+    def ready(self) -> tuple[int, dict]:
+        """Ready: the serving pair is there (when a directory was given), and the plugins loaded."""
+        directory = self.cert_dir
+        missing = [
+            name for name in (CERT_FILE, KEY_FILE) if directory and not os.path.exists(os.path.join(directory, name))
+        ]
+        if missing:
+            detail = f"certificate files missing in {directory}: {missing}"
+            return 503, problem_payload(503, "Service Unavailable", detail)
+        return 200, {"status": "ok", "plugins": [row["name"] for row in plugin_rows(self.watcher.current().plugins)]}
 
 
 def observe(answer: Answer | None, seconds: float, bad_request: str = "") -> None:
@@ -198,4 +222,8 @@ def read_body(cap: int) -> bytes:
 
 def problem(code: int, title: str, detail: str) -> tuple[Response, int]:
     """A JSON error body naming what was wrong."""
-    return jsonify({"code": code, "error": title, "message": detail}), code
+    return jsonify(problem_payload(code, title, detail)), code
+
+
+def problem_payload(code: int, title: str, detail: str) -> dict:
+    return {"code": code, "error": title, "message": detail}

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import ctypes
 import gc
+import io
 import json
 import logging
 import multiprocessing
@@ -30,12 +31,14 @@ import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any
 
 import orjson
 import uvloop
+from a2wsgi.wsgi import build_environ
 from hypercorn.config import Config as HypercornConfig
 
 from certs.reload import ReloadingContext
@@ -51,6 +54,7 @@ Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+WholeBodyApp = Callable[[Scope, bytes, Send], Awaitable[None]]  # an app given the request's body whole
 
 SETTINGS_ENV = "PODMUTATE_SERVE_SETTINGS"  # how the spawned workers learn what `serve` was told
 HANDSHAKE_TIMEOUT = 5.0  # seconds for a TLS handshake
@@ -156,8 +160,15 @@ class BufferedBody:
     a broken pipe. A Content-Length beyond even that is refused at once.
     """
 
-    def __init__(self, app: ASGIApp, cap: Callable[[], int], body_budget: int = BODY_BUDGET) -> None:
+    def __init__(
+        self,
+        app: WholeBodyApp,
+        cap: Callable[[], int],
+        body_budget: int = BODY_BUDGET,
+        probes: dict[str, Callable[[], tuple[int, dict]]] | None = None,
+    ) -> None:
         self.app = app
+        self.probes = probes or {}  # path -> what a GET of it answers, on the loop (no thread)
         self.cap = cap  # a callable: what the configuration in force says
         self.loop: asyncio.AbstractEventLoop | None = None
         self.in_flight = 0
@@ -169,9 +180,13 @@ class BufferedBody:
         if scope["type"] == "lifespan":
             return await self._lifespan(receive, send)
         if scope["type"] != "http":
-            return await self.app(scope, receive, send)
+            return  # hypercorn offers nothing else (no websockets): the connection is closed
         self.loop = asyncio.get_running_loop()
         _fresh_connections.discard(tuple((scope.get("client") or ())[:2]))
+        probe = self.probes.get(scope["path"]) if scope["method"] == "GET" else None
+        if probe is not None:  # the kubelet's probes: a few microseconds of work, not worth a thread
+            status, payload = probe()
+            return await respond(self._closing(send) if self.draining else send, status, payload, close=False)
         self.in_flight += 1
         try:
             await self._answer(scope, receive, self._closing(send) if self.draining else send)
@@ -243,17 +258,9 @@ class BufferedBody:
                     return await drain(receive, drain_limit(cap) - len(body)) if message.get("more_body") else None
                 if not message.get("more_body"):
                     break
-            payload: bytes | None = bytes(body)
+            payload = bytes(body)
             body.clear()  # one copy of the body, not two, while the app reviews it
-
-            async def replay() -> Message:
-                nonlocal payload
-                if payload is None:
-                    return await receive()
-                message, payload = {"type": "http.request", "body": payload, "more_body": False}, None
-                return message
-
-            await self.app(scope, replay, send)
+            await self.app(scope, payload, send)
         finally:
             self.bodies.give(reserved)
 
@@ -398,13 +405,12 @@ async def drain(receive: Receive, limit: int) -> None:
         limit -= len(message.get("body", b""))
 
 
-async def respond(send: Send, status: int, payload: dict) -> None:
+async def respond(send: Send, status: int, payload: dict, close: bool = True) -> None:
+    """Answer `payload` as JSON; with `close`, the connection is closed after it (a refused body)."""
     body = orjson.dumps(payload)
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"connection", b"close"),
-    ]
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -426,10 +432,45 @@ def retire(front: BufferedBody, reason: str = "threads stuck in plugins") -> Non
     asyncio.run_coroutine_threadsafe(stop_between_requests(front, _worker.graceful_timeout, reason), front.loop)
 
 
+class WholeBodyWSGI:
+    """A WSGI app (Flask) behind the event loop, for requests whose body has been read whole:
+    the app runs once in a thread of a pool of `threads`, reading the body from memory, and
+    its whole answer comes back to the loop in that one hand-off. (a2wsgi's bridge streams:
+    a round trip between the thread and the loop for each body read, the response's start and
+    each chunk, five or more per review; podmutate's bodies are read before and its answers
+    are small.)"""
+
+    def __init__(self, app: Callable[[Any, Callable], Any], threads: int) -> None:
+        self.app = app
+        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="podmutate-wsgi")
+
+    async def __call__(self, scope: Scope, body: bytes, send: Send) -> None:
+        environ = build_environ(scope, io.BytesIO(body))  # type: ignore[arg-type]  # any file serves as wsgi.input
+        loop = asyncio.get_running_loop()
+        status, headers, content = await loop.run_in_executor(self.executor, self._call, environ)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+    def _call(self, environ: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        started: list[tuple[str, list[tuple[str, str]]]] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable:
+            started[:] = [(status, headers)]
+            return lambda chunk: chunks.append(chunk)
+
+        chunks: list[bytes] = []
+        iterable = self.app(environ, start_response)
+        try:
+            chunks.extend(iterable)
+        finally:
+            getattr(iterable, "close", lambda: None)()
+        status, headers = started[0]
+        encoded = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+        return int(status.split(" ", 1)[0]), encoded, b"".join(chunks)
+
+
 def served_app() -> BufferedBody:
     """The ASGI app each worker runs, built from the settings `WebhookServer` left in the environment."""
-    from a2wsgi import WSGIMiddleware
-
     from webhook.app import create_app
 
     settings = json.loads(os.environ[SETTINGS_ENV])
@@ -443,8 +484,13 @@ def served_app() -> BufferedBody:
         review_memory=settings["review_memory"],
     )
     watcher = flask_app.extensions["podmutate"]
-    wsgi = WSGIMiddleware(flask_app, workers=settings["threads"])  # type: ignore[arg-type]  # Flask is a WSGI app
-    front = BufferedBody(wsgi, lambda: watcher.current().config.max_body_bytes)  # type: ignore[arg-type]
+    wsgi = WholeBodyWSGI(flask_app, settings["threads"])
+    probes = flask_app.extensions["podmutate.probes"]
+    front = BufferedBody(
+        wsgi,
+        lambda: watcher.current().config.max_body_bytes,
+        probes={"/healthz": probes.live, "/readyz": probes.ready},
+    )
     flask_app.extensions["podmutate.deadline"].on_exhausted = lambda: retire(front)
     return front
 
