@@ -85,10 +85,11 @@ def test_the_deployment_is_locked_down_and_highly_available():
 def test_rbac_has_one_rule_per_api_group_and_no_wildcards():
     for variant in VARIANTS:
         for role in by_kind(render(variant), "Role") + by_kind(render(variant), "ClusterRole"):
-            groups = [group for rule in role["rules"] for group in rule["apiGroups"]]
+            groups = [group for rule in role["rules"] for group in rule.get("apiGroups", [])]
             assert len(groups) == len(set(groups)), role["metadata"]["name"]
-            for rule in role["rules"]:
-                assert "*" not in rule["apiGroups"] + rule["resources"] + rule["verbs"]
+            for rule in role["rules"]:  # a rule names resources of API groups, or non-resource URLs
+                named = rule.get("nonResourceURLs") or rule["apiGroups"] + rule["resources"]
+                assert "*" not in named + rule["verbs"]
     (launcher,) = by_kind(render("base"), "Role", "podmutate-launcher")
     assert launcher["rules"] == [
         {
