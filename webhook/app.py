@@ -33,6 +33,7 @@ def create_app(
     last_good_config: str | None = None,
     liveness: Callable[[], str | None] | None = None,
     review_memory: int = budget.DEFAULT_BUDGET,
+    timed_by_server: bool = False,
 ) -> Flask:
     """Create the podmutate WSGI app.
 
@@ -44,6 +45,12 @@ def create_app(
     from it (and follows the file from there). `liveness()` says what is wrong with the server
     beyond this app, for /healthz (None when nothing is). `review_memory`: the bytes of memory the
     reviews in flight may hold together (webhook.budget).
+
+    Each review is answered within review_timeout_seconds: the view waits for it in a thread of
+    the app's DeadlineRunner (extension "podmutate.deadline"), or, with `timed_by_server`, the
+    server runs the whole request in one of that runner's threads and waits for it there, and
+    answers an overrun with the extension "podmutate.overran" (as `podmutate serve` does:
+    webhook.server), so that a review takes one hand-off between threads, not two.
     """
     refused = False
     if engine is None:
@@ -82,20 +89,41 @@ def create_app(
         try:
             admission_review = orjson.loads(body)
             attribute = log.isEnabledFor(logging.DEBUG)  # which plugin changed what: only for the debug line
+
+            def review() -> Answer:
+                return admission.answer(admission_review, current, attribute=attribute)
+
             # a ReviewError raised by answer() in the runner's thread comes back here
-            answer = runner.call(
-                lambda: admission.answer(admission_review, current, attribute=attribute),
-                current.config.review_timeout_seconds,
-            )
+            answer = review() if timed_by_server else runner.call(review, current.config.review_timeout_seconds)
         except (orjson.JSONDecodeError, ReviewError) as error:
             detail = f"body is not JSON: {error}" if isinstance(error, orjson.JSONDecodeError) else str(error)
             observe(None, time.perf_counter() - started, detail)
             return problem(400, "Bad Request", detail)
         except Overrun as overrun:
-            answer = admission.overrun_answer(admission_review, current.config, overrun)
+            return overran(admission_review, current, started, overrun)
         encoded = admission.encode(answer.response)
         observe(answer, time.perf_counter() - started)
         return Response(encoded, mimetype="application/json")
+
+    def overran(admission_review: dict, current: Engine, started: float, overrun: Overrun) -> Response:
+        answer = admission.overrun_answer(admission_review, current.config, overrun)
+        observe(answer, time.perf_counter() - started)
+        return Response(admission.encode(answer.response), mimetype="application/json")
+
+    def overran_in_server(body: bytes, overrun: Overrun, started: float) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The answer to a request the server stopped waiting for (status, headers, body): a
+        review's, by failure_mode; for any other request, 503."""
+        try:
+            admission_review = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            admission_review = None
+        if not isinstance(admission_review, dict):
+            payload = problem_payload(503, "Service Unavailable", f"{overrun}")
+            return 503, [("Content-Type", "application/json")], orjson.dumps(payload)
+        response = overran(admission_review, watcher.current(), started, overrun)
+        return response.status_code, list(response.headers.items()), response.get_data()
+
+    app.extensions[f"{EXTENSION}.overran"] = overran_in_server
 
     def unreviewed(
         body: bytes, current: Engine, started: float, reason: str, case: str

@@ -1,7 +1,9 @@
 """Every review answered within its budget, whatever a plugin does.
 
-Reviews run in daemon threads of their own; the request waits for one at most the budget. A
-review still running then is an overrun: the answer follows `failure_mode`, and the thread,
+Reviews run in daemon threads of their own; the request waits for one at most the budget, from
+the thread that serves it (`call`) or from the server's event loop (`run`: one hand-off from the
+loop to the review's thread and back, no thread in between). A review still running then is an
+overrun: the answer follows `failure_mode`, and the thread,
 stuck in some plugin, is counted until it comes back. Threads stuck for good would exhaust the
 process, so past `max_stuck` the runner calls `on_exhausted` (the server then replaces the
 worker: webhook.server).
@@ -9,6 +11,7 @@ worker: webhook.server).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import threading
@@ -39,11 +42,17 @@ def where(plugin: str) -> str:
 
 
 class _Call:
-    def __init__(self, function: Callable[[], Any]) -> None:
+    def __init__(self, function: Callable[[], Any], finished: Callable[[], None] | None = None) -> None:
         self.function = function
         self.done = threading.Event()
+        self.finished = finished or self.done.set  # called by the thread that ran it
         self.value: Any = None
         self.error: BaseException | None = None
+
+    def result(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
 
 
 class DeadlineRunner:
@@ -70,24 +79,51 @@ class DeadlineRunner:
 
     def call(self, function: Callable[[], T], budget: float) -> T:
         """`function()`'s result or exception, or Overrun after `budget` seconds."""
-        with self._lock:
-            worker = self._idle.pop() if self._idle else _Worker(self)
+        worker = self._worker()
         job = _Call(function)
         worker.give(job)
         if not job.done.wait(budget):
-            plugin = self.locate(sys._current_frames().get(worker.ident or 0))
-            with self._lock:
-                worker.stuck = True
-                self.stuck += 1
-                exhausted = self.stuck >= self.max_stuck and not self._exhausted
-                self._exhausted = self._exhausted or exhausted
-            log.error("%s overran its budget of %gs; %d thread(s) stuck", where(plugin), budget, self.stuck)
-            if exhausted:
-                self.on_exhausted()
-            raise Overrun(budget, plugin)
-        if job.error is not None:
-            raise job.error
-        return job.value
+            raise self._overran(worker, budget)
+        return job.result()
+
+    async def run(self, function: Callable[[], T], budget: float) -> T:
+        """The same, awaited on an event loop: `function()` runs in a review thread, and the loop
+        is woken once, when it returns."""
+        loop = asyncio.get_running_loop()
+        returned = loop.create_future()
+
+        def settle() -> None:
+            if not returned.done():
+                returned.set_result(None)
+
+        def finished() -> None:
+            loop.call_soon_threadsafe(settle)
+
+        worker = self._worker()
+        job = _Call(function, finished)
+        worker.give(job)
+        try:
+            await asyncio.wait_for(asyncio.shield(returned), budget)
+        except TimeoutError:
+            raise self._overran(worker, budget) from None
+        return job.result()
+
+    def _worker(self) -> _Worker:
+        with self._lock:
+            return self._idle.pop() if self._idle else _Worker(self)
+
+    def _overran(self, worker: _Worker, budget: float) -> Overrun:
+        """Count `worker` stuck (replacing the process past `max_stuck`); the Overrun to raise."""
+        plugin = self.locate(sys._current_frames().get(worker.ident or 0))
+        with self._lock:
+            worker.stuck = True
+            self.stuck += 1
+            exhausted = self.stuck >= self.max_stuck and not self._exhausted
+            self._exhausted = self._exhausted or exhausted
+        log.error("%s overran its budget of %gs; %d thread(s) stuck", where(plugin), budget, self.stuck)
+        if exhausted:
+            self.on_exhausted()
+        return Overrun(budget, plugin)
 
     def _returned(self, worker: _Worker) -> None:
         with self._lock:
@@ -120,7 +156,7 @@ class _Worker(threading.Thread):
                 job.value = job.function()
             except BaseException as error:  # handed to the caller, who decides
                 job.error = error
-            job.done.set()
+            job.finished()
             job = None  # the caller holds the result; an idle thread must not keep the last review alive
             self.runner._returned(self)
 

@@ -31,7 +31,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any
@@ -44,6 +43,7 @@ from hypercorn.config import Config as HypercornConfig
 from certs.reload import ReloadingContext
 from webhook import logs, metrics
 from webhook.budget import DEFAULT_BUDGET, give_memory_back
+from webhook.deadline import DeadlineRunner, Overrun
 from webhook.engine import Engine, keep_last_good
 
 log = logging.getLogger(__name__)
@@ -432,26 +432,46 @@ def retire(front: BufferedBody, reason: str = "threads stuck in plugins") -> Non
     asyncio.run_coroutine_threadsafe(stop_between_requests(front, _worker.graceful_timeout, reason), front.loop)
 
 
-class WholeBodyWSGI:
-    """A WSGI app (Flask) behind the event loop, for requests whose body has been read whole:
-    the app runs once in a thread of a pool of `threads`, reading the body from memory, and
-    its whole answer comes back to the loop in that one hand-off. (a2wsgi's bridge streams:
-    a round trip between the thread and the loop for each body read, the response's start and
-    each chunk, five or more per review; podmutate's bodies are read before and its answers
-    are small.)"""
+Reply = tuple[int, list[tuple[str, str]], bytes]  # status, headers, body
 
-    def __init__(self, app: Callable[[Any, Callable], Any], threads: int) -> None:
+
+class TimedWSGI:
+    """A WSGI app (Flask, created `timed_by_server`) behind the event loop, for requests whose
+    body has been read whole: the app runs once in a review thread of `runner`, reading the
+    body from memory, and the loop awaits its whole answer at most `budget()` seconds — one
+    hand-off there and back; past the budget, `overran(body, overrun, started)` answers (by
+    failure_mode) and the thread is counted stuck. At most `threads` requests are in the app at
+    once; more wait on the loop. (a2wsgi's streaming bridge took a round trip between the loop
+    and a thread for each body read, the response's start and each chunk, and the review a
+    second thread of its own; podmutate's bodies are read before and its answers are small.)"""
+
+    def __init__(
+        self,
+        app: Callable[[Any, Callable], Any],
+        threads: int,
+        runner: DeadlineRunner,
+        budget: Callable[[], float],
+        overran: Callable[[bytes, Overrun, float], Reply],
+    ) -> None:
         self.app = app
-        self.executor = ThreadPoolExecutor(threads, thread_name_prefix="podmutate-wsgi")
+        self.slots = asyncio.Semaphore(threads)
+        self.runner = runner
+        self.budget = budget
+        self.overran = overran
 
     async def __call__(self, scope: Scope, body: bytes, send: Send) -> None:
+        started = time.perf_counter()
         environ = build_environ(scope, io.BytesIO(body))  # type: ignore[arg-type]  # any file serves as wsgi.input
-        loop = asyncio.get_running_loop()
-        status, headers, content = await loop.run_in_executor(self.executor, self._call, environ)
-        await send({"type": "http.response.start", "status": status, "headers": headers})
+        async with self.slots:
+            try:
+                status, headers, content = await self.runner.run(lambda: self._call(environ), self.budget())
+            except Overrun as overrun:
+                status, headers, content = self.overran(body, overrun, started)
+        encoded = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+        await send({"type": "http.response.start", "status": status, "headers": encoded})
         await send({"type": "http.response.body", "body": content})
 
-    def _call(self, environ: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    def _call(self, environ: Any) -> Reply:
         started: list[tuple[str, list[tuple[str, str]]]] = []
 
         def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable:
@@ -465,8 +485,7 @@ class WholeBodyWSGI:
         finally:
             getattr(iterable, "close", lambda: None)()
         status, headers = started[0]
-        encoded = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
-        return int(status.split(" ", 1)[0]), encoded, b"".join(chunks)
+        return int(status.split(" ", 1)[0]), headers, b"".join(chunks)
 
 
 def served_app() -> BufferedBody:
@@ -482,16 +501,24 @@ def served_app() -> BufferedBody:
         last_good_config=settings["last_good_config"],
         liveness=_worker.pulse.problem if _worker else None,
         review_memory=settings["review_memory"],
+        timed_by_server=True,
     )
     watcher = flask_app.extensions["podmutate"]
-    wsgi = WholeBodyWSGI(flask_app, settings["threads"])
+    runner = flask_app.extensions["podmutate.deadline"]
+    wsgi = TimedWSGI(
+        flask_app,
+        settings["threads"],
+        runner,
+        lambda: watcher.current().config.review_timeout_seconds,
+        flask_app.extensions["podmutate.overran"],
+    )
     probes = flask_app.extensions["podmutate.probes"]
     front = BufferedBody(
         wsgi,
         lambda: watcher.current().config.max_body_bytes,
         probes={"/healthz": probes.live, "/readyz": probes.ready},
     )
-    flask_app.extensions["podmutate.deadline"].on_exhausted = lambda: retire(front)
+    runner.on_exhausted = lambda: retire(front)
     return front
 
 
