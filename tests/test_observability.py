@@ -66,6 +66,11 @@ def test_metrics_count_known_traffic_over_both_workers_and_survive_a_killed_one(
     assert sample(samples, "podmutate_patch_operations_bucket", le="0.0") == 3  # denied, failed, unchanged
     assert sample(samples, "podmutate_request_body_bytes_count") == 9
     assert sample(samples, "podmutate_admission_reviews_in_flight") == 0
+    before = sample(samples, "podmutate_connections_total")  # each of the 9 on a connection of its own, and the probes
+    assert before >= 9
+    for _ in range(3):
+        served.get("/healthz", fresh=True)
+    assert sample(served.metrics(), "podmutate_connections_total") == before + 3
     assert sample(samples, "podmutate_config_last_reload_successful") == 1
     assert sample(samples, "podmutate_certificate_expiry_seconds", certificate="serving") == pytest.approx(
         365 * 86400, rel=0.01

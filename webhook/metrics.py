@@ -78,6 +78,9 @@ UNREVIEWED = Counter(
     ["reason"],
 )
 BEYOND_WORK_BOUND, BUSY = "beyond_work_bound", "busy"  # its reasons
+CONNECTIONS = Counter(
+    "podmutate_connections_total", "Connections accepted (each a TLS handshake, whether it completes or not)."
+)
 IN_FLIGHT = Gauge("podmutate_admission_reviews_in_flight", "Reviews being answered now.", multiprocess_mode="livesum")
 CONFIG_RELOADS = Counter(
     "podmutate_config_reloads_total", "Changes of the configuration file, taken or refused.", ["result"]

@@ -803,6 +803,7 @@ def bound_connections() -> None:
             peer = tuple((writer.get_extra_info("peername") or ())[:2])
             _fresh_connections.add(peer)  # until its first request: a retiring worker waits for it
             _open_connections += 1  # a stopping worker drains them
+            metrics.CONNECTIONS.inc()
             try:
                 await callback(reader, writer)
             finally:
