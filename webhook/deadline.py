@@ -12,6 +12,7 @@ worker: webhook.server).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import threading
@@ -97,7 +98,8 @@ class DeadlineRunner:
                 returned.set_result(None)
 
         def finished() -> None:
-            loop.call_soon_threadsafe(settle)
+            if not loop.is_closed():  # a call that outlived its loop (a worker's end) settles nothing
+                loop.call_soon_threadsafe(settle)
 
         worker = self._worker()
         job = _Call(function, finished)
@@ -156,7 +158,8 @@ class _Worker(threading.Thread):
                 job.value = job.function()
             except BaseException as error:  # handed to the caller, who decides
                 job.error = error
-            job.finished()
+            with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
+                job.finished()
             job = None  # the caller holds the result; an idle thread must not keep the last review alive
             self.runner._returned(self)
 
