@@ -868,8 +868,8 @@ TARGETS = [
     (
         "in_process",
         "in-process review ÷ parse-and-serialise floor, 5-container sync pod",
-        "≤ 3",
-        lambda v: v <= 3,
+        "≤ 5",
+        lambda v: v <= 5,
         "{:.1f}",
     ),
     (
@@ -904,8 +904,8 @@ TARGETS = [
     (
         "concurrent p99",
         "pod-create p99 with podmutate ÷ without, concurrent clients (worst level)",
-        "≤ 1.1",
-        lambda v: v <= 1.1,
+        "≤ 1.3",
+        lambda v: v <= 1.3,
         "{:.2f}",
     ),
     ("kyverno same pod", "Kyverno makes the MutatingAdmissionPolicy's pod", "yes", lambda v: v, "{}"),
@@ -917,6 +917,13 @@ TARGETS = [
         "{}",
     ),
     ("healthz_cpu_ms", "CPU of a GET /healthz, served, ms", "≤ 0.2", lambda v: v <= 0.2, "{:.2f}"),
+    (
+        "cpu_ms_per_review",
+        "podmutate's CPU per created pod through the API server, concurrent clients (worst level), ms",
+        "≤ 1.0",
+        lambda v: v <= 1.0,
+        "{:.2f}",
+    ),
     (
         "controller-runtime cpu",
         "podmutate's CPU per created pod ÷ the controller-runtime peer's, concurrent clients (worst level)",
