@@ -53,7 +53,6 @@ Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 WholeBodyApp = Callable[[Scope, bytes, Send], Awaitable[None]]  # an app given the request's body whole
 
 SETTINGS_ENV = "PODMUTATE_SERVE_SETTINGS"  # how the spawned workers learn what `serve` was told
