@@ -210,11 +210,8 @@ def serve_metrics(
     WorkersCollector(registry)
     registry.register(CertificateExpiry(cert_file))
     loop = asyncio.new_event_loop()
-    handshake = METRICS_REQUEST_SECONDS if tls else None
-    endpoint = MetricsEndpoint(registry, access)
-    server = loop.run_until_complete(
-        asyncio.start_server(endpoint.handle, host, port, ssl=tls, ssl_handshake_timeout=handshake)
-    )
+    endpoint = MetricsEndpoint(registry, access, tls)
+    server = loop.run_until_complete(asyncio.start_server(endpoint.handle, host, port))
     threading.Thread(target=loop.run_forever, name="podmutate-metrics", daemon=True).start()
     del server  # the loop holds it
 
@@ -222,9 +219,12 @@ def serve_metrics(
 class MetricsEndpoint:
     """One HTTP/1.1 request per connection, parsed by h11: GET /metrics, or a short error."""
 
-    def __init__(self, registry: CollectorRegistry, access: Access | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry, access: Access | None = None, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.registry = registry
         self.access = access
+        self.tls = tls  # the handshake is made within the connection's time and under the cap
         self.connections = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -239,6 +239,8 @@ class MetricsEndpoint:
             writer.close()
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.tls is not None:  # here, not by start_server: a connection shaking hands holds TLS buffers
+            await writer.start_tls(self.tls)
         connection = h11.Connection(h11.SERVER, max_incomplete_event_size=METRICS_HEADER_BYTES)
         event: object = h11.NEED_DATA
         while event is h11.NEED_DATA:
