@@ -26,6 +26,7 @@ Document = TypeVar("Document", bound=JSON)
 
 MAX_DEPTH = 100  # a pod is a dozen levels deep; the API server has no free-form field in one
 _SCALARS = (str, int, float, bool, type(None))
+_LEAVES = frozenset(_SCALARS)  # exactly these types: a subclass goes through copy() to be checked
 
 
 class TooDeep(ValueError):
@@ -39,10 +40,14 @@ def copy(document: Document, depth: int = 0) -> Document:
     if depth > MAX_DEPTH:
         raise TooDeep(f"nested deeper than {MAX_DEPTH} levels")
     kind = type(document)
+    # A scalar member or item is kept as it is, without a call: most of a pod's values are.
     if kind is dict:
-        return {key: copy(value, depth + 1) for key, value in document.items()}  # type: ignore[union-attr,return-value]
+        return {  # type: ignore[return-value]
+            key: value if type(value) in _LEAVES else copy(value, depth + 1)
+            for key, value in document.items()  # type: ignore[union-attr]
+        }
     if kind is list or kind is tuple:
-        return [copy(item, depth + 1) for item in document]  # type: ignore[union-attr,return-value]
+        return [item if type(item) in _LEAVES else copy(item, depth + 1) for item in document]  # type: ignore[union-attr,return-value]
     if isinstance(document, _SCALARS):
         return document
     if isinstance(document, dict | list | tuple):  # subclasses, as orjson takes them
