@@ -167,7 +167,14 @@ def check_resources(key: str, raw: Any) -> dict[str, dict[str, str]]:
 def quantity(value: str) -> Decimal:
     """The Decimal amount of a quantity string, in Kubernetes' grammar exactly (for comparing
     requests with limits); raises ValueError for anything else."""
-    match = _QUANTITY.fullmatch(value) if isinstance(value, str) and len(value) <= MAX_QUANTITY_CHARACTERS else None
+    if not isinstance(value, str) or len(value) > MAX_QUANTITY_CHARACTERS:
+        raise ValueError(f"not a Kubernetes quantity: {value!r}")
+    return _quantity(value)
+
+
+@functools.lru_cache(maxsize=4096)  # a review reads the same few quantities again and again
+def _quantity(value: str) -> Decimal:
+    match = _QUANTITY.fullmatch(value)
     if match is None:
         raise ValueError(f"not a Kubernetes quantity: {value!r}")
     number, suffix = match["number"], match["suffix"] or ""

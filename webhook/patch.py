@@ -58,7 +58,8 @@ def copy(document: Document, depth: int = 0) -> Document:
 def diff(original: JSON, mutated: JSON) -> list[dict]:
     """The JSONPatch (a list of operations) that turns `original` into `mutated`."""
     operations: list[dict] = []
-    _walk(original, mutated, "", operations)
+    if not same(original, mutated):
+        _walk(original, mutated, "", operations)
     return operations
 
 
@@ -73,8 +74,7 @@ def same(source: JSON, target: JSON) -> bool:
 
 
 def _walk(source: JSON, target: JSON, path: str, operations: list[dict]) -> None:
-    if same(source, target):
-        return
+    """Emit the operations turning `source` into `target`, which differ (the caller checked)."""
     if isinstance(source, dict) and isinstance(target, dict):
         for key in source:
             if key not in target:
@@ -82,8 +82,11 @@ def _walk(source: JSON, target: JSON, path: str, operations: list[dict]) -> None
         for key, value in target.items():
             if key not in source:
                 operations.append({"op": "add", "path": f"{path}/{pointer_token(key)}", "value": value})
-            else:
-                _walk(source[key], value, f"{path}/{pointer_token(key)}", operations)
+                continue
+            old = source[key]
+            # The copy shares what no plugin replaced: most members are the very same object.
+            if old is not value and not same(old, value):
+                _walk(old, value, f"{path}/{pointer_token(key)}", operations)
         return
     if isinstance(source, list) and isinstance(target, list):
         if len(target) >= len(source) and same(target[: len(source)], source):
@@ -94,6 +97,7 @@ def _walk(source: JSON, target: JSON, path: str, operations: list[dict]) -> None
             return
         if len(source) == len(target):
             for index, (old, new) in enumerate(zip(source, target)):
-                _walk(old, new, f"{path}/{index}", operations)
+                if old is not new and not same(old, new):
+                    _walk(old, new, f"{path}/{index}", operations)
             return
     operations.append({"op": "replace", "path": path, "value": target})

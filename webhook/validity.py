@@ -10,6 +10,7 @@ suite holds it to the real one.
 """
 
 from collections import Counter
+from collections.abc import Collection
 
 from webhook.formats import RESOURCE_KINDS, quantity
 from webhook.pods import CONTAINER_LISTS, clean_path
@@ -21,19 +22,25 @@ def problems(pod: dict) -> set[str]:
     """One line per rule the pod breaks; empty when none of the checked rules is broken."""
     pod_spec: dict = pod["spec"] if isinstance(pod.get("spec"), dict) else {}
     found: set[str] = set()
-    volume_names = Counter(_name(volume) for volume in _dicts(pod_spec.get("volumes")))
-    found.update(f"volume name {name!r} is used {count} times" for name, count in volume_names.items() if count > 1)
-    container_names: Counter[object] = Counter()
+    volume_names = [_name(volume) for volume in _dicts(pod_spec.get("volumes"))]
+    found.update(f"volume name {name!r} is used {count} times" for name, count in repeated(volume_names))
+    known_volumes = set(volume_names)
+    container_names = []
     for field in CONTAINER_LISTS:
         for container in _dicts(pod_spec.get(field)):
-            container_names[_name(container)] += 1
-            found.update(container_problems(container, volume_names))
-    found.update(
-        f"container name {name!r} is used {count} times" for name, count in container_names.items() if count > 1
-    )
+            container_names.append(_name(container))
+            found.update(container_problems(container, known_volumes))
+    found.update(f"container name {name!r} is used {count} times" for name, count in repeated(container_names))
     found.update(pod_resource_problems(pod_spec))
     found.update(annotation_problems(pod))
     return found
+
+
+def repeated(names: list) -> list[tuple[object, int]]:
+    """(name, count) of each name `names` holds more than once; the usual answer, none, costs a set."""
+    if len(set(names)) == len(names):
+        return []
+    return [(name, count) for name, count in Counter(names).items() if count > 1]
 
 
 def annotation_problems(pod: dict) -> set[str]:
@@ -48,25 +55,25 @@ def annotation_problems(pod: dict) -> set[str]:
     return {f"annotations total over {ANNOTATIONS_MAX_BYTES} bytes"} if size > ANNOTATIONS_MAX_BYTES else set()
 
 
-def container_problems(container: dict, volume_names: Counter) -> set[str]:
+def container_problems(container: dict, volume_names: Collection[object]) -> set[str]:
     name = container.get("name")
     found: set[str] = set()
     mounts = _dicts(container.get("volumeMounts"))
     devices = _dicts(container.get("volumeDevices"))
-    mount_paths = Counter(clean_path(mount.get("mountPath")) for mount in mounts)
-    found.update(
-        f"container {name!r}: {path} is mounted {count} times" for path, count in mount_paths.items() if count > 1
-    )
+    mount_paths = [clean_path(mount.get("mountPath")) for mount in mounts]
+    found.update(f"container {name!r}: {path} is mounted {count} times" for path, count in repeated(mount_paths))
     for device in devices:
         if clean_path(device.get("devicePath")) in mount_paths:
             found.add(f"container {name!r}: {clean_path(device.get('devicePath'))} is both a device and a mount")
     for reference in [*mounts, *devices]:
         if _name(reference) not in volume_names:
             found.add(f"container {name!r}: volume {reference.get('name')!r} is not a volume of the pod")
-    requests, limits = (_amounts(container.get("resources"), kind) for kind in RESOURCE_KINDS)
-    for resource, request in requests.items():
-        if resource in limits and request > limits[resource]:
-            found.add(f"container {name!r}: the {resource} request is above its limit")
+    resources = container.get("resources")
+    if isinstance(resources, dict) and resources.get("requests") and resources.get("limits"):
+        requests, limits = (_amounts(resources, kind) for kind in RESOURCE_KINDS)
+        for resource, request in requests.items():
+            if resource in limits and request > limits[resource]:
+                found.add(f"container {name!r}: the {resource} request is above its limit")
     return found
 
 
