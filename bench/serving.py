@@ -9,12 +9,19 @@ rounds.
 
     python -m bench.serving HEAD~2 HEAD~1 HEAD            # 3 rounds of 5 s per row
     python -m bench.serving --rounds 5 --seconds 10 main HEAD
+    python -m bench.serving --granian HEAD                # and the same Flask app served by granian
+
+With --granian, each round also serves the first revision's Flask app (`create_app()`, the same
+certificate) from granian's WSGI interface, one worker, its HTTP/1.1 and TLS in Rust, and
+measures it the same way: what a server whose protocol is not in Python would save.
 """
 
 import argparse
 import contextlib
+import os
 import statistics
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -22,7 +29,9 @@ import orjson
 
 from bench.pods import airbyte_pod, review
 from bench.run import ROOT, tree_pids, wrk
-from tests.helpers import serve
+from tests.helpers import cpu_seconds_of, free_port, serve, wait_for
+
+GRANIAN = "granian (same app)"
 
 ROWS = (
     ("GET /healthz", "/healthz", None),
@@ -31,18 +40,72 @@ ROWS = (
 )
 
 
-def measure(tree: Path, workers: int, connections: int, seconds: int) -> dict[str, tuple[float, float]]:
-    """{row: (CPU ms per request, requests/s)} of the server in `tree`."""
-    figures = {}
+def measure(
+    tree: Path, workers: int, connections: int, seconds: int, granian: bool = False
+) -> dict[str, tuple[float, float]]:
+    """{row: (CPU ms per request, requests/s)} of the server in `tree` (with `granian`, of its
+    Flask app under granian, on the certificate `podmutate serve` made)."""
     with tempfile.TemporaryDirectory() as workdir, contextlib.chdir(tree):  # `python -m webhook` from the tree
         with serve(Path(workdir), workers=workers) as server:
-            pids = tree_pids(server.process.pid)
-            for label, path, body in ROWS:
-                result = wrk(server.url + path, body, connections, seconds, pids=pids)
-                if result["errors"]:
-                    raise RuntimeError(f"{tree}: {result['errors']} errors on {label}")
-                figures[label] = (result["cpu_ms"], result["rps"])
+            if not granian:
+                return rows(server.url, tree_pids(server.process.pid), connections, seconds)
+            with granian_server(tree, server.cert_dir, workers) as (url, pids):
+                return rows(url, pids, connections, seconds)
+
+
+def rows(url: str, pids: list[int], connections: int, seconds: int) -> dict[str, tuple[float, float]]:
+    figures = {}
+    for label, path, body in ROWS:
+        result = wrk(url + path, body, connections, seconds, pids=pids)
+        if result["errors"]:
+            raise RuntimeError(f"{url}: {result['errors']} errors on {label}")
+        figures[label] = (result["cpu_ms"], result["rps"])
     return figures
+
+
+@contextlib.contextmanager
+def granian_server(tree: Path, cert_dir: str, workers: int):
+    """granian serving `create_app()` of `tree` over TLS; yields its URL and process tree."""
+    port = free_port()
+    command = [
+        *(sys.executable, "-m", "granian", "--interface", "wsgi", "--http", "1", "--no-ws"),
+        *("--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--blocking-threads", "8"),
+        *("--ssl-certificate", f"{cert_dir}/tls.crt", "--ssl-keyfile", f"{cert_dir}/tls.key"),
+        *("--log-level", "warning", "--factory", "webhook.app:create_app"),
+    ]
+    process = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(tree)}, stdout=subprocess.DEVNULL)
+    url = f"https://127.0.0.1:{port}"
+    try:
+        if not wait_for(lambda: cpu_seconds_of(descendants(process.pid)) > 0 and answers(url, cert_dir), timeout=60):
+            raise RuntimeError("granian did not answer within 60 s")
+        yield url, descendants(process.pid)
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def answers(url: str, cert_dir: str) -> bool:
+    import requests
+
+    try:
+        return requests.get(url + "/healthz", verify=f"{cert_dir}/ca.crt", timeout=1).ok
+    except requests.RequestException:
+        return False
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid` and every process under it."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(entry.name))
+    found, pending = [], [pid]
+    while pending:
+        found.append(pending.pop())
+        pending.extend(children.get(found[-1], ()))
+    return found
 
 
 def main() -> None:
@@ -52,6 +115,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5, help="of wrk per row")
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--granian", action="store_true", help="also the first revision's app under granian")
     options = parser.parse_args()
     with contextlib.ExitStack() as stack:
         trees = {}
@@ -60,11 +124,14 @@ def main() -> None:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), revision], check=True)
             stack.callback(subprocess.run, ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)])
             trees[revision] = tree
-        runs: dict[str, list[dict]] = {revision: [] for revision in trees}
+        servers = {revision: (tree, False) for revision, tree in trees.items()}
+        if options.granian:
+            servers[GRANIAN] = (trees[options.revisions[0]], True)
+        runs: dict[str, list[dict]] = {name: [] for name in servers}
         for round_ in range(options.rounds):
-            for revision, tree in trees.items():
-                runs[revision].append(measure(tree, options.workers, options.connections, options.seconds))
-                print(f"round {round_ + 1}, {revision}: {runs[revision][-1]}", flush=True)
+            for name, (tree, granian) in servers.items():
+                runs[name].append(measure(tree, options.workers, options.connections, options.seconds, granian))
+                print(f"round {round_ + 1}, {name}: {runs[name][-1]}", flush=True)
     print(
         f"\nCPU of the server's process tree, ms per request (median of {options.rounds} rounds; "
         f"{options.workers} worker(s), wrk with {options.connections} keep-alive connections, "
@@ -81,7 +148,7 @@ def main() -> None:
             cells.append(f"{cpu:.2f} ({rate:,.0f})")
         print(f"| {revision} | " + " | ".join(cells) + " |")
     first = options.revisions[0]
-    for revision in options.revisions[1:]:
+    for revision in list(runs)[1:]:
         ratios = []
         for label in labels:
             before = statistics.median(run[label][0] for run in runs[first])
