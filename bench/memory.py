@@ -19,7 +19,7 @@ PROBE = """
 import gc, json, sys
 import orjson
 from bench import hostile
-from webhook import admission
+from webhook import admission, wire
 from webhook.engine import load_engine
 engine = load_engine(environ={})
 shape, size = sys.argv[1], float(sys.argv[2])
@@ -31,7 +31,7 @@ def status(name):
 before = status("VmRSS")
 open("/proc/self/clear_refs", "w").write("5")  # the high-water mark starts again from here
 answer = admission.answer(orjson.loads(body), engine)
-encoded = admission.encode(answer.response)
+encoded = wire.encode(answer.response)
 print(json.dumps({"body": len(body), "peak": status("VmHWM") - before, "outcome": answer.outcome}))
 """
 

@@ -68,9 +68,15 @@ def cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
+def service_host(service: str, namespace: str) -> str:
+    """The name the API server calls Service `service` in `namespace` by (the TLS server name)."""
+    return f"{service}.{namespace}.svc"
+
+
 def service_names(service: str, namespace: str) -> list[str]:
     """The DNS names the API server may use to reach Service `service` in `namespace`."""
-    return [service, f"{service}.{namespace}", f"{service}.{namespace}.svc", f"{service}.{namespace}.svc.cluster.local"]
+    host = service_host(service, namespace)
+    return [service, f"{service}.{namespace}", host, f"{host}.cluster.local"]
 
 
 def default_names() -> list[str]:
@@ -260,7 +266,7 @@ def read_serving(directory: str) -> ServingCert | None:
     return ServingCert(cert, key)
 
 
-def describe(directory: str, at: datetime.datetime | None = None) -> tuple[list[str], bool]:
+def certificate_report(directory: str, at: datetime.datetime | None = None) -> tuple[list[str], bool]:
     """What `podmutate certs show` prints, and whether the pair is good: (lines, ok)."""
     at = at or now()
     serving = read_serving(directory)

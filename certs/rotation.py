@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class Outcome:
+class Rotation:
     """What `ensure` found and did."""
 
     bundle: bytes
@@ -65,7 +65,7 @@ def ensure(
     ca_days: int = CA_DAYS,
     ca_renew_before: datetime.timedelta = datetime.timedelta(days=CA_RENEW_DAYS),
     at: datetime.datetime | None = None,
-) -> Outcome:
+) -> Rotation:
     """Make `directory` hold a CA bundle, a CA key and a serving pair valid for `names`; idempotent.
 
     Keeps what is valid. Issues a new serving certificate when it is missing, does not cover
@@ -116,7 +116,7 @@ def ensure(
     for action in actions:
         log.info("certificates in %s: %s", directory, action)
     assert serving is not None  # issued above when there was none
-    return Outcome(bundle=bundle_data, serving_names=serving.names, not_after=serving.not_after, actions=actions)
+    return Rotation(bundle=bundle_data, serving_names=serving.names, not_after=serving.not_after, actions=actions)
 
 
 def renewal_reason(
@@ -184,7 +184,7 @@ class Keeper:
         self.ensure_options = ensure_options
         self._published: bytes | None = None
 
-    def run_once(self) -> Outcome:
+    def run_once(self) -> Rotation:
         outcome = (
             self._ensure_shared()
             if self.store is not None
@@ -198,7 +198,7 @@ class Keeper:
                 log.error("publishing the CA bundle failed, retrying in %.0fs: %s", self.interval, error)
         return outcome
 
-    def _ensure_shared(self) -> Outcome:
+    def _ensure_shared(self) -> Rotation:
         assert self.store is not None
         os.makedirs(self.directory, mode=0o700, exist_ok=True)
         for _ in range(5):

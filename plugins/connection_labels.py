@@ -5,7 +5,6 @@ env var of that name in any container (literal values only).
 """
 
 from webhook import ConfigError, Denied, formats, hookimpl
-from webhook.config import Config
 from webhook.contract import CONNECTION_ID, DEFAULT_LABEL_KEYS
 from webhook.contract import CONNECTION_IDS as IDS
 from webhook.patch import pointer_token
@@ -50,15 +49,6 @@ def parse_config(config):
             formats.check_flag(f"connection_labels.{setting}.{job_type}", value)
         per_type[setting] = {job_type: values.get(job_type, values["default"]) for job_type in config.job_types}
     return {"enabled": raw["enabled"], "keys": {**config_defaults()["connection_labels"]["keys"], **keys}, **per_type}
-
-
-def label_keys(config: Config) -> dict[str, str]:
-    """The label key of each id, as configured: what the launcher labels pods with and kills them by.
-
-    Read from the section as loaded when this plugin is disabled (its keys are checked all the same).
-    """
-    parsed = config.settings.get("connection_labels")
-    return dict(parsed["keys"]) if parsed else {**DEFAULT_LABEL_KEYS, **config.section("connection_labels")["keys"]}
 
 
 @hookimpl

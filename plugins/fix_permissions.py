@@ -8,6 +8,7 @@ kubelet give the volumes to that group.
 
 from webhook import formats, hookimpl
 from webhook.contract import FIX_PERMISSIONS_ANNOTATION as ANNOTATION
+from webhook.contract import HELPER_IMAGE
 from webhook.pods import (
     INJECTED_RESOURCES,
     add_init_container,
@@ -27,7 +28,7 @@ VOLUMES_DIR = "/volumes"  # each volume is mounted at VOLUMES_DIR/<name>: one pa
 
 @hookimpl
 def config_defaults():
-    return {"fix_permissions": {"image": "busybox:1.35", "resources": INJECTED_RESOURCES}}
+    return {"fix_permissions": {"image": HELPER_IMAGE, "resources": INJECTED_RESOURCES}}
 
 
 @hookimpl

@@ -4,7 +4,7 @@ import math
 from importlib import resources
 
 from webhook import ConfigError, formats, hookimpl
-from webhook.contract import CONFIG_DIR, PIPES_DIR, SUCCESS_FILE, USES_STDIN_ANNOTATION
+from webhook.contract import CONFIG_DIR, HELPER_IMAGE, PIPES_DIR, SUCCESS_FILE, USES_STDIN_ANNOTATION
 from webhook.contract import INIT_CONTAINER as INIT_CONTAINER_NAME
 from webhook.contract import INIT_WAIT_ANNOTATION as OPT_OUT_ANNOTATION
 from webhook.pods import (
@@ -12,11 +12,11 @@ from webhook.pods import (
     add_init_container,
     add_mount,
     add_volume,
-    annotation,
     container_name_taken,
     helper_resources,
     init_container,
     main_container,
+    opted_in,
     opted_out,
     restricted_security_context,
 )
@@ -36,7 +36,7 @@ def config_defaults():
     return {
         "init_container": {
             "enabled": True,
-            "image": "busybox:1.35",
+            "image": HELPER_IMAGE,
             "timeout_minutes": 5,
             "resources": INJECTED_RESOURCES,
         }
@@ -91,7 +91,7 @@ def mutate_pod(pod, job_type, config, request):
         return
     pipes = add_volume(pod, dict(PIPES_VOLUME, emptyDir={}))
     config_volume = add_volume(pod, dict(CONFIG_VOLUME, emptyDir=dict(CONFIG_VOLUME["emptyDir"])))
-    uses_stdin = str(annotation(pod, USES_STDIN_ANNOTATION, "")).lower() == "true"
+    uses_stdin = opted_in(pod, USES_STDIN_ANNOTATION)
     add_init_container(
         pod,
         {

@@ -13,9 +13,10 @@ import pytest
 import requests
 from cryptography import x509
 
-from certs import CA, CA_FILE, CERT_FILE, KEY_FILE, describe, read_serving, service_names
+from certs import CA, CA_FILE, CERT_FILE, KEY_FILE, certificate_report, read_serving, service_names
 from certs.rotation import ensure
-from tests.helpers import PODMUTATE, serve
+from tests.helpers import serve
+from tests.test_cli import podmutate
 from webhook.files import write_atomically
 
 
@@ -61,6 +62,7 @@ def tls_server(tmp_path):
     listener.close()
 
 
+@pytest.mark.served
 def test_issued_certificate_verifies_by_name_and_ip(tls_server):
     port, directory = tls_server
     assert handshake(port, str(directory / CA_FILE), "127.0.0.1").subject
@@ -69,6 +71,7 @@ def test_issued_certificate_verifies_by_name_and_ip(tls_server):
         handshake(port, str(directory / CA_FILE), "other.example.com")
 
 
+@pytest.mark.served
 def test_a_client_trusting_another_ca_fails(tls_server, tmp_path_factory):
     port, _ = tls_server
     other = tmp_path_factory.mktemp("other") / "ca.crt"
@@ -77,6 +80,7 @@ def test_a_client_trusting_another_ca_fails(tls_server, tmp_path_factory):
         handshake(port, str(other))
 
 
+@pytest.mark.served
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 def test_openssl_verifies_chain_names_and_purpose(tls_server):
     port, directory = tls_server
@@ -166,7 +170,7 @@ def test_ca_roll_over_keeps_old_and_new_ca_in_the_bundle(tmp_path):
     assert [cert.serial_number for cert in bundle][1:] == [old_ca.serial_number]
     assert outcome.actions[0].startswith("created a new CA (the old one stays in the bundle")
     # The serving certificate, issued by the old CA, still verifies against the new bundle...
-    lines, ok = describe(tmp_path, at=near_ca_expiry)
+    lines, ok = certificate_report(tmp_path, at=near_ca_expiry)
     assert ok, lines
     # ...and once renewed it is issued by the new CA, which clients of the bundle trust too.
     renew_at = read_serving(tmp_path).not_after - datetime.timedelta(days=1)
@@ -176,14 +180,15 @@ def test_ca_roll_over_keeps_old_and_new_ca_in_the_bundle(tmp_path):
 
 def test_certs_show_fails_for_a_certificate_its_ca_did_not_issue(tmp_path):
     ensure(tmp_path, ["localhost"])
-    good = subprocess.run([*PODMUTATE, "certs", "show", str(tmp_path)], capture_output=True, text=True)
+    good = podmutate("certs", "show", str(tmp_path))
     assert good.returncode == 0 and "one of them issued this certificate" in good.stdout
     assert "localhost" in good.stdout and "days left" in good.stdout
     write_atomically(str(tmp_path / CA_FILE), CA.create().cert_pem())
-    bad = subprocess.run([*PODMUTATE, "certs", "show", str(tmp_path)], capture_output=True, text=True)
+    bad = podmutate("certs", "show", str(tmp_path))
     assert bad.returncode == 1 and "NONE of them issued this certificate" in bad.stdout
 
 
+@pytest.mark.served
 def test_rotation_under_load_fails_no_request_and_a_broken_pair_is_refused(tmp_path):
     with serve(tmp_path, workers=2) as served:
         cert_dir = tmp_path / "certs"
@@ -312,6 +317,6 @@ def test_a_corrupt_managed_directory_is_repaired_not_a_crash(tmp_path, corrupt, 
     (tmp_path / corrupt).write_bytes(b"-----BEGIN JUNK-----\nnot base64 at all\n")
     outcome = ensure(tmp_path, ["localhost"])
     assert outcome.changed
-    lines, ok = describe(str(tmp_path))
+    lines, ok = certificate_report(str(tmp_path))
     assert ok, lines
     assert "issued anew" in caplog.text or "a new CA replaces it" in caplog.text

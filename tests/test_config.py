@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from bench import hostile
 from plugins import profiles
-from tests.helpers import job_pod, wait_for
+from tests.helpers import examples, job_pod, wait_for
 from webhook import admission
 from webhook.engine import EngineWatcher, load_engine, load_engine_or_last_good
 from webhook.errors import ConfigError
@@ -130,6 +130,20 @@ def test_bad_files_stop_loading_with_one_line_naming_the_key(tmp_path, text, mes
 def test_a_missing_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="nowhere.yaml: No such file"):
         load_engine(str(tmp_path / "nowhere.yaml"), environ={})
+
+
+def test_a_reload_keeps_the_overrides_the_engine_was_loaded_with(tmp_path):
+    """Before, the watcher reloaded the file without them: `podmutate test`'s and an app's
+    overrides were dropped by the first change of the file."""
+    path = tmp_path / "podmutate.yaml"
+    path.write_text("review_timeout_seconds: 1.0\n")
+    engine = load_engine(str(path), environ={}, overrides={"failure_mode": "fail"})
+    watcher = EngineWatcher(engine, environ={}, interval=0)
+    path.write_text("review_timeout_seconds: 0.5\n")
+    os.utime(path, ns=(time.time_ns(), time.time_ns() + 1_000_000))
+    assert watcher.check() is True
+    assert watcher.current().config.review_timeout_seconds == 0.5
+    assert watcher.current().config.failure_mode == "fail"
 
 
 def test_watcher_reloads_a_changed_file_and_keeps_the_last_good_one(tmp_path, caplog):
@@ -262,7 +276,7 @@ def test_a_process_started_while_the_file_is_bad_starts_from_the_last_good_one(t
     assert "refused, starting from the last good one: failure_mode: 'sometimes'" in caplog.text
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(text=hostile.hostile_config_files())
 def test_generated_hostile_files_load_or_are_refused_in_one_short_line(tmp_path, text):
     path = tmp_path / "podmutate.yaml"
@@ -281,7 +295,7 @@ ENVIRONMENT_VARIABLES = sorted(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     variable=st.sampled_from(ENVIRONMENT_VARIABLES),
     value=st.one_of(

@@ -34,6 +34,14 @@ def test_opted_out_reads_a_false_annotation_in_any_spelling():
     assert pods.opted_out(subject, "podmutate.io/other") is False
 
 
+def test_opted_in_reads_a_true_annotation_in_the_same_spellings():
+    subject = pod()
+    subject["metadata"]["annotations"] = {"podmutate.io/uses-stdin": " TRUE ", "podmutate.io/other": "yes"}
+    assert pods.opted_in(subject, "podmutate.io/uses-stdin") is True
+    assert pods.opted_in(subject, "podmutate.io/other") is False
+    assert pods.opted_in(pod(), "podmutate.io/uses-stdin") is False
+
+
 def test_containers_main_and_names_across_every_list():
     subject = pod(initContainers=[{"name": "init"}], ephemeralContainers=[{"name": "debug"}])
     subject["spec"]["containers"].insert(0, {"name": "sidecar"})

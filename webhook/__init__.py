@@ -15,10 +15,10 @@ The admission path is ``app`` → ``admission`` → plugins → ``patch``, serve
 __version__ = "0.1.0"
 
 from webhook import contract, formats, pods  # noqa: E402
-from webhook.admission import AdmissionRequest  # noqa: E402
 from webhook.config import Config  # noqa: E402
 from webhook.errors import ConfigError, Denied  # noqa: E402
 from webhook.hookspecs import hookimpl  # noqa: E402
+from webhook.wire import AdmissionRequest  # noqa: E402
 
 __all__ = [
     "AdmissionRequest",

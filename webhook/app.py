@@ -10,11 +10,11 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from certs import CERT_FILE, KEY_FILE
-from webhook import admission, budget, metrics
+from webhook import admission, budget, metrics, wire
 from webhook.admission import Answer
 from webhook.deadline import DeadlineRunner, Overrun
 from webhook.engine import Engine, EngineWatcher, load_engine_or_last_good
-from webhook.errors import ReviewError
+from webhook.errors import ReviewError, problem_payload, too_large
 from webhook.logs import fields_text
 from webhook.plugins import plugin_rows
 
@@ -101,14 +101,14 @@ def create_app(
             return problem(400, "Bad Request", detail)
         except Overrun as overrun:
             return overran(admission_review, current, started, overrun)
-        encoded = admission.encode(answer.response)
+        encoded = wire.encode(answer.response)
         observe(answer, time.perf_counter() - started)
         return Response(encoded, mimetype="application/json")
 
     def overran(admission_review: dict, current: Engine, started: float, overrun: Overrun) -> Response:
         answer = admission.overrun_answer(admission_review, current.config, overrun)
         observe(answer, time.perf_counter() - started)
-        return Response(admission.encode(answer.response), mimetype="application/json")
+        return Response(wire.encode(answer.response), mimetype="application/json")
 
     def overran_in_server(body: bytes, overrun: Overrun, started: float) -> tuple[int, list[tuple[str, str]], bytes]:
         """The answer to a request the server stopped waiting for (status, headers, body): a
@@ -135,7 +135,7 @@ def create_app(
         metrics.UNREVIEWED.labels(case).inc()
         answer = admission.unreviewed_answer(uid, current.config, reason, case)
         observe(answer, time.perf_counter() - started)
-        return Response(admission.encode(answer.response), mimetype="application/json")
+        return Response(wire.encode(answer.response), mimetype="application/json")
 
     probes = Probes(watcher, liveness, cert_dir)
     app.extensions[f"{EXTENSION}.probes"] = probes
@@ -198,19 +198,19 @@ class Probes:
 def observe(answer: Answer | None, seconds: float, bad_request: str = "") -> None:
     """Count a review in the metrics and log it: one line at debug, or at warning when it failed,
     overran or was denied. No pod content: ids, names, the job type, the plugins, sizes and time."""
-    outcome = answer.outcome if answer else metrics.BAD_REQUEST
-    metrics.REVIEWS.labels(outcome, answer.job_type if answer else metrics.NO_JOB_TYPE).inc()
+    outcome = answer.outcome if answer else wire.BAD_REQUEST
+    metrics.REVIEWS.labels(outcome, answer.job_type if answer else wire.NO_JOB_TYPE).inc()
     metrics.REVIEW_DURATION.labels(outcome).observe(seconds)
     mutation = answer.mutation if answer else None
     if answer and answer.overrun:
         metrics.OVERRUNS.labels(answer.plugin).inc()
-    elif outcome == metrics.FAILED and answer and answer.plugin:
+    elif outcome == wire.FAILED and answer and answer.plugin:
         metrics.PLUGIN_FAILURES.labels(answer.plugin).inc()
     for plugin, plugin_seconds in mutation.timings if mutation else ():
         metrics.PLUGIN_DURATION.labels(plugin).observe(plugin_seconds)
-    if answer and outcome != metrics.BAD_REQUEST:
+    if answer and outcome != wire.BAD_REQUEST:
         metrics.PATCH_OPERATIONS.observe(len(mutation.patch) if mutation else 0)
-    level = logging.WARNING if outcome in (metrics.FAILED, metrics.DENIED) else logging.DEBUG
+    level = logging.WARNING if outcome in (wire.FAILED, wire.DENIED) else logging.DEBUG
     if not log.isEnabledFor(level):
         return
     request = answer.request if answer else None
@@ -240,18 +240,14 @@ def read_body(cap: int) -> bytes:
     length = request.content_length
     if length is not None:
         if length > cap:
-            raise RequestEntityTooLarge(f"the body has {length} bytes; the limit is {cap}")
+            raise RequestEntityTooLarge(too_large(cap, length))
         return request.get_data(cache=False)
     body = request.environ["wsgi.input"].read(cap + 1)
     if len(body) > cap:
-        raise RequestEntityTooLarge(f"the chunked body is longer than the limit of {cap} bytes")
+        raise RequestEntityTooLarge(too_large(cap))
     return body
 
 
 def problem(code: int, title: str, detail: str) -> tuple[Response, int]:
     """A JSON error body naming what was wrong."""
     return jsonify(problem_payload(code, title, detail)), code
-
-
-def problem_payload(code: int, title: str, detail: str) -> dict:
-    return {"code": code, "error": title, "message": detail}

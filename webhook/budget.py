@@ -30,7 +30,7 @@ MAX_POD_BYTES = 1536 * 1024
 REVIEW_ENVELOPE_BYTES = 16 * 1024
 VALUE_COST = 640  # bytes at the peak of a review, per JSON value (at most 563 measured: containers of a name alone)
 BYTE_COST = 8  # bytes at the peak of a review, per byte of the body (its copies in the server, strings)
-DEFAULT_BUDGET = 24 * 1024 * 1024  # per worker: see the README's memory budget
+DEFAULT_BUDGET = 24 * 1024 * 1024  # per worker: see docs/serving.md, the memory budget
 GIVE_BACK_ABOVE = 4 * 1024 * 1024  # after a review that cost more, the allocator returns what it freed
 _SEPARATORS = (b",", b":", b"[", b"{")
 

@@ -124,7 +124,7 @@ def main(log_level: str, log_format: str) -> None:
     show_default=True,
     type=click.IntRange(1024 * 1024),
     help="Bytes of memory the reviews of one worker may hold together; a review that cannot fit is "
-    "answered by failure_mode (see the README's memory budget).",
+    "answered by failure_mode (see docs/serving.md, the memory budget).",
 )
 @click.option("--service", envvar="PODMUTATE_SERVICE", help="Service name the certificate must cover.")
 @click.option("--namespace", envvar="PODMUTATE_NAMESPACE", help="Namespace of --service.")
@@ -303,12 +303,12 @@ def mutate(source: Any, config_path: str | None, patch: bool, explain: bool, out
 
 
 def print_explanations(results: list[Any], engine: Engine) -> None:
-    from webhook.ops.offline import describe, explain
+    from webhook.ops.offline import document_name, explain
 
     for result in results:
         for mutation in result.mutations:
             original = mutation.original
-            click.echo(f"{describe(original)} ({mutation.job_type or 'not a job pod'}):")
+            click.echo(f"{document_name(original)} ({mutation.job_type or 'not a job pod'}):")
             changes = explain(original, engine)
             for change in changes:
                 source = f"  [{change.source}]" if change.source else ""
@@ -405,9 +405,9 @@ def certs_create(
 @click.argument("directory", type=click.Path(file_okay=False, exists=True))
 def certs_show(directory: str) -> None:
     """Show the serving certificate in DIRECTORY; exit 1 when expired or not issued by its CA."""
-    from certs import describe
+    from certs import certificate_report
 
-    lines, ok = describe(directory)
+    lines, ok = certificate_report(directory)
     for line in lines:
         click.echo(line)
     if not ok:
@@ -473,9 +473,8 @@ def launch(
     security_context (the main container's), and files (name in /config -> content), uploaded
     with --wait.
     """
-    from plugins.connection_labels import label_keys
     from webhook.ops.kubeapi import Timeouts
-    from webhook.ops.launcher import Job, JobError, KillTimeout, UploadError, WaitTimeout, core_api, run
+    from webhook.ops.launcher import Job, JobError, KillTimeout, UploadError, WaitTimeout, core_api, label_keys, run
     from webhook.ops.launcher import launch as launch_pod
 
     try:
@@ -527,10 +526,9 @@ def kill(
     kubeconfig: str | None,
 ) -> None:
     """Kill every live pod of a connection, across all its attempts, within --timeout seconds."""
-    from plugins.connection_labels import label_keys
     from webhook.contract import CONNECTION_ID
     from webhook.ops.kubeapi import Timeouts
-    from webhook.ops.launcher import KillTimeout, core_api, kill_connection
+    from webhook.ops.launcher import KillTimeout, core_api, kill_connection, label_keys
 
     timeouts = Timeouts.within(timeout)
     label_key = label_keys(load_or_exit(config_path).config)[CONNECTION_ID]

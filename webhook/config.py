@@ -6,6 +6,7 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -100,7 +101,7 @@ class Config:
     def disabled_plugins(self) -> tuple[str, ...]:
         return tuple(self.sections["disable_plugins"])
 
-    @property
+    @cached_property  # every plugin asks, for every pod
     def job_types(self) -> frozenset[str]:
         """The job types a pod can be classified as (every profile but `default`)."""
         return frozenset(self.sections["job_types"]) - {"default"}

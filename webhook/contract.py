@@ -38,6 +38,7 @@ MUTATED_BY_ANNOTATION: Final = "podmutate.io/mutated-by"  # written by podmutate
 # Containers and paths.
 MAIN_CONTAINER: Final = "main"
 INIT_CONTAINER: Final = "init"
+HELPER_IMAGE: Final = "busybox:1.35"  # of the containers podmutate adds (Airbyte's JOB_KUBE_BUSYBOX_IMAGE default)
 CONFIG_DIR: Final = "/config"  # where the launcher uploads the job's files, in the init container
 PIPES_DIR: Final = "/pipes"
 SUCCESS_FILE: Final = "FINISHED_UPLOADING"  # uploaded last: the init container's signal to end

@@ -10,7 +10,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from types import MappingProxyType
 from typing import Any
@@ -34,7 +34,7 @@ from webhook.config import (
 )
 from webhook.errors import ConfigError, clipped
 from webhook.files import write_atomically
-from webhook.plugins import make_plugin_manager, mutated_by, one_plugin_at_a_time
+from webhook.plugins import make_plugin_manager, mutator_identity, one_plugin_at_a_time
 from webhook.watch import FileWatcher
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class Engine:
     config: Config
     plugins: pluggy.PluginManager
     source: bytes = b""  # the configuration file as it was read (b"" without one): what is kept as the last good
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # the top layer it was loaded with: a reload keeps it
 
     @cached_property
     def mutators(self) -> list[tuple[str, Any]]:
@@ -55,8 +56,8 @@ class Engine:
 
     @cached_property
     def mutated_by(self) -> str:
-        """The value of the mutated-by annotation (webhook.plugins.mutated_by)."""
-        return mutated_by(self.plugins, self.config.digest)
+        """The value of the mutated-by annotation (webhook.plugins.mutator_identity)."""
+        return mutator_identity(self.plugins, self.config.digest)
 
 
 def load_engine(
@@ -91,7 +92,9 @@ def load_engine(
     if disabled:
         plugins = make_plugin_manager(disabled, environ=environ)
         settings = {name: parsed for name, parsed in settings.items() if not plugins.is_blocked(name)}
-    return Engine(dataclasses.replace(config, settings=MappingProxyType(settings)), plugins, source)
+    return Engine(
+        dataclasses.replace(config, settings=MappingProxyType(settings)), plugins, source, MappingProxyType(overrides)
+    )
 
 
 def assemble(
@@ -167,7 +170,8 @@ class EngineWatcher:
 
     A new version that fails to load is refused with a logged error; the last good one stays, and
     with `last_good` (a path) each version taken is kept there too. `refused`: the file on disk
-    was refused already (the engine given is the last good one).
+    was refused already (the engine given is the last good one). A reload keeps the overrides the
+    engine was loaded with, unless `overrides` are given.
     """
 
     def __init__(
@@ -181,6 +185,7 @@ class EngineWatcher:
         refused: bool = False,
     ) -> None:
         path = engine.config.path
+        overrides = engine.overrides if overrides is None else overrides
         self._last_good = last_good
         if not refused:
             keep_last_good(engine, last_good)

@@ -42,3 +42,16 @@ class Denied(Exception):
 
     plugin: str = ""
     mutation: Any = None
+
+
+def problem_payload(code: int, title: str, detail: str) -> dict:
+    """The JSON body of an HTTP error: its code, title and what was wrong."""
+    return {"code": code, "error": title, "message": detail}
+
+
+def too_large(cap: int, declared: int | None = None) -> str:
+    """Why a body gets 413: its declared size when the request says it, else that it ran past `cap`.
+    The one wording, for the app's check and the server's (which refuses before the app runs)."""
+    if declared is not None:
+        return f"the body has {declared} bytes; the limit is {cap}"
+    return f"the body is longer than the limit of {cap} bytes"

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
-    from webhook.admission import AdmissionRequest
     from webhook.config import Config
+    from webhook.wire import AdmissionRequest
 
 PROJECT_NAME = "podmutate"
 

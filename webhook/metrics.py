@@ -38,10 +38,6 @@ from prometheus_client.registry import Collector
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus-client's name; read when it is first imported
 DEFAULT_PORT = 8000  # Kyverno's metrics port
 
-# The outcome of one POST /mutate.
-MUTATED, UNCHANGED, DENIED, FAILED, BAD_REQUEST = "mutated", "unchanged", "denied", "failed", "bad_request"
-NO_JOB_TYPE = ""  # the job_type label of a review whose pod is no job pod, or that never got as far
-
 # Up to the API server's own 10 s limit on a webhook; fine at the bottom, where reviews are.
 REVIEW_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 PLUGIN_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0, 10.0)
@@ -100,6 +96,20 @@ CONFIG_INFO = Gauge(
     multiprocess_mode="livemax",
 )
 SUCCESS, FAILURE = "success", "failure"
+CERTIFICATE_EXPIRY = "podmutate_certificate_expiry_seconds"  # a gauge read at each scrape (CertificateExpiry)
+CERTIFICATE_EXPIRY_LABELS = ("certificate",)
+
+
+def exported() -> dict[str, tuple[str, tuple[str, ...]]]:
+    """Every metric family podmutate exports, by the name a scrape shows (a counter's with `_total`):
+    its type and label names. What the docs' table and the dashboard's queries are held to."""
+    families: dict[str, tuple[str, tuple[str, ...]]] = {}
+    for value in globals().values():
+        if isinstance(value, Counter | Gauge | Histogram):
+            name = f"{value._name}_total" if value._type == "counter" else value._name
+            families[name] = (value._type, tuple(value._labelnames))
+    families[CERTIFICATE_EXPIRY] = ("gauge", CERTIFICATE_EXPIRY_LABELS)
+    return families
 
 
 def config_in_force(digest: str, previous: str | None = None) -> None:
@@ -119,9 +129,9 @@ class CertificateExpiry(Collector):
         from certs import CA_FILE, issued_by, load_bundle, now, read_bytes
 
         family = GaugeMetricFamily(
-            "podmutate_certificate_expiry_seconds",
+            CERTIFICATE_EXPIRY,
             "Seconds until notAfter of the certificate served and of the CA that issued it.",
-            labels=["certificate"],
+            labels=list(CERTIFICATE_EXPIRY_LABELS),
         )
         at = now()
         try:

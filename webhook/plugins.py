@@ -96,7 +96,7 @@ def one_plugin_at_a_time(pm: pluggy.PluginManager) -> list[tuple[str, Any]]:
     ]  # pluggy calls the last registered first
 
 
-def mutated_by(pm: pluggy.PluginManager, config_digest: str) -> str:
+def mutator_identity(pm: pluggy.PluginManager, config_digest: str) -> str:
     """What podmutate names on a pod it changed: its version, the plugins that mutate and theirs, and
     the configuration's digest; compact JSON, the same for every pod while nothing is reloaded."""
     import webhook

@@ -17,6 +17,7 @@ __all__ = [
     "labels",
     "annotation",
     "label",
+    "opted_in",
     "opted_out",
     "spec",
     "containers",
@@ -121,7 +122,17 @@ def label(pod: dict, key: str, default: Any = None) -> Any:
 
 def opted_out(pod: dict, key: str) -> bool:
     """True when the pod's annotation `key` says "false" (podmutate.io/<feature>: "false")."""
-    return str(annotation(pod, key, "")).strip().lower() == "false"
+    return _flag(pod, key) == "false"
+
+
+def opted_in(pod: dict, key: str) -> bool:
+    """True when the pod's annotation `key` says "true" (podmutate.io/uses-stdin: "true")."""
+    return _flag(pod, key) == "true"
+
+
+def _flag(pod: dict, key: str) -> str:
+    """A boolean annotation's value in one spelling: case and surrounding spaces do not count."""
+    return str(annotation(pod, key, "")).strip().lower()
 
 
 def spec(pod: dict) -> dict:

@@ -8,7 +8,7 @@ arrived (at most `max_body_bytes`; a larger one gets 413 and is drained, bounded
 client reads the answer), within the worker's body budget. Certificates are followed on disk:
 each TLS handshake takes the pair in force (certs.reload). A worker ticks a heartbeat the
 supervisor watches (a frozen worker is killed and replaced), and is retired gracefully past
-its memory ceiling (README: Limits).
+its memory ceiling (docs/serving.md: Limits).
 """
 
 from __future__ import annotations
@@ -40,11 +40,12 @@ import uvloop
 from a2wsgi.wsgi import build_environ
 from hypercorn.config import Config as HypercornConfig
 
-from certs.reload import ReloadingContext
+from certs.reload import ReloadingContext, server_context
 from webhook import logs, metrics
 from webhook.budget import DEFAULT_BUDGET, give_memory_back
 from webhook.deadline import DeadlineRunner, Overrun
 from webhook.engine import Engine, keep_last_good
+from webhook.errors import problem_payload, too_large
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ ALPN_PROTOCOLS = ["http/1.1"]
 LISTENERS = (asyncio.base_events.Server, uvloop.loop.Server)  # type: ignore[attr-defined]  # not in its stubs
 MAX_HEADER_BYTES = 16 * 1024
 # The request bodies one worker holds at once, read or in review (at least one body at the cap):
-# more connections sending bodies wait, unread, for room (README: the memory budget).
+# more connections sending bodies wait, unread, for room (docs/serving.md: the memory budget).
 BODY_BUDGET = 8 * 1024 * 1024
 # hypercorn queues this many received chunks (64 KiB each) per request the app has not read yet;
 # a body waiting for room holds no more than that.
@@ -138,10 +139,7 @@ class ServeConfig(HypercornConfig):
 
 def following_context(reloading: ReloadingContext, alpn_protocols: list[str]) -> ssl.SSLContext:
     """A server SSLContext whose every handshake switches to the context of the pair in force."""
-    front = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    front.minimum_version = ssl.TLSVersion.TLSv1_2
-    front.set_alpn_protocols(alpn_protocols)
-    front.load_cert_chain(*reloading.serving_files())
+    front = server_context(*reloading.serving_files(), alpn_protocols=alpn_protocols)
 
     def switch(ssl_object: ssl.SSLObject, _server_name: str | None, _context: ssl.SSLContext) -> None:
         ssl_object.context = reloading.context()
@@ -227,7 +225,7 @@ class BufferedBody:
         cap = self.cap()
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > cap:
-            refusal = f"the body has {int(declared)} bytes; the limit is {cap}"
+            refusal = too_large(cap, int(declared))
             if int(declared) <= drain_limit(cap):
                 await drain(receive, int(declared))  # read it all first: the client reads only once it has sent
             return await refuse(send, refusal)  # a body larger still is refused at once, and the connection closed
@@ -253,7 +251,7 @@ class BufferedBody:
                     reserved += more
                 body.extend(chunk)
                 if len(body) > cap:
-                    await refuse(send, f"the body is longer than the limit of {cap} bytes")
+                    await refuse(send, too_large(cap))
                     return await drain(receive, drain_limit(cap) - len(body)) if message.get("more_body") else None
                 if not message.get("more_body"):
                     break
@@ -392,7 +390,7 @@ def drain_limit(cap: int) -> int:
 
 
 async def refuse(send: Send, message: str) -> None:
-    await respond(send, 413, {"code": 413, "error": "Request Entity Too Large", "message": message})
+    await respond(send, 413, problem_payload(413, "Request Entity Too Large", message))
 
 
 async def drain(receive: Receive, limit: int) -> None:

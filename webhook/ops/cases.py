@@ -40,7 +40,7 @@ INIT_SCRIPT = "<plugins/init.sh>"
 
 
 @dataclass
-class Outcome:
+class CaseResult:
     """What one case gave: passed, or the differences (unified diffs) or the error that failed it."""
 
     name: str
@@ -99,9 +99,9 @@ def mutate_case(case: pathlib.Path) -> tuple[dict, list[str]]:
     return readable(mutation.pod), mutation.warnings
 
 
-def run_case(case: pathlib.Path, *, update: bool = False) -> Outcome:
+def run_case(case: pathlib.Path, *, update: bool = False) -> CaseResult:
     """Run one case; with `update`, write what it gave as what it expects instead of comparing."""
-    outcome = Outcome(case.name)
+    outcome = CaseResult(case.name)
     try:
         got, warnings = mutate_case(case)
     except (ConfigError, admission.Denied, admission.PluginError, yaml.YAMLError, OSError) as error:

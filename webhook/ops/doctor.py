@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from cryptography import x509
 
-from certs import SERVING_RENEW_DAYS, now
+from certs import SERVING_RENEW_DAYS, now, service_host
 
 BUDGET_SECONDS = 10  # the API server's budget for a request's whole admission chain
 SAFE_SIDE_EFFECTS = ("None", "NoneOnDryRun")
@@ -240,7 +240,7 @@ def check_ca_bundle(
     if not target:
         return [Finding("warn", subject, "serving certificate not checked: pass --url to reach the Service")]
     parts = urlsplit(target)
-    hostname = f"{service['name']}.{service['namespace']}.svc" if service else parts.hostname or ""
+    hostname = service_host(service["name"], service["namespace"]) if service else parts.hostname or ""
     try:
         served = served_certificate(parts.hostname or "", parts.port or 443, hostname, bundle)
     except ssl.SSLCertVerificationError as error:

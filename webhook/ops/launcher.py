@@ -26,6 +26,7 @@ from kubernetes.stream import stream as kubernetes_stream
 from kubernetes.stream.ws_client import STDIN_CHANNEL
 from urllib3.exceptions import HTTPError
 
+from webhook.config import Config
 from webhook.contract import (
     CONFIG_DIR,
     CONNECTION_ID,
@@ -39,6 +40,7 @@ from webhook.contract import (
     SUCCESS_FILE,
     SWEEPER_LABEL,
 )
+from webhook.wire import json_type
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,7 @@ class Job:
     def from_mapping(cls, data: Any) -> Job:
         """A Job from a parsed job description; raises JobError naming the first bad field."""
         if not isinstance(data, dict):
-            raise JobError(f"expected a mapping of job fields, got {json_type(data)}")
+            raise JobError(f"expected a mapping of job fields, got {json_type(data, yaml=True)}")
         unknown = sorted(set(data) - set(JOB_FIELDS))
         if unknown:
             raise JobError(f"{unknown[0]}: not a job field (expected one of {', '.join(JOB_FIELDS)})")
@@ -106,7 +108,9 @@ class Job:
                     raise JobError(f"{name}: missing (expected {expected})")
                 continue
             if not check(data[name]):
-                raise JobError(f"{name}: expected {expected}, got {json_type(data[name])} {data[name]!r:.60}")
+                raise JobError(
+                    f"{name}: expected {expected}, got {json_type(data[name], yaml=True)} {data[name]!r:.60}"
+                )
         return cls(**data)
 
 
@@ -151,18 +155,6 @@ JOB_FIELDS = {
 }
 
 
-def json_type(value: Any) -> str:
-    return {
-        dict: "a mapping",
-        list: "a list",
-        str: "a string",
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-        type(None): "null",
-    }.get(type(value), type(value).__name__)
-
-
 def image_short_name(image: str) -> str:
     """`registry/org/source-postgres:3.6.2@sha256:...` -> `source-postgres`."""
     last = image.rsplit("/", 1)[-1]
@@ -184,6 +176,14 @@ def pod_name(job: Job, suffix: str | None = None) -> str:
     name = f"{image_short_name(job.image)}-{job.job_type}-{job.job_id}-{job.attempt}-{suffix}".lower()
     name = re.sub(r"[^a-z0-9-]+", "-", name)[-NAME_LIMIT:]
     return re.sub(r"^[^a-z]+", "", name) or suffix
+
+
+def label_keys(config: Config) -> dict[str, str]:
+    """The label key of each id, as configured (connection_labels.keys): what the launcher labels
+    pods with and kills them by. Read from the section as loaded when the connection_labels plugin
+    is disabled (its keys are checked all the same)."""
+    parsed = config.settings.get("connection_labels")
+    return dict(parsed["keys"]) if parsed else {**DEFAULT_LABEL_KEYS, **config.section("connection_labels")["keys"]}
 
 
 def pod_manifest(

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook import admission
-from webhook.admission import AdmissionRequest, Mutation
+from webhook import admission, wire
+from webhook.admission import Mutation
 from webhook.engine import Engine
+from webhook.wire import AdmissionRequest
 
 
 @dataclass
@@ -39,7 +40,7 @@ def mutate_document(document: Any, engine: Engine) -> Result:
     try:
         result.document = _mutate(document, engine, result.mutations)
     except (admission.PluginError, admission.Denied, admission.ReviewError) as error:
-        return Result(document, error=f"{describe(document)}: {error}")
+        return Result(document, error=f"{document_name(document)}: {error}")
     return result
 
 
@@ -50,10 +51,10 @@ def _mutate(document: Any, engine: Engine, mutations: list[Mutation]) -> Any:
     if kind == "List":
         return {**document, "items": [_mutate(item, engine, mutations) for item in document.get("items") or []]}
     if kind == "AdmissionReview":
-        request, pod = admission.parse_review(document)
+        request, pod = wire.parse_review(document)
         return pod if pod is None else _mutate_pod(pod, engine, mutations, request)
     if kind == "Pod" and str(document.get("apiVersion", "v1")) == "v1":
-        admission.check_object_shape(document)  # an AdmissionReview's pod is checked by parse_review
+        wire.check_object_shape(document)  # an AdmissionReview's pod is checked by parse_review
         return _mutate_pod(document, engine, mutations)
     return document
 
@@ -64,7 +65,7 @@ def _mutate_pod(pod: dict, engine: Engine, mutations: list[Mutation], request: A
     return mutation.pod
 
 
-def describe(document: Any) -> str:
+def document_name(document: Any) -> str:
     """`Pod name` for a message about a document."""
     if not isinstance(document, dict):
         return f"a {type(document).__name__}"
