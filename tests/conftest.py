@@ -1,9 +1,57 @@
+"""The tiers: every test is `unit`, `served`, `e2e` or `node` (pyproject.toml's markers).
+
+A test module or test says `served` when it starts a real server, a process or a socket;
+`tests/e2e` and `tests/node` mark their own. Every other test is `unit`, and is held to it: in
+a unit test, opening a socket or starting a process fails, naming the test's tier.
+"""
+
 import os
+import socket
+import subprocess
 
 import pytest
 
-from tests.helpers import example_plugin_path, helm_binary
+from tests.helpers import FAST_TIER, example_plugin_path, helm_binary
 from webhook.engine import load_engine
+
+TIERS = ("served", "e2e", "node")
+
+
+def pytest_configure(config):
+    """`-m unit`, the fast tier, runs the property tests at a tenth of their examples (tests.helpers.examples)."""
+    if config.getoption("markexpr") == "unit":
+        os.environ[FAST_TIER] = "1"
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(items):
+    for item in items:
+        tiered = any(item.get_closest_marker(tier) for tier in TIERS)
+        if not tiered and not any(f"/tests/{tier}/" in str(item.path) for tier in TIERS):
+            item.add_marker(pytest.mark.unit)
+
+
+class NotUnit(AssertionError):
+    """A unit test reached for what only the served, e2e and node tiers may use."""
+
+
+@pytest.fixture(autouse=True)
+def unit_tier_holds(request, monkeypatch):
+    """In a unit test, a socket that connects or binds, or a new process, is a failure."""
+    if request.node.get_closest_marker("unit") is None:
+        return
+
+    def refuse(what):
+        def refused(*_args, **_kwargs):
+            raise NotUnit(f"a unit test {what}: mark it `served` (pytest.mark.served) or keep it in process")
+
+        return refused
+
+    monkeypatch.setattr(socket.socket, "connect", refuse("connects a socket"))
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse("connects a socket"))
+    monkeypatch.setattr(socket.socket, "bind", refuse("binds a socket"))
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse("starts a process"))
+    monkeypatch.setattr(os, "fork", refuse("forks"))
 
 
 @pytest.fixture

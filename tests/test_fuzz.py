@@ -5,9 +5,12 @@ The full counts (100,000 and 10,000) run in `python -m bench.run`; see BENCHMARK
 
 import logging
 
+import pytest
+
 from bench import fuzz
 
 
+@pytest.mark.served
 def test_every_fuzzed_review_gets_a_well_formed_answer_and_never_a_5xx(caplog):
     caplog.set_level(logging.CRITICAL, logger="webhook")  # plugin failures on damaged pods are logged by design
     results = fuzz.run(3000, 300)

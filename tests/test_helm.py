@@ -12,6 +12,8 @@ import yaml
 
 from tests.test_manifests import MANIFESTS, render
 
+pytestmark = pytest.mark.served  # real servers, processes or sockets on this machine
+
 CHART = f"{MANIFESTS}/helm/podmutate"
 NAMESPACE = "podmutate-system"
 
@@ -26,6 +28,7 @@ EQUIVALENTS = {
     "overlays/monitoring": [
         "metrics.serviceMonitor.enabled=true",
         "metrics.prometheusRule.enabled=true",
+        "metrics.dashboard.enabled=true",
         "metrics.secure=true",
     ],
 }
@@ -54,6 +57,7 @@ def test_helm_lint_passes_with_every_option_on(helm):
         "autoscaling.enabled=true",
         "metrics.serviceMonitor.enabled=true",
         "metrics.prometheusRule.enabled=true",
+        "metrics.dashboard.enabled=true",
         "metrics.secure=true",
     ]
     for values in ([], on, ["certificates.mode=cert-manager", *on]):

@@ -11,6 +11,8 @@ import pytest
 
 from plugins.init_container import init_script
 
+pytestmark = pytest.mark.served  # real servers, processes or sockets on this machine
+
 SHELLS = {
     "dash": ["dash", "-c"],
     "busybox": ["busybox", "sh", "-c"],

@@ -12,6 +12,8 @@ import yaml
 from tests.helpers import HERE, PODMUTATE, example_plugin_path, job_pod
 from webhook.contract import MUTATED_BY_ANNOTATION
 
+pytestmark = pytest.mark.served  # real servers, processes or sockets on this machine
+
 EXAMPLE = os.path.join(HERE, "..", "examples", "podmutate-keycloak")
 
 

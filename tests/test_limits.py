@@ -24,6 +24,8 @@ from tests.helpers import (
     worker_pids,
 )
 
+pytestmark = pytest.mark.served  # real servers, processes or sockets on this machine
+
 MIB = 1024 * 1024
 API_SERVER_BODY_LIMIT = 3 * MIB  # the API server refuses larger requests
 WORKERS = 2  # as the manifests run it

@@ -9,6 +9,8 @@ import yaml
 from tests.helpers import HERE, PODMUTATE, kubectl_binary
 from webhook.ops.doctor import check, disjoint, from_documents, selector_matches, worst_case_seconds
 
+pytestmark = pytest.mark.served  # real servers, processes or sockets on this machine
+
 MANIFESTS = f"{HERE}/../manifests"
 VARIANTS = [
     "base",

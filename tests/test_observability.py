@@ -13,6 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.helpers import apply_answer, job_pod, review, serve, wait_for, worker_pids
 from webhook.contract import MUTATED_BY_ANNOTATION
 
+pytestmark = pytest.mark.served  # real servers, processes or sockets on this machine
+
 CONFIG = {"connection_labels": {"required": {"sync": True}}}  # a sync pod without a connection id is denied
 CONNECTED = {"connection_id": "8f2c5a7e"}
 CLOSE = {"Connection": "close"}  # a fresh connection each time: the reviews spread over both workers

@@ -8,6 +8,7 @@ import jsonpatch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import examples
 from webhook.patch import diff
 
 scalars = st.one_of(
@@ -64,7 +65,7 @@ def as_json(document):
     return json.dumps(document, sort_keys=True)
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=examples(3000), deadline=None)
 @given(edited())
 def test_the_patch_turns_the_original_into_the_mutated_document(pair):
     original, mutated = pair

@@ -147,6 +147,7 @@ def run_podmutate(*args, pythonpath, input=None, environ=None):
     return subprocess.run([*PODMUTATE, *args], capture_output=True, text=True, env=env, input=input)
 
 
+@pytest.mark.served
 def test_an_installed_package_is_loaded_through_its_entry_point(example_plugins):
     result = run_podmutate("plugins", "--json", pythonpath=example_plugins)
     assert result.returncode == 0, result.stderr
@@ -175,12 +176,14 @@ def mutated_labels(pythonpath, config_file=None, environ=None):
     return json.loads(result.stdout)["metadata"]["labels"]
 
 
+@pytest.mark.served
 def test_an_installed_plugin_mutates_and_reads_its_own_section(example_plugins, tmp_path):
     config_file = tmp_path / "podmutate.yaml"
     config_file.write_text("team_labels:\n  team: ingestion\n")
     assert mutated_labels(example_plugins, config_file)["example.com/team"] == "ingestion"
 
 
+@pytest.mark.served
 def test_an_installed_plugin_reads_its_environment_variable_over_the_file(example_plugins, tmp_path):
     environ = {"PODMUTATE_EXAMPLE_TEAM": "billing"}
     assert mutated_labels(example_plugins, environ=environ)["example.com/team"] == "billing"
@@ -189,6 +192,7 @@ def test_an_installed_plugin_reads_its_environment_variable_over_the_file(exampl
     assert mutated_labels(example_plugins, config_file, environ)["example.com/team"] == "billing"
 
 
+@pytest.mark.served
 def test_an_installed_plugin_can_be_disabled(example_plugins, tmp_path):
     config_file = tmp_path / "podmutate.yaml"
     config_file.write_text("disable_plugins: [team_labels]\n")

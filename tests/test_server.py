@@ -35,11 +35,13 @@ def test_a_job_pod_is_mutated_over_verified_https(server):
     assert mutated["metadata"]["labels"]["example.com/team"] == "data-platform"
 
 
+@pytest.mark.served
 def test_an_unverified_client_is_refused_by_tls(server):
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(server.url + "/healthz", timeout=5)
 
 
+@pytest.mark.served
 def test_tls_below_1_2_is_refused(server):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.load_verify_locations(server.ca_file)
@@ -125,6 +127,7 @@ def tls_socket(server):
     )
 
 
+@pytest.mark.served
 def test_a_body_over_the_cap_gets_413_before_it_is_sent(server):
     # Announce a body far larger than the cap (past what is drained) and send almost none of it:
     # the answer must come at once, from the Content-Length alone, without waiting for the body.
@@ -142,6 +145,7 @@ def test_a_body_over_the_cap_gets_413_before_it_is_sent(server):
     assert_still_serving(server)
 
 
+@pytest.mark.served
 def test_a_chunked_body_over_the_cap_gets_413(server):
     def chunks():
         for _ in range(CAP // 1024 + 8):
@@ -158,12 +162,14 @@ def test_a_chunked_body_over_the_cap_gets_413(server):
     assert_still_serving(server)
 
 
+@pytest.mark.served
 def test_wrong_method_gets_a_json_405(server):
     response = server.get("/mutate")
     assert response.status_code == 405
     assert response.json()["code"] == 405
 
 
+@pytest.mark.served
 def test_a_raising_plugin_in_ignore_mode_admits_unpatched_with_a_warning(server):
     pod = job_pod("sync", annotations={"example.com/explode": "true"})
     answer = server.post("/mutate", review(pod)).json()["response"]
@@ -176,6 +182,7 @@ def test_a_raising_plugin_in_ignore_mode_admits_unpatched_with_a_warning(server)
     assert "jobs/source-pg-sync-1-0-abcde" in server.log()
 
 
+@pytest.mark.served
 @pytest.mark.parametrize(
     "how, raised",
     [
@@ -199,6 +206,7 @@ def test_a_plugin_raising_any_base_exception_fails_only_its_review(server, how, 
     assert_still_serving(server)
 
 
+@pytest.mark.served
 def test_a_raising_plugin_in_fail_mode_denies(tmp_path, example_plugins):
     with serve(tmp_path, config="failure_mode: fail\n", env={"PYTHONPATH": example_plugins}) as failing:
         pod = job_pod("sync", annotations={"example.com/explode": "true"})
@@ -209,12 +217,14 @@ def test_a_raising_plugin_in_fail_mode_denies(tmp_path, example_plugins):
         assert failing.post("/mutate", review(job_pod("sync"))).json()["response"]["allowed"] is True
 
 
+@pytest.mark.served
 def test_readyz_lists_the_plugins(server):
     body = server.get("/readyz").json()
     assert body["status"] == "ok"
     assert {"profiles", "init_container", "team_labels"} <= set(body["plugins"])
 
 
+@pytest.mark.served
 def test_the_config_file_is_reloaded_and_a_bad_version_is_refused(tmp_path):
     with serve(tmp_path, config="job_types:\n  sync:\n    labels: {tier: bronze}\n") as served:
         config_path = tmp_path / "podmutate.yaml"
@@ -233,6 +243,7 @@ def test_the_config_file_is_reloaded_and_a_bad_version_is_refused(tmp_path):
         assert decode_patch(served.post("/mutate", review(job_pod("sync"))).json())
 
 
+@pytest.mark.served
 def test_a_hung_plugin_cannot_hold_a_review_and_stuck_workers_are_replaced(tmp_path, example_plugins):
     config = {"review_timeout_seconds": 0.5}
     with serve(tmp_path, config=config, env={"PYTHONPATH": example_plugins}, workers=2) as served:
@@ -255,6 +266,7 @@ def test_a_hung_plugin_cannot_hold_a_review_and_stuck_workers_are_replaced(tmp_p
         assert ("podmutate_plugin_failures_total", (("plugin", "hang"),)) not in samples
 
 
+@pytest.mark.served
 def test_slow_and_idle_clients_cannot_stall_the_server(server):
     from bench.slow_clients import slow_connections
 
@@ -272,6 +284,7 @@ def test_slow_and_idle_clients_cannot_stall_the_server(server):
     assert_still_serving(server)
 
 
+@pytest.mark.served
 def test_a_4_mib_body_gets_a_413_that_curl_and_http_client_can_read(server):
     """Before, such clients often got a broken pipe or SSLEOFError instead of the answer."""
     import http.client

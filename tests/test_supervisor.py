@@ -16,6 +16,8 @@ import requests
 from tests.helpers import PODMUTATE, apply_answer, job_pod, review, serve, wait_for, worker_pids
 from webhook.server import WATCHDOG_SECONDS
 
+pytestmark = pytest.mark.served  # real servers, processes or sockets on this machine
+
 
 def mutated(served, **kwargs):
     answer = served.post("/mutate", review(job_pod("sync")), headers={"Connection": "close"}, **kwargs).json()
