@@ -2,6 +2,7 @@
 tests exercise each of them (datasette's `test_plugin_hooks_are_documented`, extended to helpers)."""
 
 import inspect
+import json
 import pathlib
 import re
 
@@ -63,3 +64,149 @@ def test_helper_is_called_by_a_test(module, name):
 def test_nothing_documented_is_gone():
     documented = set(re.findall(r"#### `(\w+)\.(\w+)\(", DOCS))
     assert documented == set(HELPERS)
+
+
+# -- the operator's tables and the dashboard, against the code -------------------------------
+
+OPERATE = (ROOT / "docs" / "operate.md").read_text()
+MONITORING = ROOT / "manifests" / "overlays" / "monitoring"
+
+
+def metrics_table():
+    """{metric name: (its row's type cell, its labels cell)} of docs/operate.md's metrics table."""
+    rows = {}
+    table = OPERATE.split("| Metric | Type | Labels |", 1)[1].split("\n\n", 1)[0]
+    for line in table.strip().splitlines()[1:]:
+        names, kind, labels = (cell.strip() for cell in line.strip("|").split("|"))
+        for name in re.findall(r"`(\w+)`", names):
+            rows[name] = (kind, labels)
+    return rows
+
+
+def test_the_metrics_table_is_every_metric_the_code_exports():
+    from webhook.metrics import exported
+
+    table, code = metrics_table(), exported()
+    assert set(table) == set(code)
+    for name, (kind, labels) in code.items():
+        assert table[name][0].startswith(kind), name
+        assert all(f"`{label}`" in table[name][1] for label in labels), name
+
+
+def queries():
+    """Every PromQL expression of the dashboard and of the alerts."""
+    import yaml
+
+    dashboard = json.loads((MONITORING / "podmutate-dashboard.json").read_text())
+    found = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    rules = yaml.safe_load((MONITORING / "prometheusrule.yaml").read_text())
+    found += [rule["expr"] for group in rules["spec"]["groups"] for rule in group["rules"]]
+    return found
+
+
+def test_the_dashboard_and_the_alerts_ask_only_for_metrics_the_code_exports():
+    from webhook.metrics import exported
+
+    families = exported()
+    asked = set()
+    for expression in queries():
+        for name in re.findall(r"\b(podmutate_\w+)", expression):
+            family = re.sub(r"_(bucket|sum|count)$", "", name)
+            assert family in families, f"{name} in {expression!r} is not exported"
+            if name != family:
+                assert families[family][0] == "histogram", expression
+            asked.add(family)
+    assert {"podmutate_admission_reviews_total", "podmutate_certificate_expiry_seconds"} <= asked
+    assert len(asked) >= len(families) - 1  # the dashboard shows (nearly) everything there is
+
+
+def test_the_dashboard_is_a_grafana_dashboard_the_sidecar_picks_up():
+    import yaml
+
+    dashboard = json.loads((MONITORING / "podmutate-dashboard.json").read_text())
+    assert dashboard["uid"] == "podmutate" and dashboard["panels"]
+    assert all(panel["datasource"]["uid"] == "${datasource}" for panel in dashboard["panels"])
+    kustomization = yaml.safe_load((MONITORING / "kustomization.yaml").read_text())
+    (generator,) = kustomization["configMapGenerator"]
+    assert generator["options"]["labels"] == {"grafana_dashboard": "1"}
+    chart_copy = ROOT / "manifests" / "helm" / "podmutate" / "dashboards" / "podmutate.json"
+    assert chart_copy.resolve() == (MONITORING / "podmutate-dashboard.json").resolve()  # one file, linked
+
+
+# -- the settings: every key and every Airbyte variable, against the code ---------------------
+
+CONFIGURE = (ROOT / "docs" / "configure.md").read_text()
+
+
+def documented_configuration():
+    import yaml
+
+    return yaml.safe_load(re.search(r"```yaml\n(.*?)```", CONFIGURE, re.DOTALL)[1])
+
+
+def test_the_documented_configuration_is_every_setting_and_loads(tmp_path):
+    from plugins.profiles import SETTINGS
+    from webhook.config import HOST_DEFAULTS
+    from webhook.engine import load_engine
+
+    documented = documented_configuration()
+    engine = load_engine(environ={})
+    defaults = [HOST_DEFAULTS, *engine.plugins.hook.config_defaults()]
+    for section in (section for defaults_of in defaults for section in defaults_of.items()):
+        name, value = section
+        assert name in documented, name
+        if isinstance(value, dict) and name != "job_types":
+            assert set(value) <= set(documented[name]), name
+    shown = {setting for profile in documented["job_types"].values() for setting in profile}
+    assert set(SETTINGS) <= shown  # every profile setting, under some job type
+    path = tmp_path / "podmutate.yaml"
+    path.write_text(re.search(r"```yaml\n(.*?)```", CONFIGURE, re.DOTALL)[1])
+    assert load_engine(str(path), environ={}).config.section("job_types")["sync"]["node_selector"] == {"pool": "sync"}
+
+
+class Recording(dict):
+    """An environment that remembers every variable asked for."""
+
+    def __init__(self):
+        super().__init__()
+        self.asked = set()
+
+    def get(self, key, default=None):
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key):
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+
+def documented_variables():
+    """Every variable name the Airbyte table of docs/configure.md names, its shorthands expanded."""
+    table = CONFIGURE.split("| Variable | Format | Sets |", 1)[1].split("\n\n", 1)[0]
+    names = set()
+    for line in table.strip().splitlines()[1:]:
+        cell = line.strip("|").split("|")[0]
+        tokens = re.findall(r"`([A-Z_{},<>]+)`", cell)
+        base = tokens[-1].split("_", 1)[1] if tokens and tokens[-1] else ""
+        for token in tokens:
+            token = token + base if token.endswith("_") else token
+            expanded = [token]
+            while any("{" in name for name in expanded):
+                expanded = [
+                    name[: name.index("{")] + choice + name[name.index("}") + 1 :]
+                    for name in expanded
+                    for choice in name[name.index("{") + 1 : name.index("}")].split(",")
+                ]
+            names.update(expanded)
+    return names
+
+
+def test_every_airbyte_variable_the_plugins_read_is_documented():
+    from webhook.engine import load_engine
+
+    environ = Recording()
+    load_engine(environ={}).plugins.hook.config_from_environ(environ=environ)
+    documented = documented_variables()
+    missing = sorted(name for name in environ.asked if name not in documented and not name.startswith("PODMUTATE_"))
+    assert not missing
+    assert "JOB_DEFAULT_ENV_<NAME>" in documented and len(environ.asked) > 30
