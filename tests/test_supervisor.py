@@ -45,6 +45,28 @@ def test_a_worker_frozen_by_a_plugin_holding_the_gil_is_killed_and_replaced(tmp_
         assert "initContainers" in mutated(served)["spec"]
 
 
+def test_a_lone_worker_that_retires_has_its_successor_serving_while_it_drains(tmp_path, example_plugins):
+    """Before, a retiring worker's successor started only once it had ended: with one worker and a
+    client holding a request unfinished, nobody accepted for up to the graceful timeout (30 s),
+    and fresh reviews timed out in their TLS handshake."""
+    with serve(tmp_path, env={"PYTHONPATH": example_plugins}, workers=1) as served:
+        (first,) = worker_pids(served.process.pid)
+        context = ssl.create_default_context(cafile=served.ca_file)
+        with context.wrap_socket(
+            socket.create_connection(("127.0.0.1", served.port)), server_hostname="127.0.0.1"
+        ) as held:
+            held.sendall(b"POST /mutate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5000\r\n\r\n{")  # stops short
+            leaking = review(job_pod("sync", annotations={"example.com/misbehave": "leak"}))  # keeps 4 MiB a review
+            for _ in range(40):
+                if "over the ceiling of" in served.log():
+                    break
+                served.post("/mutate", leaking, headers={"Connection": "close"}, timeout=10)
+            assert wait_for(lambda: "retires; starting its successor now" in served.log(), timeout=30)
+            assert "initContainers" in mutated(served, timeout=10)["spec"]  # answered by the successor
+            assert first in worker_pids(served.process.pid)  # the first one still drains, held by the short body
+        assert wait_for(lambda: first not in worker_pids(served.process.pid), timeout=60)
+
+
 def test_a_stopped_worker_is_replaced_and_a_stopped_supervisor_fails_liveness(tmp_path):
     with serve(tmp_path, workers=2) as served:
         before = worker_pids(served.process.pid)

@@ -306,7 +306,8 @@ async def tick(front: BufferedBody) -> None:
     await _listening.wait()
     front.ceiling = MemoryCeiling(resident_bytes())
     while _worker is not None:
-        _worker.pulse.beat(_worker.slot)
+        if not front.draining:  # a retiring worker's slot is its successor's to beat
+            _worker.pulse.beat(_worker.slot)
         if _worker.shutdown.is_set():
             return await stop_between_requests(front, _worker.graceful_timeout, "the supervisor stops")
         front.keep_within_ceiling()
@@ -426,6 +427,9 @@ def retire(front: BufferedBody, reason: str = "threads stuck in plugins") -> Non
         log.error("%s, and this worker cannot be retired: restart podmutate", reason)
         return
     log.error("%s: worker %d stops and a fresh one takes its place", reason, os.getpid())
+    # The supervisor starts the fresh one now, not once this one has ended: with one worker, its
+    # draining (up to graceful_timeout) would otherwise leave nobody accepting.
+    _worker.pulse.retire(_worker.slot)
     asyncio.run_coroutine_threadsafe(stop_between_requests(front, _worker.graceful_timeout, reason), front.loop)
 
 
@@ -627,7 +631,12 @@ class WebhookServer:
         sockets = self.sockets
         shutdown = context.Event()
         stopping: list[bool] = []
-        pulse = Pulse(context.Array("d", self.config.workers + 1, lock=False), self.config.workers)
+        pulse = Pulse(
+            context.Array("d", self.config.workers + 1, lock=False),
+            self.config.workers,
+            context.Array("b", self.config.workers, lock=False),
+        )
+        retiring: list[tuple[multiprocessing.process.BaseProcess, float]] = []  # (worker, when it must be gone)
         slots = [Slot(index) for index in range(self.config.workers)]
         if self.on_ready is not None:
             self.on_ready()  # in the master: the workers are spawned, not forked, and do not inherit it
@@ -641,6 +650,7 @@ class WebhookServer:
                     "sockets": sockets,
                     "shutdown_event": shutdown,
                     "beats": pulse.beats,
+                    "retiring": pulse.retiring,
                     "slot": slot.index,
                 },
             )
@@ -659,23 +669,46 @@ class WebhookServer:
             signal.signal(getattr(signal, name), stop)
         while not stopping:
             pulse.beat(self.config.workers)  # the supervisor's own: /healthz tells when it stops
-            wait([slot.process.sentinel for slot in slots if slot.process], timeout=HEARTBEAT_SECONDS)
+            sentinels = [slot.process.sentinel for slot in slots if slot.process]
+            wait([*sentinels, *(process.sentinel for process, _ in retiring)], timeout=HEARTBEAT_SECONDS)
             for slot in slots:
                 if not stopping:
+                    self._succeed(slot, slots, pulse, start, retiring)
                     self._look_after(slot, pulse, start)
+            retiring[:] = [(process, deadline) for process, deadline in retiring if not gone(process, deadline)]
         # No new connection from here: the workers close their copies of the socket too as they
         # see the shutdown, and a client connecting meanwhile is refused rather than left waiting.
         for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
             sock.close()
-        for slot in slots:
-            if slot.process is not None:
-                slot.process.join(self.config.graceful_timeout + 5)
-                if slot.process.is_alive():
-                    slot.process.kill()
+        for process in [*(slot.process for slot in slots if slot.process is not None), *(p for p, _ in retiring)]:
+            process.join(self.config.graceful_timeout + 5)
+            if process.is_alive():
+                process.kill()
         for directory in (self.config.last_good_dir, self.metrics_dir):
             if directory:
                 shutil.rmtree(directory, ignore_errors=True)
         return 0
+
+    def _succeed(
+        self,
+        slot: Slot,
+        slots: list[Slot],
+        pulse: Pulse,
+        start: Callable[[Slot], None],
+        retiring: list[tuple[multiprocessing.process.BaseProcess, float]],
+    ) -> None:
+        """Start the successor of a worker that began to retire while it drains, when no other
+        worker would accept meanwhile (one worker); it is given graceful_timeout (and 5 s) to
+        end, then killed. With others accepting, the successor starts once it has ended, as any
+        worker's: a third worker beside two at their ceilings would not fit the memory limit."""
+        if slot.process is None or not pulse.successor_due(slot.index):
+            return
+        if any(other is not slot and other.process is not None for other in slots):
+            return
+        retiring.append((slot.process, time.monotonic() + self.config.graceful_timeout + 5))
+        log.info("worker %d retires; starting its successor now", slot.process.pid)
+        slot.process = None
+        start(slot)
 
     def _look_after(self, slot: Slot, pulse: Pulse, start: Callable[[Slot], None]) -> None:
         """Kill the slot's worker when it froze, note it when it exited, start one when it is due."""
@@ -700,6 +733,18 @@ class WebhookServer:
             slot.process, slot.due = None, now + delay
         if slot.process is None and now >= slot.due:
             start(slot)
+
+
+def gone(process: multiprocessing.process.BaseProcess, deadline: float) -> bool:
+    """Whether a retiring worker has ended (killed when past its deadline), its metrics folded in."""
+    if process.exitcode is None and time.monotonic() < deadline:
+        return False
+    if process.exitcode is None:
+        log.error("worker %d did not end within its graceful timeout: killing it", process.pid)
+        process.kill()
+        process.join(5)
+    metrics.worker_exited(process.pid or 0)
+    return True
 
 
 @dataclass
@@ -729,9 +774,20 @@ class Pulse:
     """Heartbeats in shared memory: one slot per worker, ticked by its event loop, and one for the
     supervisor. A value ahead of the clock is a grace period (a starting worker)."""
 
-    def __init__(self, beats: Any, supervisor: int) -> None:
+    def __init__(self, beats: Any, supervisor: int, retiring: Any) -> None:
         self.beats = beats
         self.supervisor = supervisor
+        self.retiring = retiring  # one flag a slot: its worker is retiring, start its successor
+
+    def retire(self, slot: int) -> None:
+        self.retiring[slot] = 1
+
+    def successor_due(self, slot: int) -> bool:
+        """Whether the slot's worker has begun to retire (once: the flag is cleared)."""
+        if not self.retiring[slot]:
+            return False
+        self.retiring[slot] = 0
+        return True
 
     def beat(self, slot: int) -> None:
         self.beats[slot] = time.monotonic()  # CLOCK_MONOTONIC: one clock for every process of the host
@@ -770,12 +826,12 @@ class WorkerState:
 _worker: WorkerState | None = None  # set in each worker process
 
 
-def run_worker(config: ServeConfig, sockets: Any, shutdown_event: Any, beats: Any, slot: int) -> None:
+def run_worker(config: ServeConfig, sockets: Any, shutdown_event: Any, beats: Any, retiring: Any, slot: int) -> None:
     """A worker process: hypercorn's uvloop worker, with its heartbeat, ended with the supervisor."""
     global _worker
     from hypercorn.asyncio.run import uvloop_worker
 
-    _worker = WorkerState(Pulse(beats, len(beats) - 1), slot, shutdown_event, config.graceful_timeout)
+    _worker = WorkerState(Pulse(beats, len(beats) - 1, retiring), slot, shutdown_event, config.graceful_timeout)
     end_with_parent()
     bound_connections()
     # The supervisor's shutdown is the heartbeat's to carry out (stop_between_requests): hypercorn's
