@@ -12,12 +12,12 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from certs import CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE, SERVING_DAYS, SERVING_RENEW_DAYS, serving_names
 from certs.inject import publisher
 from certs.rotation import Keeper
 from certs.secret import SecretStore
-from webhook.ops.kubeapi import api_client, call
 
 log = logging.getLogger(__name__)
 
@@ -67,29 +67,30 @@ def prepare(
     namespace: str | None = None,
     webhook_config: str | None = None,
     cert_secret: str | None = None,
-    kubeconfig: str | None = None,
+    client: Any = None,
     rotate_every: float = 3600.0,
     validity: float = SERVING_DAYS * 86400.0,
     renew_before: float = SERVING_RENEW_DAYS * 86400.0,
 ) -> Serving:
-    """Make `cert_dir` ready to serve, by the policy above; raise ApiError (one line) when the cluster refuses.
+    """Make `cert_dir` ready to serve, by the policy above; the Kubernetes client's errors pass through.
 
     `service` and `namespace` name what the certificate must cover; `webhook_config` the
     MutatingWebhookConfiguration whose caBundle to keep in step; `cert_secret` the Secret
-    where replicas share the certificates podmutate manages. Seconds: `rotate_every` between
-    checks, `validity` of an issued certificate, `renew_before` its expiry.
+    where replicas share the certificates podmutate manages; `client`, a kubernetes ApiClient,
+    is needed for either (the caller builds it: certs/ knows no credentials). Seconds:
+    `rotate_every` between checks, `validity` of an issued certificate, `renew_before` its expiry.
     """
     cert_dir = cert_dir or default_cert_dir()
     namespace = namespace or "default"
-    needs_cluster = webhook_config or cert_secret
-    client = call(lambda: api_client(kubeconfig)) if needs_cluster else None
+    if (webhook_config or cert_secret) and client is None:
+        raise ValueError("a Kubernetes client is needed to keep a caBundle or share a Secret")
     publish = publisher(client, webhook_config) if webhook_config else None
     if not is_managed(cert_dir):
         serving = Serving(cert_dir, managed=False)
         if publish is not None and os.path.exists(serving.ca_file):
             with open(serving.ca_file, "rb") as stream:
                 bundle = stream.read()
-            call(lambda: publish(bundle), subject=webhook_config)
+            publish(bundle)
         return serving
     store = SecretStore(client, namespace, cert_secret) if cert_secret else None
     keeper = Keeper(
@@ -101,7 +102,7 @@ def prepare(
         serving_days=validity / 86400,
         renew_before=datetime.timedelta(seconds=min(renew_before, validity / 2)),
     )
-    call(keeper.run_once)
+    keeper.run_once()
     serving = Serving(cert_dir, managed=True, on_ready=keeper.start)
     log.info(
         "certificates in %s are managed by podmutate; clients verify the server with %s", cert_dir, serving.ca_file

@@ -284,7 +284,7 @@ def write_pair(directory, serving):
 
 @pytest.mark.parametrize("badness", ["expired", "not yet valid", "from another CA", "unreadable"])
 def test_a_pair_unfit_to_serve_is_refused_and_the_last_good_one_serves_new_workers_too(tmp_path, badness):
-    from certs.reload import ReloadingContext
+    from webhook.tls import ReloadingContext
 
     ca = CA.create()
     (tmp_path / CA_FILE).write_bytes(ca.cert_pem())

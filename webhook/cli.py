@@ -203,13 +203,15 @@ def serve(
     the certificates: creates, renews before expiry and rolls the CA over. Otherwise (a mounted
     cert-manager Secret, say) it only follows the files as they change.
     """
-    from certs.reload import REFUSED
     from certs.serving import prepare
     from webhook.ops.access import delegated_access
+    from webhook.ops.kubeapi import api_client
     from webhook.server import WebhookServer
+    from webhook.tls import REFUSED
 
     engine = load_or_exit(config_path)
     access = cluster(lambda: delegated_access(kubeconfig).verdict) if metrics_secure and metrics_port else None
+    client = cluster(lambda: api_client(kubeconfig)) if webhook_config or cert_secret else None
     serving = cluster(
         lambda: prepare(
             cert_dir,
@@ -217,7 +219,7 @@ def serve(
             namespace=namespace,
             webhook_config=webhook_config,
             cert_secret=cert_secret,
-            kubeconfig=kubeconfig,
+            client=client,
             rotate_every=rotate_every,
             validity=cert_validity,
             renew_before=cert_renew_before,

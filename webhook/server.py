@@ -6,7 +6,7 @@ the event loop, with timeouts, so a slow or idle client holds a coroutine, never
 threads that answer the API server. A request reaches the app only once its whole body has
 arrived (at most `max_body_bytes`; a larger one gets 413 and is drained, bounded, so the
 client reads the answer), within the worker's body budget. Certificates are followed on disk:
-each TLS handshake takes the pair in force (certs.reload). A worker ticks a heartbeat the
+each TLS handshake takes the pair in force (webhook.tls). A worker ticks a heartbeat the
 supervisor watches (a frozen worker is killed and replaced), and is retired gracefully past
 its memory ceiling (docs/serving.md: Limits).
 """
@@ -40,12 +40,12 @@ import uvloop
 from a2wsgi.wsgi import build_environ
 from hypercorn.config import Config as HypercornConfig
 
-from certs.reload import ReloadingContext, server_context
 from webhook import logs, metrics
 from webhook.budget import DEFAULT_BUDGET, give_memory_back
 from webhook.deadline import DeadlineRunner, Overrun
 from webhook.engine import Engine, keep_last_good
 from webhook.errors import problem_payload, too_large
+from webhook.tls import ReloadingContext, server_context
 
 log = logging.getLogger(__name__)
 
@@ -572,7 +572,7 @@ class WebhookServer:
         self.config.accesslog = None
         self.config.loglevel = log_level
         # Made by the master before the workers start: a worker started while the files on disk
-        # are bad still serves the last good pair (see certs.reload).
+        # are bad still serves the last good pair (see webhook.tls).
         self.config.last_good_dir = tempfile.mkdtemp(prefix="podmutate-last-good-")
         ReloadingContext(cert_file, key_file, last_good_dir=self.config.last_good_dir)  # fail fast on a bad pair
         # The same for the configuration: the file `serve` started from, and each version a worker takes.
