@@ -243,9 +243,7 @@ def stages(report, engine, pod, seconds):
         figures[f"plugin {name}"] = plugin_us(mutate_alone, original, mutation.job_type, engine.config, request)
     total = best_of([lambda: orjson.dumps(admission.review(orjson.loads(body), engine))], seconds)[0]
     rest = total - sum(figures.values())
-    figures[
-        "the rest: hook calls and their timing, the mutated-by annotation, and the caches a stage finds cold in the flow"
-    ] = rest
+    figures["the rest: hook calls and their timing, the mutated-by annotation, caches a stage finds cold"] = rest
     rows = [[name, f"{us:.1f}", f"{us / total:.0%}"] for name, us in figures.items()]
     report.text(
         f"\nWhere a 5-container sync review's time goes ({total:.0f} µs in all, from bytes to bytes), "
@@ -1041,7 +1039,8 @@ WHY_MISSED = {
     "in_process": "no one stage is most of a review (the stage table in the first section): the copy, the "
     "plugins, the validity guard and the diff each take a tenth to a fifth, all in pure Python. Cut in this "
     "round: the diff walks only into members that are not the very object the copy shares, the guard counts "
-    "names only when a set says some repeat, quantities are parsed once each (in instructions, 11.9× the floor before and 10.6× after: the instructions section below). Not "
+    "names only when a set says some repeat, quantities are parsed once each (in instructions, 11.9× the floor before and 10.6× after: "
+    "the instructions section below). Not "
     "taken: an orjson round trip as the copy (a third of the walk's time) duplicates every string, and "
     "orjson reserves some 10 bytes a byte of string while it writes, past the memory budget's 8 a byte of "
     "body; calling the plugins' functions past pluggy would save its dispatch (a few %) and lose its tracing "
