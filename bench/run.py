@@ -1039,9 +1039,9 @@ WHY_MISSED = {
     "in_process": "no one stage is most of a review (the stage table in the first section): the copy, the "
     "plugins, the validity guard and the diff each take a tenth to a fifth, all in pure Python. Cut in this "
     "round: the diff walks only into members that are not the very object the copy shares, the guard counts "
-    "names only when a set says some repeat, quantities are parsed once each (in instructions, 11.9× the floor before and 10.6× after: "
-    "the instructions section below). Not "
-    "taken: an orjson round trip as the copy (a third of the walk's time) duplicates every string, and "
+    "names only when a set says some repeat, quantities are parsed once each (in instructions, 11.9× the "
+    "floor before and 10.6× after: the instructions section below). Not taken: an orjson round trip as "
+    "the copy (a third of the walk's time) duplicates every string, and "
     "orjson reserves some 10 bytes a byte of string while it writes, past the memory budget's 8 a byte of "
     "body; calling the plugins' functions past pluggy would save its dispatch (a few %) and lose its tracing "
     "and wrappers.",
