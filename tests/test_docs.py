@@ -1,5 +1,8 @@
-"""docs/plugins.md documents every hook and every public helper with its exact signature, and the
-tests exercise each of them (datasette's `test_plugin_hooks_are_documented`, extended to helpers)."""
+"""The manual against the code: docs/plugins.md documents every hook and every public helper with
+its exact signature, and the tests exercise each of them (datasette's
+`test_plugin_hooks_are_documented`, extended to helpers); docs/operate.md's metrics table is every
+metric the code exports, and the dashboard and the alerts ask for no other; docs/configure.md
+shows every setting and names every Airbyte variable the plugins read."""
 
 import inspect
 import json
