@@ -40,7 +40,9 @@ def parse_config(config):
     }
 
 
-@hookimpl
+# Last: its init container goes after `init` (Airbyte's launcher reads the first init container's
+# status as the upload's), and it sees every volume and mount the other plugins added.
+@hookimpl(trylast=True)
 def mutate_pod(pod, config, request):
     wanted = annotation(pod, ANNOTATION)
     if not wanted or init_container(pod, CONTAINER_NAME):
