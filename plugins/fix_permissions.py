@@ -40,9 +40,7 @@ def parse_config(config):
     }
 
 
-# Last: its init container goes after `init` (Airbyte's launcher reads the first init container's
-# status as the upload's), and it sees every volume and mount the other plugins added.
-@hookimpl(trylast=True)
+@hookimpl
 def mutate_pod(pod, config, request):
     wanted = annotation(pod, ANNOTATION)
     if not wanted or init_container(pod, CONTAINER_NAME):

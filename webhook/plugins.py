@@ -17,10 +17,8 @@ from webhook.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-# Built-in plugins, registered exactly like third-party ones. pluggy calls the last registered
-# first, within its markers: what must come last says so (fix_permissions is trylast), and the
-# rest only orders the items two plugins add to one list (tmp_volume's /tmp before the init
-# container's volumes).
+# Built-in plugins, registered exactly like third-party ones. Order matters only where two
+# plugins touch the same list: pluggy calls the last registered first.
 BUILTIN_PLUGINS = (
     "plugins.classify",
     "plugins.connection_labels",
