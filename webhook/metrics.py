@@ -221,9 +221,24 @@ def serve_metrics(
     registry.register(CertificateExpiry(cert_file))
     loop = asyncio.new_event_loop()
     endpoint = MetricsEndpoint(registry, access, tls)
-    server = loop.run_until_complete(asyncio.start_server(endpoint.handle, host, port))
+
+    def connection() -> asyncio.StreamReaderProtocol:
+        protocol = PausedUntilTls if tls else asyncio.StreamReaderProtocol
+        return protocol(asyncio.StreamReader(loop=loop), endpoint.handle, loop=loop)
+
+    server = loop.run_until_complete(loop.create_server(connection, host, port))
     threading.Thread(target=loop.run_forever, name="podmutate-metrics", daemon=True).start()
     del server  # the loop holds it
+
+
+class PausedUntilTls(asyncio.StreamReaderProtocol):
+    """A connection that reads nothing until start_tls takes it over: else a ClientHello that
+    arrives first lands in the plain stream, the TLS layer never sees it, and the client waits
+    out METRICS_REQUEST_SECONDS (start_tls resumes reading itself)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.pause_reading()  # type: ignore[attr-defined]
+        super().connection_made(transport)
 
 
 class MetricsEndpoint:
