@@ -1,8 +1,10 @@
 """The launcher's parts that need no API server: pod names, manifests, the upload protocol."""
 
 import io
+import json
 import re
 import tarfile
+from types import SimpleNamespace
 
 import pytest
 
@@ -112,22 +114,35 @@ def test_manifest_carries_every_label_and_a_fresh_process_id():
     ]
 
 
+def exit_status(code):
+    """The status channel of an exec whose command exited with `code`, as the kubelet writes it."""
+    return json.dumps(
+        {
+            "status": "Failure",
+            "message": f"command terminated with non-zero exit code: error executing command, exit status {code}",
+            "reason": "NonZeroExitCode",
+            "details": {"causes": [{"reason": "ExitCode", "message": str(code)}]},
+        }
+    )
+
+
 class FakeExec:
     """Stands in for an exec session into the init container: there is no kubelet here to run one.
 
     It untars what is written to its stdin, as `tar -x` would, and records each archive.
     """
 
-    def __init__(self, archives, fail_first=0):
+    def __init__(self, archives, fail_first=0, status=None):
         self.archives = archives
         self.fail_first = fail_first
+        self.failure = status or exit_status(2)
         self.stdin = b""
         self.stdin_closed = False
         self.returncode = None
 
     def __call__(self, core, namespace, name, container, command):
         assert (container, command) == ("init", ["tar", "-xmf", "-", "-C", "/config"])
-        return type(self)(self.archives, self.fail_first)
+        return type(self)(self.archives, self.fail_first, self.failure)
 
     def write_stdin(self, data):
         assert isinstance(data, bytes) and not self.stdin_closed
@@ -150,6 +165,10 @@ class FakeExec:
 
     def read_stderr(self, timeout=0):
         return b"tar: short read" if self.returncode else b""
+
+    def read_channel(self, channel):
+        assert channel == 3  # the status channel
+        return self.failure if self.returncode else json.dumps({"metadata": {}, "status": "Success"})
 
     def close(self):
         pass
@@ -174,3 +193,39 @@ def test_upload_retries_a_failed_copy_and_gives_up_naming_the_files(monkeypatch)
     assert [sorted(archive) for archive in archives] == [["a.json"], ["a.json"], ["FINISHED_UPLOADING"]]
     with pytest.raises(UploadError, match=r"copying \['a.json'\] failed 3 times: tar exited with 2: tar: short read"):
         upload(None, "jobs", "pod", {"a.json": "{}"}, exec_session=FakeExec([], fail_first=5))
+
+
+class InitEnded:
+    """Stands in for the API server's answer about a pod whose init container ended with `code`."""
+
+    def __init__(self, code):
+        self.code = code
+
+    def read_namespaced_pod(self, name, namespace):
+        state = SimpleNamespace(terminated=SimpleNamespace(exit_code=self.code), running=None)
+        return SimpleNamespace(
+            status=SimpleNamespace(init_container_statuses=[SimpleNamespace(name="init", state=state)])
+        )
+
+
+def test_a_success_file_whose_tar_dies_with_the_init_container_it_ended_is_a_finished_upload():
+    """The init container sees the success file and ends; tar, still closing, is killed with it (137)."""
+    archives = []
+    upload(InitEnded(0), "jobs", "pod", {}, exec_session=FakeExec(archives, fail_first=1, status=exit_status(137)))
+    assert archives == [{"FINISHED_UPLOADING": b""}]  # not sent again
+
+
+def test_a_failed_success_file_is_sent_again_while_the_init_container_has_not_ended_well(monkeypatch):
+    monkeypatch.setattr("webhook.ops.launcher.time.sleep", lambda seconds: None)
+    archives = []
+    upload(InitEnded(1), "jobs", "pod", {}, exec_session=FakeExec(archives, fail_first=1, status=exit_status(137)))
+    assert archives == [{"FINISHED_UPLOADING": b""}] * 2
+
+
+def test_an_exec_that_never_ran_is_a_failed_copy_naming_why(monkeypatch):
+    monkeypatch.setattr("webhook.ops.launcher.time.sleep", lambda seconds: None)
+    not_found = json.dumps(
+        {"status": "Failure", "message": 'unable to upgrade connection: container not found ("init")'}
+    )
+    with pytest.raises(UploadError, match=r"failed 3 times: unable to upgrade connection: container not found"):
+        upload(InitEnded(1), "jobs", "pod", {"a.json": "{}"}, exec_session=FakeExec([], fail_first=5, status=not_found))

@@ -23,7 +23,7 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream as kubernetes_stream
-from kubernetes.stream.ws_client import STDIN_CHANNEL
+from kubernetes.stream.ws_client import ERROR_CHANNEL, STDIN_CHANNEL
 from urllib3.exceptions import HTTPError
 
 from webhook.config import Config
@@ -395,6 +395,19 @@ def init_running(pod: Any) -> bool:
     return False
 
 
+def init_succeeded(core: kubernetes.client.CoreV1Api, namespace: str, name: str) -> bool:
+    """Whether the init container has ended with exit code 0 (it saw every file it waits for)."""
+    try:
+        pod = core.read_namespaced_pod(name, namespace)
+    except ApiException:
+        return False
+    for status in (pod.status.init_container_statuses or []) if pod.status else []:
+        if status.name == INIT_CONTAINER:
+            ended = status.state.terminated if status.state is not None else None
+            return ended is not None and ended.exit_code == 0
+    return False
+
+
 def wait_for_init(
     core: kubernetes.client.CoreV1Api, namespace: str, name: str, timeout: float = INIT_WAIT_TIMEOUT
 ) -> Any:
@@ -461,7 +474,7 @@ def open_exec(core: kubernetes.client.CoreV1Api, namespace: str, name: str, cont
 
 
 def extract(session: Any, archive: bytes, timeout: float = 60.0) -> None:
-    """Send `archive` to a `tar -x` session, close its stdin, wait for it to end; return its code."""
+    """Send `archive` to a `tar -x` session, close its stdin and wait for it to end well."""
     for start in range(0, len(archive), 64 * 1024):
         session.write_stdin(archive[start : start + 64 * 1024])
     session.close_channel(STDIN_CHANNEL)
@@ -471,10 +484,31 @@ def extract(session: Any, archive: bytes, timeout: float = 60.0) -> None:
         session.update(timeout=1)
         errors += session.read_stderr(timeout=0) or b""
     errors += session.read_stderr(timeout=0) or b""  # what came with the end of the session
-    code = session.returncode
+    if session.is_open():
+        session.close()
+        raise UploadError(f"tar did not end within {timeout:.0f} s")
+    status = exec_status(session.read_channel(ERROR_CHANNEL))
     session.close()
-    if code != 0:
-        raise UploadError(f"tar exited with {code}: {errors.decode(errors='replace').strip()}")
+    if status:
+        raise UploadError(f"{status}: {errors.decode(errors='replace').strip()}".rstrip(": "))
+
+
+def exec_status(channel: str) -> str:
+    """What went wrong with an exec, read from its status channel; "" when the command exited 0.
+
+    The channel holds a metav1.Status: an exit code in its causes, or only a message when the
+    exec never ran ("container not found").
+    """
+    try:
+        status = json.loads(channel) if channel else {}
+    except ValueError:
+        return f"unreadable exec status: {channel[:200]}"
+    if not isinstance(status, dict) or status.get("status") == "Success":
+        return ""
+    for cause in (status.get("details") or {}).get("causes") or []:
+        if isinstance(cause, dict) and cause.get("reason") == "ExitCode":
+            return f"tar exited with {cause.get('message')}"
+    return str(status.get("message") or status)[:200]
 
 
 def upload(
@@ -503,6 +537,10 @@ def upload(
                 )
                 break
             except (UploadError, ApiException, OSError) as error:
+                if batch is not files and init_succeeded(core, namespace, name):
+                    # The init container saw the success file and ended before tar did: tar was
+                    # killed with its container (137) or a retry found no container. Done.
+                    return
                 if attempt == attempts:
                     raise UploadError(
                         f"pod {name}: copying {sorted(batch)} failed {attempts} times: {error}"
