@@ -20,8 +20,8 @@ import requests
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from bench import hostile
-from tests.helpers import MemoryCgroup, abnormal_exits, manifest_memory_limit, serve
+from tools.harness import hostile
+from tools.harness.processes import MemoryCgroup, abnormal_exits, manifest_memory_limit, serve
 from webhook import budget
 from webhook.engine import load_engine
 from webhook.errors import ConfigError

@@ -21,7 +21,7 @@ import sys
 PROBE = """
 import sys
 import orjson
-from bench.pods import airbyte_pod, review
+from tools.harness.pods import airbyte_pod, review
 from webhook import admission, patch, validity, wire
 from webhook.engine import load_engine
 

@@ -18,7 +18,7 @@ SIZES = (0.05, 0.25, 1.0, 1.4)
 PROBE = """
 import gc, json, sys
 import orjson
-from bench import hostile
+from tools.harness import hostile
 from webhook import admission, wire
 from webhook.engine import load_engine
 engine = load_engine(environ={})
@@ -42,7 +42,7 @@ def measure(shape, size):
 
 
 def main():
-    from bench import hostile
+    from tools.harness import hostile
     from webhook import budget
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -33,11 +33,11 @@ import prometheus_client.parser
 import requests
 
 from bench import controller_runtime, kyverno
-from bench.pods import airbyte_pod, hostile_pod, review
 from bench.policy import binding, mutating_admission_policy
 from certs.rotation import ensure
-from tests.e2e.controlplane import TOKEN, ControlPlane, find_binaries
-from tests.helpers import cpu_seconds_of, free_port, serve, stop_process, worker_pids
+from tools.harness.controlplane import TOKEN, ControlPlane, find_binaries
+from tools.harness.pods import airbyte_pod, hostile_pod, review
+from tools.harness.processes import cpu_seconds_of, free_port, serve, stop_process, worker_pids
 from webhook import admission, patch, validity, wire
 from webhook.engine import load_engine
 
@@ -341,13 +341,13 @@ def hostile(report, quick):
 
 
 def fuzzing(report, quick):
-    from bench import fuzz
+    from tools.harness import fuzz
 
     counts = (3000, 300) if quick else (100_000, 10_000)
     results = fuzz.run(*counts)
     report.section(
         "Fuzzing: damaged AdmissionReviews",
-        "Real-shaped reviews with seeded random damage (`bench/fuzz.py`): values of another type "
+        "Real-shaped reviews with seeded random damage (`tools/harness/fuzz.py`): values of another type "
         "anywhere, members deleted or added, lists emptied. Every answer must be 200, 400 or 413, "
         "never 5xx; a 200 must echo the uid and carry a patch that applies.",
     )
@@ -542,7 +542,7 @@ def served(report, control_plane, workdir, seconds, levels, variants):
 
 def slow_clients(report, server, body, count):
     """Latency of fresh reviews, each on a new connection, alone and with 64 slow clients holding on."""
-    from bench.slow_clients import KINDS, slow_connections
+    from tools.harness.slow_clients import KINDS, slow_connections
 
     def latencies():
         times = []

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import orjson
 
-from bench.pods import airbyte_pod, review
 from bench.run import ROOT, tree_pids, wrk
-from tests.helpers import cpu_seconds_of, free_port, serve, wait_for
+from tools.harness.pods import airbyte_pod, review
+from tools.harness.processes import cpu_seconds_of, free_port, serve, wait_for
 
 GRANIAN = "granian (same app)"
 

@@ -22,11 +22,11 @@ from pathlib import Path
 import orjson
 import requests
 
-from bench.pods import airbyte_pod
 from bench.run import creations, percentile, register_webhook
 from certs import CA, CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE
-from tests.e2e.controlplane import TOKEN, ControlPlane, find_binaries
-from tests.helpers import MemoryCgroup, abnormal_exits, manifest_memory_limit, serve, worker_pids
+from tools.harness.controlplane import TOKEN, ControlPlane, find_binaries
+from tools.harness.pods import airbyte_pod
+from tools.harness.processes import MemoryCgroup, abnormal_exits, manifest_memory_limit, serve, worker_pids
 from webhook.files import write_atomically
 
 SAMPLE_SECONDS = 30

@@ -130,9 +130,47 @@ class ServingCert:
         return key_pem(self.key)
 
 
+def key_usage(*, key_cert_sign: bool = False, key_encipherment: bool = False) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=True,
+        key_encipherment=key_encipherment,
+        key_cert_sign=key_cert_sign,
+        crl_sign=key_cert_sign,
+        content_commitment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def signed(
+    subject: x509.Name,
+    public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey,
+    issuer: x509.Name,
+    signing_key: PrivateKey,
+    not_after: datetime.datetime,
+    extensions: list[tuple[x509.ExtensionType, bool]],
+) -> x509.Certificate:
+    """The one place a certificate is built: valid from a little before now (clock skew)."""
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now() - CLOCK_SKEW)
+        .not_valid_after(not_after)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+    )
+    for extension, critical in extensions:
+        builder = builder.add_extension(extension, critical=critical)
+    return builder.sign(signing_key, hashes.SHA256())
+
+
 @dataclass(frozen=True)
 class CA:
-    """A certificate authority that issues serving certificates."""
+    """A certificate authority that issues serving (and, for test clusters, client) certificates."""
 
     cert: x509.Certificate
     key: PrivateKey
@@ -146,83 +184,59 @@ class CA:
                 x509.NameAttribute(NameOID.COMMON_NAME, f"{common_name} {now():%Y-%m-%d %H:%M:%S}"),
             ]
         )
-        public_key = key.public_key()
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(subject)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now() - CLOCK_SKEW)
-            .not_valid_after(now() + datetime.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-            .sign(key, hashes.SHA256())
-        )
+        extensions: list[tuple[x509.ExtensionType, bool]] = [
+            (x509.BasicConstraints(ca=True, path_length=0), True),
+            (key_usage(key_cert_sign=True), True),
+        ]
+        cert = signed(subject, key.public_key(), subject, key, now() + datetime.timedelta(days=days), extensions)
         return cls(cert, key)
 
     @classmethod
     def load(cls, cert_data: bytes, key_data: bytes) -> CA:
         return cls(x509.load_pem_x509_certificate(cert_data), load_key(key_data))
 
+    def _issue(
+        self, subject: x509.Name, key: PrivateKey, days: float, extensions: list[tuple[x509.ExtensionType, bool]]
+    ) -> x509.Certificate:
+        ski = self.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        not_after = min(now() + datetime.timedelta(days=days), self.cert.not_valid_after_utc)
+        extensions = [
+            (x509.BasicConstraints(ca=False, path_length=None), True),
+            *extensions,
+            (x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), False),
+        ]
+        return signed(subject, key.public_key(), self.cert.subject, self.key, not_after, extensions)
+
     def issue(self, *names: str, key_type: str = "ecdsa", days: float = SERVING_DAYS) -> ServingCert:
         """Issue a serving certificate for DNS names and IP addresses (given as strings)."""
         if not names:
             raise ValueError("a serving certificate needs at least one DNS name or IP address")
         key = new_key(key_type)
-        public_key = key.public_key()
-        ski = self.cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(
-                x509.Name(
-                    [
-                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "podmutate"),
-                        x509.NameAttribute(NameOID.COMMON_NAME, names[0][:64]),
-                    ]
-                )
-            )
-            .issuer_name(self.cert.subject)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now() - CLOCK_SKEW)
-            .not_valid_after(min(now() + datetime.timedelta(days=days), self.cert.not_valid_after_utc))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    key_encipherment=key_type == "rsa",
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    content_commitment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .add_extension(x509.SubjectAlternativeName([general_name(name) for name in names]), critical=False)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
-            .sign(self.key, hashes.SHA256())
+        subject = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "podmutate"),
+                x509.NameAttribute(NameOID.COMMON_NAME, names[0][:64]),
+            ]
         )
-        return ServingCert(cert, key)
+        extensions: list[tuple[x509.ExtensionType, bool]] = [
+            (key_usage(key_encipherment=key_type == "rsa"), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False),
+            (x509.SubjectAlternativeName([general_name(name) for name in names]), False),
+        ]
+        return ServingCert(self._issue(subject, key, days, extensions), key)
+
+    def issue_client(self, user: str, group: str | None = None, *, days: float = 30) -> ServingCert:
+        """A client certificate for a Kubernetes API server's x509 authentication: the common name
+        is the user, the organization the group."""
+        key = new_key()
+        subject = [x509.NameAttribute(NameOID.COMMON_NAME, user)]
+        if group:
+            subject.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, group))
+        extensions: list[tuple[x509.ExtensionType, bool]] = [
+            (key_usage(), True),
+            (x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False),
+        ]
+        return ServingCert(self._issue(x509.Name(subject), key, days, extensions), key)
 
     def cert_pem(self) -> bytes:
         return cert_pem(self.cert)

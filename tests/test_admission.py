@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tests.helpers import apply_answer, decode_patch, job_pod, review
+from tests.helpers import apply_answer, decode_patch, job_pod
+from tools.harness.pods import review
 from webhook import admission
 from webhook.engine import load_engine
 from webhook.errors import ReviewError

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.e2e.controlplane import HOW_TO_GET, find_binaries
+from tools.harness.controlplane import HOW_TO_GET, find_binaries
 
 pytestmark = pytest.mark.e2e
 

@@ -15,8 +15,8 @@ from cryptography import x509
 
 from certs import CA, CA_FILE, CERT_FILE, KEY_FILE, certificate_report, read_serving, service_names
 from certs.rotation import ensure
-from tests.helpers import serve
 from tests.test_cli import podmutate
+from tools.harness.processes import serve
 from webhook.files import write_atomically
 
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import yaml
 from click.testing import CliRunner
 
-from tests.helpers import job_pod, review
+from tests.helpers import job_pod
+from tools.harness.pods import review
 from webhook.cli import main
 
 

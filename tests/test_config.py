@@ -7,9 +7,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench import hostile
 from plugins import profiles
-from tests.helpers import examples, job_pod, wait_for
+from tests.helpers import examples, job_pod
+from tools.harness import hostile
+from tools.harness.processes import wait_for
 from webhook import admission
 from webhook.engine import EngineWatcher, load_engine, load_engine_or_last_good
 from webhook.errors import ConfigError

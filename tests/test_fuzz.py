@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from bench import fuzz
+from tools.harness import fuzz
 
 
 @pytest.mark.served

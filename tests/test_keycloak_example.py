@@ -9,7 +9,8 @@ import subprocess
 import pytest
 import yaml
 
-from tests.helpers import HERE, PODMUTATE, example_plugin_path, job_pod
+from tests.helpers import HERE, example_plugin_path, job_pod
+from tools.harness.processes import PODMUTATE
 from webhook.contract import MUTATED_BY_ANNOTATION
 
 pytestmark = pytest.mark.served  # real servers, processes or sockets on this machine

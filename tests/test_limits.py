@@ -12,17 +12,10 @@ import pytest
 import requests
 from hypothesis import HealthCheck, assume, given, settings
 
-from bench import hostile
-from tests.helpers import (
-    MemoryCgroup,
-    abnormal_exits,
-    job_pod,
-    manifest_memory_limit,
-    review,
-    serve,
-    wait_for,
-    worker_pids,
-)
+from tests.helpers import job_pod
+from tools.harness import hostile
+from tools.harness.pods import review
+from tools.harness.processes import MemoryCgroup, abnormal_exits, manifest_memory_limit, serve, wait_for, worker_pids
 
 pytestmark = pytest.mark.served  # real servers, processes or sockets on this machine
 

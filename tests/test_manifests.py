@@ -6,7 +6,8 @@ import subprocess
 import pytest
 import yaml
 
-from tests.helpers import HERE, PODMUTATE, kubectl_binary
+from tests.helpers import HERE, kubectl_binary
+from tools.harness.processes import PODMUTATE
 from webhook.ops.doctor import check, disjoint, from_documents, selector_matches, worst_case_seconds
 
 pytestmark = pytest.mark.served  # real servers, processes or sockets on this machine

@@ -10,7 +10,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.helpers import apply_answer, job_pod, review, serve, wait_for, worker_pids
+from tests.helpers import apply_answer, job_pod
+from tools.harness.pods import review
+from tools.harness.processes import serve, wait_for, worker_pids
 from webhook.contract import MUTATED_BY_ANNOTATION
 
 pytestmark = pytest.mark.served  # real servers, processes or sockets on this machine

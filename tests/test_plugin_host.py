@@ -7,7 +7,9 @@ import subprocess
 import pluggy
 import pytest
 
-from tests.helpers import PODMUTATE, apply_answer, job_pod, review
+from tests.helpers import apply_answer, job_pod
+from tools.harness.pods import review
+from tools.harness.processes import PODMUTATE
 from webhook import Denied, admission, hookimpl
 from webhook.app import create_app
 from webhook.engine import load_engine, parse_settings

@@ -8,7 +8,9 @@ import time
 import pytest
 import requests
 
-from tests.helpers import apply_answer, decode_patch, job_pod, review, serve, wait_for, worker_pids
+from tests.helpers import apply_answer, decode_patch, job_pod
+from tools.harness.pods import review
+from tools.harness.processes import serve, wait_for, worker_pids
 
 CAP = 64 * 1024
 
@@ -268,7 +270,7 @@ def test_a_hung_plugin_cannot_hold_a_review_and_stuck_workers_are_replaced(tmp_p
 
 @pytest.mark.served
 def test_slow_and_idle_clients_cannot_stall_the_server(server):
-    from bench.slow_clients import slow_connections
+    from tools.harness.slow_clients import slow_connections
 
     with slow_connections(server.port, server.ca_file, count=64) as held:
         assert held == 64

@@ -13,7 +13,9 @@ import time
 import pytest
 import requests
 
-from tests.helpers import PODMUTATE, apply_answer, job_pod, review, serve, wait_for, worker_pids
+from tests.helpers import apply_answer, job_pod
+from tools.harness.pods import review
+from tools.harness.processes import PODMUTATE, serve, wait_for, worker_pids
 from webhook.server import WATCHDOG_SECONDS
 
 pytestmark = pytest.mark.served  # real servers, processes or sockets on this machine

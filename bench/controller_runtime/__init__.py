@@ -17,7 +17,7 @@ import requests
 
 from bench.policy import peer_mutations
 from certs import CA, CA_FILE, CERT_FILE, KEY_FILE
-from tests.helpers import free_port, stop_process
+from tools.harness.processes import free_port, stop_process
 
 BUILD = Path(__file__).resolve().parent / "build.sh"
 

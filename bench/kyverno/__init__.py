@@ -28,7 +28,7 @@ import requests
 import yaml
 
 from bench.policy import JOB_POD, POD_CREATES, mutations
-from tests.helpers import free_port, stop_process
+from tools.harness.processes import free_port, stop_process
 
 BUILD = Path(__file__).resolve().parent / "build.sh"
 NAMESPACE = "kyverno"

@@ -7,8 +7,9 @@ import uuid
 import kubernetes
 import pytest
 
-from tests.e2e.controlplane import HOW_TO_GET, ControlPlane, find_binaries
-from tests.helpers import attach_log_tails, kubectl_binary, mark_tests_under, serve
+from tests.helpers import attach_log_tails, kubectl_binary, mark_tests_under
+from tools.harness.controlplane import HOW_TO_GET, ControlPlane, find_binaries
+from tools.harness.processes import serve
 from webhook.contract import JOB_TYPE_LABEL, STATUS_CHECK_ANNOTATION
 
 pytestmark = pytest.mark.e2e

@@ -11,7 +11,7 @@ import pytest
 
 from certs import CA
 from tests.e2e.conftest import JOB_TYPE_LABEL, is_mutated, job_pod_manifest, register
-from tests.helpers import cpu_seconds_of, serve, worker_pids
+from tools.harness.processes import cpu_seconds_of, serve, worker_pids
 
 JOB_TYPES = ["spec", "check", "discover", "sync", "orchestrator"]
 INTERVALS = {"spec": "1", "check": "1", "discover": "1", "sync": "30", "orchestrator": "30"}

@@ -7,7 +7,7 @@ import subprocess
 from certs import CA_FILE
 from certs.rotation import ensure
 from tests.e2e.conftest import register, wait_effective
-from tests.helpers import PODMUTATE, serve
+from tools.harness.processes import PODMUTATE, serve
 
 
 def ca_bundles(admissionregistration, name):

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from tests.e2e.conftest import register
-from tests.helpers import PODMUTATE
+from tools.harness.processes import PODMUTATE
 from webhook.ops.launcher import (
     KILLED_EXIT_CODE,
     Job,
@@ -328,7 +328,7 @@ def silent_server():
 def test_an_api_server_that_hangs_or_refuses_is_one_line_within_the_timeout(control_plane, tmp_path, server):
     import time
 
-    from tests.helpers import free_port
+    from tools.harness.processes import free_port
 
     listener = silent_server() if server == "silent" else None
     port = listener.getsockname()[1] if listener else free_port()

@@ -10,8 +10,9 @@ import yaml
 from certs import CA_FILE
 from certs.rotation import ensure
 from tests.e2e.conftest import register
-from tests.helpers import HERE, PODMUTATE
+from tests.helpers import HERE
 from tests.test_manifests import MANIFESTS, VARIANTS, render
+from tools.harness.processes import PODMUTATE
 
 # cert-manager's kinds need its CRDs, which this API server does not have: they are checked for
 # their fields in tests/test_manifests.py, and left out of the server-side dry run here. The

@@ -9,8 +9,8 @@ import pytest
 import requests
 import yaml
 
-from tests.helpers import metric_samples, serve
 from tests.test_manifests import MANIFESTS
+from tools.harness.processes import metric_samples, serve
 
 READER_ROLE = f"{MANIFESTS}/overlays/monitoring/metrics-rbac.yaml"
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import register
-from tests.helpers import PODMUTATE, serve
+from tools.harness.processes import PODMUTATE, serve
 from webhook.ops.cases import case_settings
 
 GOLDEN = pathlib.Path(__file__).parent.parent / "golden"

@@ -2,8 +2,8 @@
 
 import subprocess
 
-from tests.helpers import PODMUTATE
 from tests.node.conftest import NAMESPACE, WEBHOOK_LABELS, ca_bundle, verifies, wait_for, webhook_pods
+from tools.harness.processes import PODMUTATE
 
 CA_RACE_TRIALS = 10
 

@@ -8,8 +8,8 @@ import uuid
 import pytest
 import yaml
 
-from tests.helpers import PODMUTATE
 from tests.node.conftest import INIT_TIMEOUT_MINUTES, wait_for
+from tools.harness.processes import PODMUTATE
 from webhook.ops.launcher import Job, extract, launch, live_pods, open_exec, tar_of, upload, wait_for_init
 
 JOBS = "jobs"

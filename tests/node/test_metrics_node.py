@@ -6,8 +6,8 @@ import uuid
 
 import requests
 
-from tests.helpers import metric_samples
 from tests.node.conftest import NAMESPACE, WEBHOOK_LABELS, admission_only_pod, wait_for, webhook_pods
+from tools.harness.processes import metric_samples
 
 METRICS_PORT = 8000
 PODS = 6

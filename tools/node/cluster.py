@@ -11,8 +11,6 @@ Needs root, containerd, runc, Debian's CNI plugins and iptables.
 """
 
 import argparse
-import base64
-import datetime
 import json
 import os
 import shutil
@@ -23,12 +21,10 @@ import sys
 import time
 import urllib.request
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certs import CA, key_pem, new_key
+from tools.harness.controlplane import apiserver_command, etcd_command, kubeconfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOOLS = os.path.join(REPO, "tools")
@@ -89,28 +85,6 @@ def build(script):
     if result.returncode != 0:
         raise ClusterError(f"tools/{script} failed:\n{result.stderr[-4000:]}")
     return result.stdout.strip().splitlines()[-1]
-
-
-def issue_client(ca, common_name, organization=None):
-    """A client certificate from `ca`, for the API server's x509 authentication."""
-    key = new_key()
-    subject = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-    if organization:
-        subject.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name(subject))
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=30))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(ca.key, hashes.SHA256())
-    )
-    return cert, key
 
 
 class Cluster:
@@ -200,30 +174,15 @@ class Cluster:
             ("kubelet-client", "kube-apiserver-kubelet-client", "system:masters"),
             ("front-proxy-client", "front-proxy-client", None),
         ):
-            cert, key = issue_client(ca, common_name, organization)
-            self._write(f"{name}.crt", cert.public_bytes(Encoding.PEM))
-            self._write(f"{name}.key", key_pem(key))
+            client = ca.issue_client(common_name, organization)
+            self._write(f"{name}.crt", client.cert_pem())
+            self._write(f"{name}.key", client.key_pem())
         sa_key = new_key("rsa")
         self._write("sa.key", key_pem(sa_key))
         self._write("sa.pub", sa_key.public_key().public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
         self._write("tokens.csv", f'{TOKEN},admin,admin-uid,"system:masters"\n')
-        with open(self._pki_path("ca.crt"), "rb") as stream:
-            ca_data = base64.b64encode(stream.read()).decode()
         self._write(
-            "kubeconfig",
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "node",
-                    "clusters": [
-                        {"name": "node", "cluster": {"server": self.url, "certificate-authority-data": ca_data}}
-                    ],
-                    "users": [{"name": "admin", "user": {"token": TOKEN}}],
-                    "contexts": [{"name": "node", "context": {"cluster": "node", "user": "admin"}}],
-                }
-            ),
-            directory=self.workdir,
+            "kubeconfig", json.dumps(kubeconfig("node", self.url, ca.cert_pem(), TOKEN)), directory=self.workdir
         )
 
     def _spawn(self, name, command):
@@ -310,56 +269,43 @@ state = "{root}/state"
         return run("ctr", "-a", self.containerd_socket, "-n", "k8s.io", *args)
 
     def _start_etcd(self, binaries):
-        self._spawn(
-            "etcd",
-            [
-                os.path.join(binaries, "etcd"),
-                f"--data-dir={os.path.join(self.state, 'etcd')}",
-                "--listen-client-urls=http://127.0.0.1:2379",
-                "--advertise-client-urls=http://127.0.0.1:2379",
-                "--listen-peer-urls=http://127.0.0.1:2380",
-                "--initial-advertise-peer-urls=http://127.0.0.1:2380",
-                "--initial-cluster=default=http://127.0.0.1:2380",
-                "--unsafe-no-fsync=true",
-                "--listen-metrics-urls=http://127.0.0.1:2381",
-            ],
-        )
+        data_dir = os.path.join(self.state, "etcd")
+        self._spawn("etcd", etcd_command(binaries, data_dir, 2379, 2380, "--listen-metrics-urls=http://127.0.0.1:2381"))
 
     def _start_apiserver(self, binaries):
         pki = self._pki_path
         self._spawn(
             "kube-apiserver",
-            [
-                os.path.join(binaries, "kube-apiserver"),
-                "--etcd-servers=http://127.0.0.1:2379",
-                "--bind-address=0.0.0.0",
-                f"--advertise-address={NODE_IP}",
-                f"--secure-port={API_PORT}",
-                f"--tls-cert-file={pki('apiserver.crt')}",
-                f"--tls-private-key-file={pki('apiserver.key')}",
-                f"--client-ca-file={pki('ca.crt')}",
-                f"--token-auth-file={pki('tokens.csv')}",
-                "--authorization-mode=Node,RBAC",
-                f"--service-cluster-ip-range={SERVICE_CIDR}",
-                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-                f"--service-account-key-file={pki('sa.pub')}",
-                f"--service-account-signing-key-file={pki('sa.key')}",
-                f"--kubelet-client-certificate={pki('kubelet-client.crt')}",
-                f"--kubelet-client-key={pki('kubelet-client.key')}",
-                "--kubelet-preferred-address-types=InternalIP",
-                f"--requestheader-client-ca-file={pki('ca.crt')}",
-                "--requestheader-allowed-names=front-proxy-client",
-                "--requestheader-username-headers=X-Remote-User",
-                "--requestheader-group-headers=X-Remote-Group",
-                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-                f"--proxy-client-cert-file={pki('front-proxy-client.crt')}",
-                f"--proxy-client-key-file={pki('front-proxy-client.key')}",
-                "--allow-privileged=true",
-                "--enable-aggregator-routing=true",
-                f"--cert-dir={os.path.join(self.state, 'apiserver')}",
-                "--feature-gates=MutatingAdmissionPolicy=true",
-                "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
-            ],
+            apiserver_command(
+                binaries,
+                etcd_url="http://127.0.0.1:2379",
+                port=API_PORT,
+                cert_file=pki("apiserver.crt"),
+                key_file=pki("apiserver.key"),
+                tokens=pki("tokens.csv"),
+                sa_key=pki("sa.key"),
+                sa_public=pki("sa.pub"),
+                service_range=SERVICE_CIDR,
+                issuer="https://kubernetes.default.svc.cluster.local",
+                extra=[
+                    "--bind-address=0.0.0.0",
+                    f"--advertise-address={NODE_IP}",
+                    f"--client-ca-file={pki('ca.crt')}",
+                    "--authorization-mode=Node,RBAC",
+                    f"--kubelet-client-certificate={pki('kubelet-client.crt')}",
+                    f"--kubelet-client-key={pki('kubelet-client.key')}",
+                    "--kubelet-preferred-address-types=InternalIP",
+                    f"--requestheader-client-ca-file={pki('ca.crt')}",
+                    "--requestheader-allowed-names=front-proxy-client",
+                    "--requestheader-username-headers=X-Remote-User",
+                    "--requestheader-group-headers=X-Remote-Group",
+                    "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                    f"--proxy-client-cert-file={pki('front-proxy-client.crt')}",
+                    f"--proxy-client-key-file={pki('front-proxy-client.key')}",
+                    "--enable-aggregator-routing=true",
+                    f"--cert-dir={os.path.join(self.state, 'apiserver')}",
+                ],
+            ),
         )
 
     def _start_controllers(self, binaries):

@@ -11,7 +11,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from certs import CA, key_pem
-from tests.helpers import free_port, stop_process
+from tools.harness.processes import free_port, stop_process
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD_SCRIPT = os.path.join(REPO, "tools", "controlplane", "build.sh")
@@ -30,6 +30,58 @@ HOW_TO_GET = (
     "end-to-end tests need kube-apiserver and etcd: install Go (tools/controlplane/build.sh "
     "builds them once), or set KUBEBUILDER_ASSETS to a directory holding both"
 )
+
+
+def etcd_command(binaries, data_dir, client_port, peer_port, *extra):
+    """etcd on loopback, one member, without fsync (a test's data need not survive a power cut)."""
+    client, peer = f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
+    return [
+        os.path.join(binaries, "etcd"),
+        f"--data-dir={data_dir}",
+        f"--listen-client-urls={client}",
+        f"--advertise-client-urls={client}",
+        f"--listen-peer-urls={peer}",
+        f"--initial-advertise-peer-urls={peer}",
+        f"--initial-cluster=default={peer}",
+        "--unsafe-no-fsync=true",
+        *extra,
+    ]
+
+
+def apiserver_command(
+    binaries, *, etcd_url, port, cert_file, key_file, tokens, sa_key, sa_public, service_range, issuer, extra=()
+):
+    """kube-apiserver with token authentication, RBAC and MutatingAdmissionPolicy on; `extra` adds."""
+    return [
+        os.path.join(binaries, "kube-apiserver"),
+        f"--etcd-servers={etcd_url}",
+        f"--secure-port={port}",
+        f"--tls-cert-file={cert_file}",
+        f"--tls-private-key-file={key_file}",
+        f"--token-auth-file={tokens}",
+        f"--service-cluster-ip-range={service_range}",
+        f"--service-account-issuer={issuer}",
+        f"--service-account-key-file={sa_public}",
+        f"--service-account-signing-key-file={sa_key}",
+        "--allow-privileged=true",
+        "--feature-gates=MutatingAdmissionPolicy=true",
+        "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
+        *extra,
+    ]
+
+
+def kubeconfig(name, url, ca_pem, token):
+    """A kubeconfig for `url` (its CA given as PEM) as a bearer of `token`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": name,
+        "clusters": [
+            {"name": name, "cluster": {"server": url, "certificate-authority-data": base64.b64encode(ca_pem).decode()}}
+        ],
+        "users": [{"name": "admin", "user": {"token": token}}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": "admin"}}],
+    }
 
 
 def has_both(directory):
@@ -79,19 +131,7 @@ class ControlPlane:
     def _start_etcd(self):
         client, peer = free_port(), free_port()
         self.etcd_url = f"http://127.0.0.1:{client}"
-        self._spawn(
-            "etcd",
-            [
-                os.path.join(self.binaries, "etcd"),
-                f"--data-dir={os.path.join(self.workdir, 'etcd')}",
-                f"--listen-client-urls={self.etcd_url}",
-                f"--advertise-client-urls={self.etcd_url}",
-                f"--listen-peer-urls=http://127.0.0.1:{peer}",
-                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer}",
-                f"--initial-cluster=default=http://127.0.0.1:{peer}",
-                "--unsafe-no-fsync=true",
-            ],
-        )
+        self._spawn("etcd", etcd_command(self.binaries, os.path.join(self.workdir, "etcd"), client, peer))
         self._wait(lambda: requests.get(f"{self.etcd_url}/health", timeout=2).ok, "etcd", 30)
 
     def _start_apiserver(self):
@@ -110,26 +150,25 @@ class ControlPlane:
         self.url = f"https://127.0.0.1:{self.port}"
         self._spawn(
             "kube-apiserver",
-            [
-                os.path.join(self.binaries, "kube-apiserver"),
-                f"--etcd-servers={self.etcd_url}",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={self.port}",
-                f"--tls-cert-file={cert_file}",
-                f"--tls-private-key-file={key_file}",
-                f"--cert-dir={os.path.join(self.workdir, 'apiserver-certs')}",
-                f"--token-auth-file={tokens}",
-                "--authorization-mode=RBAC",
-                "--service-cluster-ip-range=10.0.0.0/24",
-                f"--service-account-issuer=https://127.0.0.1:{self.port}",
-                f"--service-account-key-file={sa_key}",
-                f"--service-account-signing-key-file={sa_key}",
-                "--disable-admission-plugins=ServiceAccount",
-                "--allow-privileged=true",
-                "--feature-gates=MutatingAdmissionPolicy=true",
-                "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
-                *audit,
-            ],
+            apiserver_command(
+                self.binaries,
+                etcd_url=self.etcd_url,
+                port=self.port,
+                cert_file=cert_file,
+                key_file=key_file,
+                tokens=tokens,
+                sa_key=sa_key,
+                sa_public=sa_key,
+                service_range="10.0.0.0/24",
+                issuer=f"https://127.0.0.1:{self.port}",
+                extra=[
+                    "--bind-address=127.0.0.1",
+                    f"--cert-dir={os.path.join(self.workdir, 'apiserver-certs')}",
+                    "--authorization-mode=RBAC",
+                    "--disable-admission-plugins=ServiceAccount",
+                    *audit,
+                ],
+            ),
         )
 
     def _write(self, name, data):
@@ -165,17 +204,9 @@ class ControlPlane:
 
     def _write_kubeconfig(self):
         with open(self.ca_file, "rb") as stream:
-            ca_data = base64.b64encode(stream.read()).decode()
-        kubeconfig = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "current-context": "e2e",
-            "clusters": [{"name": "e2e", "cluster": {"server": self.url, "certificate-authority-data": ca_data}}],
-            "users": [{"name": "admin", "user": {"token": TOKEN}}],
-            "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "admin"}}],
-        }
+            config = kubeconfig("e2e", self.url, stream.read(), TOKEN)
         with open(self.kubeconfig, "w") as stream:
-            yaml.safe_dump(kubeconfig, stream)
+            yaml.safe_dump(config, stream)
 
     def tail(self, name, lines=40):
         try:

@@ -73,29 +73,29 @@ def airbyte_pod(job_type="sync", containers=5, env_vars=20, volumes=4, labelled=
     }
 
 
-def review(pod):
-    return {
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": str(uuid.uuid4()),
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": pod["metadata"]["namespace"],
-            "name": pod["metadata"]["name"],
-            "operation": "CREATE",
-            "userInfo": {
-                "username": "system:serviceaccount:airbyte:airbyte-admin",
-                "groups": ["system:serviceaccounts", "system:authenticated"],
-            },
-            "object": pod,
-            "oldObject": None,
-            "dryRun": False,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
+def review(pod, *, operation="CREATE", dry_run=False, resource="pods", uid=None, sub_resource=None):
+    """A v1 AdmissionReview request for `pod`, as the API server sends it."""
+    request = {
+        "uid": uid or str(uuid.uuid4()),
+        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": resource},
+        "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+        "requestResource": {"group": "", "version": "v1", "resource": resource},
+        "namespace": pod["metadata"].get("namespace", "default"),
+        "name": pod["metadata"].get("name", ""),
+        "operation": operation,
+        "userInfo": {
+            "username": "system:serviceaccount:airbyte:airbyte-admin",
+            "groups": ["system:serviceaccounts", "system:authenticated"],
         },
+        "object": pod,
+        "oldObject": None,
+        "dryRun": dry_run,
+        "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
     }
+    if sub_resource:
+        request["subResource"] = sub_resource
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
 
 
 def hostile_pod(kind, size):

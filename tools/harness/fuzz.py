@@ -5,8 +5,8 @@ by one of another JSON type, a member deleted or added, a list emptied. Each ans
 a status of 200, 400 or 413 and never 5xx; a 200 is an AdmissionReview whose response echoes
 the uid, says `allowed`, and whose patch, if any, applies to the object with jsonpatch.
 
-    .venv/bin/python -m bench.fuzz                   # 100,000 in process, 10,000 over HTTPS
-    .venv/bin/python -m bench.fuzz --quick           # a few thousand: what the tests run
+    .venv/bin/python -m tools.harness.fuzz                   # 100,000 in process, 10,000 over HTTPS
+    .venv/bin/python -m tools.harness.fuzz --quick           # a few thousand: what the tests run
 """
 
 import argparse
@@ -22,7 +22,7 @@ import jsonpatch
 import orjson
 import requests
 
-from bench.pods import airbyte_pod, review
+from tools.harness.pods import airbyte_pod, review
 
 SEED = 20261126
 JOB_TYPES = ("spec", "check", "discover", "sync", "orchestrator")
@@ -147,7 +147,7 @@ def over_https(count, served):
 
 def run(in_process_count, https_count):
     """Both fuzzers; returns {where: (statuses, broken)}."""
-    from tests.helpers import serve
+    from tools.harness.processes import serve
 
     results = {"in process": in_process(in_process_count)}
     with tempfile.TemporaryDirectory() as workdir, serve(Path(workdir), workers=2) as served:

@@ -7,7 +7,7 @@ entries, and (for a webhook called directly) any nesting.
 
 import orjson
 
-from bench.pods import review
+from tools.harness.pods import review
 
 
 def _job_pod(**spec):
