@@ -51,7 +51,7 @@ def parse_config(config):
     return {"enabled": raw["enabled"], "keys": {**config_defaults()["connection_labels"]["keys"], **keys}, **per_type}
 
 
-@hookimpl
+@hookimpl(tryfirst=True)  # a pod it denies costs no other plugin's work; the others see the labels
 def mutate_pod(pod, job_type, config, request):
     if job_type not in config.job_types:
         return  # another plugin's kind of pod, not a job pod

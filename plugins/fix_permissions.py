@@ -40,7 +40,7 @@ def parse_config(config):
     }
 
 
-@hookimpl
+@hookimpl(trylast=True)  # its init container goes after `init`, whose status Airbyte's launcher reads first
 def mutate_pod(pod, config, request):
     wanted = annotation(pod, ANNOTATION)
     if not wanted or init_container(pod, CONTAINER_NAME):

@@ -14,7 +14,7 @@ from webhook import Denied, admission, hookimpl
 from webhook.app import create_app
 from webhook.engine import load_engine, parse_settings
 from webhook.errors import ConfigError
-from webhook.plugins import BUILTIN_PLUGINS, make_plugin_manager
+from webhook.plugins import BUILTIN_PLUGINS, make_plugin_manager, one_plugin_at_a_time
 
 
 class Raising:
@@ -54,6 +54,30 @@ def with_plugin(engine):
 def test_builtins_are_registered_from_one_tuple(engine):
     names = {name for name, plugin in engine.plugins.list_name_plugin() if plugin is not None}
     assert {module.rpartition(".")[2] for module in BUILTIN_PLUGINS} <= names
+
+
+def test_the_mutation_order_is_in_pluggys_markers_whatever_is_registered_after(with_plugin):
+    """connection_labels first (tryfirst), fix_permissions last (trylast), a third-party plugin
+    between them however it is registered: the order is the markers', not registration's."""
+
+    class Late:
+        @hookimpl
+        def mutate_pod(self, pod):
+            pass
+
+    engine = with_plugin(Late(), "late")
+    order = [name for name, _caller in one_plugin_at_a_time(engine.plugins)]
+    assert order[0] == "connection_labels" and order[-1] == "fix_permissions", order
+    assert set(order[1:-1]) == {"late", "init_container", "profiles", "tmp_volume"}
+    pod = job_pod(
+        "sync",
+        annotations={"podmutate.io/fix-permissions": "data"},
+        securityContext={"runAsUser": 1000, "runAsGroup": 1000},
+    )
+    pod["spec"]["volumes"] = [{"name": "data", "emptyDir": {}}]
+    pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+    mutated = apply_answer(pod, admission.review(review(pod), engine))
+    assert [container["name"] for container in mutated["spec"]["initContainers"]] == ["init", "fix-permissions"]
 
 
 def test_hookimpl_is_importable_by_plugin_authors():
