@@ -16,6 +16,7 @@ from certs import SERVING_DAYS, SERVING_RENEW_DAYS
 from webhook import logs, metrics
 from webhook.budget import DEFAULT_BUDGET
 from webhook.config import CONFIG_ENV, yaml_problem
+from webhook.contract import DELETE_PROPAGATION, INIT_WAIT_SECONDS, KILL_SECONDS
 from webhook.engine import Engine, load_engine
 from webhook.errors import ConfigError
 from webhook.plugins import plugin_rows
@@ -439,7 +440,7 @@ def certs_inject(webhook_config: str, ca_file: Any, kubeconfig: str | None) -> N
 )
 @click.option(
     "--init-timeout",
-    default=300.0,
+    default=INIT_WAIT_SECONDS,
     show_default=True,
     type=click.FloatRange(min=1),
     help="Seconds each wait for the init container may take.",
@@ -508,10 +509,10 @@ def launch(
 @click.option("--connection", "connection_id", required=True, help="The connection whose pods to kill.")
 @click.option("--namespace", default="default", show_default=True)
 @click.option("--dry-run", is_flag=True, help="List the live pods without deleting them.")
-@click.option("--timeout", default=45.0, show_default=True, type=click.FloatRange(min=0))
+@click.option("--timeout", default=KILL_SECONDS, show_default=True, type=click.FloatRange(min=0))
 @click.option(
     "--propagation",
-    default="Foreground",
+    default=DELETE_PROPAGATION,
     show_default=True,
     type=click.Choice(["Foreground", "Background"]),
     help="Deletion propagation policy.",

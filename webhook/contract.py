@@ -46,3 +46,10 @@ SUCCESS_FILE: Final = "FINISHED_UPLOADING"  # uploaded last: the init container'
 # Job types with a pod name of their own.
 ORCHESTRATOR_JOB_TYPE: Final = "orchestrator"
 ORCHESTRATOR_POD_PREFIX: Final = "orchestrator-repl"  # Airbyte's ReplicationLauncherWorker.POD_NAME_PREFIX
+
+# How the launcher treats a job pod, after Airbyte's: each wait for the init container (to
+# have a status, then to run) up to 5 minutes; killing a connection's pods in the foreground,
+# within 45 seconds.
+INIT_WAIT_SECONDS: Final = 300.0
+KILL_SECONDS: Final = 45.0
+DELETE_PROPAGATION: Final = "Foreground"

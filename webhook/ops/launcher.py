@@ -31,8 +31,11 @@ from webhook.contract import (
     CONFIG_DIR,
     CONNECTION_ID,
     DEFAULT_LABEL_KEYS,
+    DELETE_PROPAGATION,
     INIT_CONTAINER,
+    INIT_WAIT_SECONDS,
     JOB_TYPE_LABEL,
+    KILL_SECONDS,
     MAIN_CONTAINER,
     ORCHESTRATOR_JOB_TYPE,
     ORCHESTRATOR_POD_PREFIX,
@@ -45,8 +48,6 @@ from webhook.wire import json_type
 log = logging.getLogger(__name__)
 
 NAME_LIMIT = 63
-KILL_TIMEOUT = 45.0
-INIT_WAIT_TIMEOUT = 300.0
 TERMINAL_PHASES = ("Succeeded", "Failed")
 KILLED_EXIT_CODE = 143
 UPLOAD_ATTEMPTS = 3
@@ -236,7 +237,7 @@ def launch(
     *,
     label_keys: Mapping[str, str] = DEFAULT_LABEL_KEYS,
     kill_running: bool = True,
-    propagation: str = "Foreground",
+    propagation: str = DELETE_PROPAGATION,
 ) -> Any:
     """Create the pod of `job`; return it as the API server stored it (mutated by the webhook).
 
@@ -288,10 +289,10 @@ def kill_connection(
     connection_id: str,
     *,
     label_key: str = DEFAULT_LABEL_KEYS[CONNECTION_ID],
-    timeout: float = KILL_TIMEOUT,
+    timeout: float = KILL_SECONDS,
     dry_run: bool = False,
     poll: float = 1.0,
-    propagation: str = "Foreground",
+    propagation: str = DELETE_PROPAGATION,
 ) -> list[str]:
     """Delete every live pod of the connection (foreground propagation, as Airbyte) until none is left.
 
@@ -409,7 +410,7 @@ def init_succeeded(core: kubernetes.client.CoreV1Api, namespace: str, name: str)
 
 
 def wait_for_init(
-    core: kubernetes.client.CoreV1Api, namespace: str, name: str, timeout: float = INIT_WAIT_TIMEOUT
+    core: kubernetes.client.CoreV1Api, namespace: str, name: str, timeout: float = INIT_WAIT_SECONDS
 ) -> Any:
     """Wait until the init container has a status, then until it runs; each wait is bounded."""
     log.info("pod %s: waiting for the init container to be ready before copying files", name)
@@ -596,10 +597,10 @@ def run(
     job: Job,
     *,
     label_keys: Mapping[str, str] = DEFAULT_LABEL_KEYS,
-    init_timeout: float = INIT_WAIT_TIMEOUT,
+    init_timeout: float = INIT_WAIT_SECONDS,
     exec_session: Callable = open_exec,
     kill_running: bool = True,
-    propagation: str = "Foreground",
+    propagation: str = DELETE_PROPAGATION,
     keep_pod: bool = False,
 ) -> tuple[str, int]:
     """Launch `job`, wait for its init container, upload its files, and wait for it to end.
@@ -620,7 +621,9 @@ def run(
     return name, wait_for_exit(core, job.namespace, name)
 
 
-def delete_pod(core: kubernetes.client.CoreV1Api, namespace: str, name: str, propagation: str = "Foreground") -> None:
+def delete_pod(
+    core: kubernetes.client.CoreV1Api, namespace: str, name: str, propagation: str = DELETE_PROPAGATION
+) -> None:
     try:
         core.delete_namespaced_pod(name, namespace, propagation_policy=propagation)
         log.info("deleted pod %s/%s, which was given up on", namespace, name)
