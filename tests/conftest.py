@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from tests.helpers import FAST_TIER, example_plugin_path, helm_binary
+from tests.helpers import FAST_TIER, RUNNING_LOGS, example_plugin_path, helm_binary
 from webhook.engine import load_engine
 
 TIERS = ("served", "e2e", "node")
@@ -26,9 +26,28 @@ def pytest_configure(config):
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects
 def pytest_collection_modifyitems(items):
     for item in items:
-        tiered = any(item.get_closest_marker(tier) for tier in TIERS)
-        if not tiered and not any(f"/tests/{tier}/" in str(item.path) for tier in TIERS):
+        tier = tier_directory(item)
+        if tier is not None:
+            item.add_marker(getattr(pytest.mark, tier))
+        elif not any(item.get_closest_marker(tier) for tier in TIERS):
             item.add_marker(pytest.mark.unit)
+
+
+def tier_directory(item):
+    """The tier whose directory (tests/e2e, tests/node) holds the test, if one does."""
+    return next((tier for tier in TIERS if f"/tests/{tier}/" in str(item.path)), None)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """On a failed e2e or node test, the tail of each log of what its tier started (RUNNING_LOGS)."""
+    outcome = yield
+    report = outcome.get_result()
+    running = RUNNING_LOGS.get(tier_directory(item))
+    if report.failed and running is not None:
+        source, names, lines = running
+        for name in names:
+            report.sections.append((f"{name} log (tail)", source.tail(name, lines)))
 
 
 class NotUnit(AssertionError):

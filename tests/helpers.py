@@ -1,6 +1,7 @@
 """Shared test helpers: pods, reviews, patches, free ports, and a real `podmutate serve`."""
 
 import base64
+import contextlib
 import copy
 import json
 import os
@@ -54,18 +55,21 @@ def apply_answer(pod, answer):
     return jsonpatch.apply_patch(copy.deepcopy(pod), decode_patch(answer))
 
 
-def mark_tests_under(items, directory, marker):
-    """Give every collected test under tests/<directory>/ the marker (a conftest's collection hook)."""
-    for item in items:
-        if f"/{directory}/" in str(item.fspath):
-            item.add_marker(marker)
+# What an e2e or node session started, whose log tails a failed test of that tier reports:
+# tier -> (the thing started, with a tail(name, lines) method; its log names; lines of each).
+RUNNING_LOGS = {}
 
 
-def attach_log_tails(report, source, names, lines=40):
-    """On a failed test, add the tail of each of `source`'s logs to the report (a makereport hook)."""
-    if report.failed and source is not None:
-        for name in names:
-            report.sections.append((f"{name} log (tail)", source.tail(name, lines)))
+@contextlib.contextmanager
+def running(tier, started, names, lines=40):
+    """Hold `started` (a control plane, a cluster) for `tier`: a failed test of the tier reports
+    the tail of its logs `names`; stopped at the end, however it ends."""
+    RUNNING_LOGS[tier] = (started, names, lines)
+    try:
+        yield started
+    finally:
+        RUNNING_LOGS.pop(tier, None)
+        started.stop()
 
 
 def kubectl_binary():

@@ -67,17 +67,16 @@ def test_a_second_pass_changes_nothing_and_job_pods_are_untouched_by_it(installe
     assert "keycloak" in named[0]["plugins"] and "keycloak" not in named[1]["plugins"]  # ...which is still named
 
 
-def test_a_bad_setting_is_one_line_naming_it(installed, tmp_path):
+def mutate_with_probes(installed, tmp_path, probes):
+    """`podmutate mutate` of the example's pod with keycloak.probes set to `probes`."""
     config = tmp_path / "podmutate.yaml"
-    config.write_text(yaml.safe_dump({"keycloak": {"probes": {"readiness": {"periodSeconds": 0}}}}))
-    result = podmutate(
-        "mutate",
-        "-f",
-        os.path.join(EXAMPLE, "tests", "clustered", "pod.yaml"),
-        "--config",
-        str(config),
-        pythonpath=installed,
-    )
+    config.write_text(yaml.safe_dump({"keycloak": {"probes": probes}}))
+    pod = os.path.join(EXAMPLE, "tests", "clustered", "pod.yaml")
+    return podmutate("mutate", "-f", pod, "--config", str(config), pythonpath=installed)
+
+
+def test_a_bad_setting_is_one_line_naming_it(installed, tmp_path):
+    result = mutate_with_probes(installed, tmp_path, {"readiness": {"periodSeconds": 0}})
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "Error: invalid configuration: keycloak.probes.readiness.periodSeconds: 0 is not "
@@ -86,15 +85,6 @@ def test_a_bad_setting_is_one_line_naming_it(installed, tmp_path):
 
 
 def test_a_liveness_success_threshold_the_api_server_refuses_is_refused_here(installed, tmp_path):
-    config = tmp_path / "podmutate.yaml"
-    config.write_text(yaml.safe_dump({"keycloak": {"probes": {"liveness": {"successThreshold": 2}}}}))
-    result = podmutate(
-        "mutate",
-        "-f",
-        os.path.join(EXAMPLE, "tests", "clustered", "pod.yaml"),
-        "--config",
-        str(config),
-        pythonpath=installed,
-    )
+    result = mutate_with_probes(installed, tmp_path, {"liveness": {"successThreshold": 2}})
     assert result.returncode == 1
     assert "keycloak.probes.liveness.successThreshold: 2 is not valid: expected 1" in result.stderr

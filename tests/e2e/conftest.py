@@ -7,25 +7,10 @@ import uuid
 import kubernetes
 import pytest
 
-from tests.helpers import attach_log_tails, kubectl_binary, mark_tests_under
+from tests.helpers import kubectl_binary, running
 from tools.harness.controlplane import HOW_TO_GET, ControlPlane, find_binaries
 from tools.harness.processes import serve
 from webhook.contract import JOB_TYPE_LABEL, STATUS_CHECK_ANNOTATION
-
-pytestmark = pytest.mark.e2e
-
-
-_running = {}
-
-
-def pytest_collection_modifyitems(items):
-    mark_tests_under(items, "e2e", pytest.mark.e2e)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    attach_log_tails(outcome.get_result(), _running.get("control_plane"), ("kube-apiserver", "etcd"))
 
 
 @pytest.fixture(scope="session")
@@ -33,11 +18,10 @@ def control_plane(tmp_path_factory):
     binaries = find_binaries()
     if binaries is None:
         pytest.skip(HOW_TO_GET)
-    control_plane = ControlPlane(binaries, tmp_path_factory.mktemp("controlplane")).start()
-    _running["control_plane"] = control_plane
-    yield control_plane
-    _running.pop("control_plane", None)
-    control_plane.stop()
+    with running(
+        "e2e", ControlPlane(binaries, tmp_path_factory.mktemp("controlplane")), ("kube-apiserver", "etcd")
+    ) as plane:
+        yield plane.start()
 
 
 @pytest.fixture(scope="session")

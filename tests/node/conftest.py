@@ -16,7 +16,7 @@ import kubernetes
 import pytest
 import yaml
 
-from tests.helpers import HERE, attach_log_tails, kubectl_binary, mark_tests_under
+from tests.helpers import HERE, kubectl_binary, running
 from tools.node.cluster import Cluster, ClusterError, unavailable_reason
 
 NAMESPACE = "podmutate-system"
@@ -31,18 +31,6 @@ CONFIG = {
     "init_container": {"timeout_minutes": INIT_TIMEOUT_MINUTES},
 }
 
-_running = {}
-
-
-def pytest_collection_modifyitems(items):
-    mark_tests_under(items, "node", pytest.mark.node)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    attach_log_tails(outcome.get_result(), _running.get("cluster"), ("kubelet", "kube-apiserver"), lines=25)
-
 
 @pytest.fixture(scope="session")
 def cluster():
@@ -51,16 +39,12 @@ def cluster():
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the node tests: {reason}")
         pytest.skip(reason)
-    cluster = Cluster()
-    try:
-        cluster.start()
-    except ClusterError as error:
-        cluster.stop()
-        pytest.fail(f"the test cluster did not start: {error}")
-    _running["cluster"] = cluster
-    yield cluster
-    _running.pop("cluster", None)
-    cluster.stop()
+    with running("node", Cluster(), ("kubelet", "kube-apiserver"), lines=25) as cluster:
+        try:
+            cluster.start()
+        except ClusterError as error:
+            pytest.fail(f"the test cluster did not start: {error}")
+        yield cluster
 
 
 @pytest.fixture(scope="session")

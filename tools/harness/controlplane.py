@@ -32,42 +32,45 @@ HOW_TO_GET = (
 )
 
 
+def flags(settings):
+    """`--name=value` for each setting, in order."""
+    return [f"--{name}={value}" for name, value in settings.items()]
+
+
 def etcd_command(binaries, data_dir, client_port, peer_port, *extra):
     """etcd on loopback, one member, without fsync (a test's data need not survive a power cut)."""
     client, peer = f"http://127.0.0.1:{client_port}", f"http://127.0.0.1:{peer_port}"
-    return [
-        os.path.join(binaries, "etcd"),
-        f"--data-dir={data_dir}",
-        f"--listen-client-urls={client}",
-        f"--advertise-client-urls={client}",
-        f"--listen-peer-urls={peer}",
-        f"--initial-advertise-peer-urls={peer}",
-        f"--initial-cluster=default={peer}",
-        "--unsafe-no-fsync=true",
-        *extra,
-    ]
+    settings = {
+        "data-dir": data_dir,
+        "listen-client-urls": client,
+        "advertise-client-urls": client,
+        "listen-peer-urls": peer,
+        "initial-advertise-peer-urls": peer,
+        "initial-cluster": f"default={peer}",
+        "unsafe-no-fsync": "true",
+    }
+    return [os.path.join(binaries, "etcd"), *flags(settings), *extra]
 
 
 def apiserver_command(
     binaries, *, etcd_url, port, cert_file, key_file, tokens, sa_key, sa_public, service_range, issuer, extra=()
 ):
     """kube-apiserver with token authentication, RBAC and MutatingAdmissionPolicy on; `extra` adds."""
-    return [
-        os.path.join(binaries, "kube-apiserver"),
-        f"--etcd-servers={etcd_url}",
-        f"--secure-port={port}",
-        f"--tls-cert-file={cert_file}",
-        f"--tls-private-key-file={key_file}",
-        f"--token-auth-file={tokens}",
-        f"--service-cluster-ip-range={service_range}",
-        f"--service-account-issuer={issuer}",
-        f"--service-account-key-file={sa_public}",
-        f"--service-account-signing-key-file={sa_key}",
-        "--allow-privileged=true",
-        "--feature-gates=MutatingAdmissionPolicy=true",
-        "--runtime-config=admissionregistration.k8s.io/v1beta1=true",
-        *extra,
-    ]
+    settings = {
+        "etcd-servers": etcd_url,
+        "secure-port": port,
+        "tls-cert-file": cert_file,
+        "tls-private-key-file": key_file,
+        "token-auth-file": tokens,
+        "service-cluster-ip-range": service_range,
+        "service-account-issuer": issuer,
+        "service-account-key-file": sa_public,
+        "service-account-signing-key-file": sa_key,
+        "allow-privileged": "true",
+        "feature-gates": "MutatingAdmissionPolicy=true",
+        "runtime-config": "admissionregistration.k8s.io/v1beta1=true",
+    }
+    return [os.path.join(binaries, "kube-apiserver"), *flags(settings), *extra]
 
 
 def kubeconfig(name, url, ca_pem, token):
