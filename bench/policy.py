@@ -48,6 +48,11 @@ MAIN_MOUNTS = [
 OTHER_MOUNTS = [TMP_MOUNT]
 
 
+def main_pull_policy() -> str:
+    """The pull policy every main container gets, from the default profile."""
+    return profiles.config_defaults()["job_types"]["default"]["image_pull_policy"]
+
+
 def status_check_intervals() -> tuple[list[str], str, str]:
     """(the job types with an interval of their own, theirs, everyone else's), from the profiles' defaults."""
     job_types = profiles.config_defaults()["job_types"]
@@ -87,6 +92,7 @@ def peer_mutations() -> dict:
         "interval": interval,
         "volumes": VOLUMES,
         "mainContainer": MAIN_CONTAINER,
+        "mainPullPolicy": main_pull_policy(),
         "mainMounts": MAIN_MOUNTS,
         "otherMounts": OTHER_MOUNTS,
         "initContainer": the_init_container(),
@@ -126,6 +132,7 @@ Object{{
     volumes: {cel(VOLUMES, "Object.spec.volumes")},
     containers: object.spec.containers.map(c, Object.spec.containers{{
       name: c.name,
+      imagePullPolicy: c.name == "{MAIN_CONTAINER}" ? "{main_pull_policy()}" : c.imagePullPolicy,
       volumeMounts: c.name == "{MAIN_CONTAINER}" ? {main_mounts} : {other_mounts}
     }})
   }}

@@ -63,7 +63,9 @@ def config_defaults():
     fast = {"status_check_interval": 1}
     return {
         "job_types": {
-            "default": {"mode": "fill", "status_check_interval": 30},
+            # IfNotPresent on every main container, `:latest` images included: Airbyte's default
+            # for JOB_KUBE_MAIN_CONTAINER_IMAGE_PULL_POLICY. `image_pull_policy: null` turns it off.
+            "default": {"mode": "fill", "status_check_interval": 30, "image_pull_policy": "IfNotPresent"},
             "spec": fast,
             "check": dict(fast),
             "discover": dict(fast),

@@ -203,3 +203,24 @@ def test_a_plugin_that_leaves_what_is_not_json_fails_its_review_not_the_server(l
     answer = admission.answer(review(job_pod("sync")), engine)
     assert answer.outcome == "failed" and answer.response["response"]["allowed"] is True
     assert "patch" not in answer.response["response"]
+
+
+def test_every_main_container_gets_airbytes_default_pull_policy_latest_images_included(engine):
+    """Airbyte sets JOB_KUBE_MAIN_CONTAINER_IMAGE_PULL_POLICY (default IfNotPresent) on every main
+    container, even where the API server would default a `:latest` image to Always."""
+    pod = job_pod(
+        "sync", containers=[{"name": "main", "image": "airbyte/source-faker:latest", "imagePullPolicy": "Always"}]
+    )
+    mutated = apply_answer(pod, admission.review(review(pod), engine))
+    assert mutated["spec"]["containers"][0]["imagePullPolicy"] == "IfNotPresent"
+
+
+def test_a_null_pull_policy_turns_the_default_off(tmp_path):
+    config = tmp_path / "podmutate.yaml"
+    config.write_text("job_types:\n  default:\n    image_pull_policy: null\n")
+    engine = load_engine(str(config), environ={})
+    pod = job_pod(
+        "sync", containers=[{"name": "main", "image": "airbyte/source-faker:latest", "imagePullPolicy": "Always"}]
+    )
+    mutated = apply_answer(pod, admission.review(review(pod), engine))
+    assert mutated["spec"]["containers"][0]["imagePullPolicy"] == "Always"

@@ -35,6 +35,7 @@ type Mutations struct {
 	Interval         string               `json:"interval"`
 	Volumes          []corev1.Volume      `json:"volumes"`
 	MainContainer    string               `json:"mainContainer"`
+	MainPullPolicy   corev1.PullPolicy    `json:"mainPullPolicy"`
 	MainMounts       []corev1.VolumeMount `json:"mainMounts"`
 	OtherMounts      []corev1.VolumeMount `json:"otherMounts"`
 	InitContainer    corev1.Container     `json:"initContainer"`
@@ -79,6 +80,7 @@ func (m *mutator) mutate(pod *corev1.Pod, jobType string) {
 		mounts := spec.OtherMounts
 		if container.Name == spec.MainContainer {
 			mounts = spec.MainMounts
+			container.ImagePullPolicy = spec.MainPullPolicy
 		}
 		for _, mount := range mounts {
 			container.VolumeMounts = mergeMount(container.VolumeMounts, mount)
