@@ -243,6 +243,8 @@ def test_fix_permissions_lets_a_non_root_main_container_write_its_volume(jobs, c
 
 
 def test_a_missing_image_is_left_to_kubernetes(jobs, core):
+    """The main container gets Airbyte's pull policy (IfNotPresent, over the pod's Never): an image
+    that is nowhere is then the kubelet's pull error to report, and podmutate's business ends."""
     name = f"missing-image-{uuid.uuid4().hex[:5]}"
     create_sync_pod(
         core,
@@ -255,11 +257,11 @@ def test_a_missing_image_is_left_to_kubernetes(jobs, core):
         lambda: (
             (found := container_state(core, name, "main")) is not None
             and found.waiting
-            and found.waiting.reason == "ErrImageNeverPull"
+            and found.waiting.reason in ("ErrImagePull", "ImagePullBackOff")
             and found
         ),
-        "ErrImageNeverPull",
-        timeout=60,
+        "a pull error",
+        timeout=120,
     )
-    assert state.waiting.reason == "ErrImageNeverPull"
-    assert core.read_namespaced_pod(name, JOBS).spec.containers[0].image_pull_policy == "Never"
+    assert state.waiting.reason in ("ErrImagePull", "ImagePullBackOff")
+    assert core.read_namespaced_pod(name, JOBS).spec.containers[0].image_pull_policy == "IfNotPresent"
