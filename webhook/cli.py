@@ -477,7 +477,17 @@ def launch(
     with --wait.
     """
     from webhook.ops.kubeapi import Timeouts
-    from webhook.ops.launcher import Job, JobError, KillTimeout, UploadError, WaitTimeout, core_api, label_keys, run
+    from webhook.ops.launcher import (
+        Job,
+        JobError,
+        KillTimeout,
+        NotMutated,
+        UploadError,
+        WaitTimeout,
+        core_api,
+        label_keys,
+        run,
+    )
     from webhook.ops.launcher import launch as launch_pod
 
     try:
@@ -499,7 +509,7 @@ def launch(
                 core, job, label_keys=keys, init_timeout=init_timeout, kill_running=kill_running, keep_pod=keep_pod
             )
         )
-    except (WaitTimeout, UploadError, KillTimeout) as error:
+    except (WaitTimeout, UploadError, KillTimeout, NotMutated) as error:
         raise click.ClickException(str(error)) from None
     click.echo(f"pod/{name}: main exited with {code}")
     sys.exit(code)

@@ -17,6 +17,7 @@ from webhook.ops.launcher import (
     KILLED_EXIT_CODE,
     Job,
     KillTimeout,
+    NotMutated,
     WaitTimeout,
     kill_connection,
     launch,
@@ -80,7 +81,11 @@ def test_kill_removes_exactly_the_live_pods_of_one_connection(core, namespace):
     assert kill_connection(core, namespace, "conn-a", poll=0.1, propagation=BACKGROUND) == []
 
 
-def test_launch_kills_the_connections_live_pods_first_unless_told_not_to(core, namespace):
+def test_launch_kills_the_connections_live_pods_first_unless_told_not_to(
+    admissionregistration, kubectl, podmutate, core, namespace
+):
+    register(admissionregistration, kubectl, podmutate.url, podmutate.ca_file, namespace)
+
     def job(attempt):
         return Job(
             job_type="sync",
@@ -136,7 +141,10 @@ def test_kill_cli_and_a_clear_error(control_plane, core, namespace, tmp_path):
     assert "Traceback" not in refused.stderr
 
 
-def test_launch_and_kill_use_the_configured_connection_label_keys(control_plane, core, namespace, tmp_path):
+def test_launch_and_kill_use_the_configured_connection_label_keys(
+    admissionregistration, kubectl, podmutate, control_plane, core, namespace, tmp_path
+):
+    register(admissionregistration, kubectl, podmutate.url, podmutate.ca_file, namespace)
     config = tmp_path / "podmutate.yaml"
     config.write_text("connection_labels:\n  keys: {connection_id: airbyte.io/connection, job_id: airbyte.io/job}\n")
     job = tmp_path / "job.yaml"
@@ -286,7 +294,11 @@ def test_launch_cli_creates_a_mutated_job_pod(
     )
 
 
-def test_a_wait_that_gives_up_deletes_its_pod_unless_told_to_keep_it(core, namespace):
+def test_a_wait_that_gives_up_deletes_its_pod_unless_told_to_keep_it(
+    admissionregistration, kubectl, podmutate, core, namespace
+):
+    register(admissionregistration, kubectl, podmutate.url, podmutate.ca_file, namespace)
+
     def job(attempt):
         return Job(
             job_type="sync",
@@ -303,6 +315,34 @@ def test_a_wait_that_gives_up_deletes_its_pod_unless_told_to_keep_it(core, names
     with pytest.raises(WaitTimeout):
         run(core, job(1), init_timeout=1, propagation=BACKGROUND, keep_pod=True)
     assert len(names(core, namespace)) == 1
+
+
+def test_launch_against_a_cluster_without_the_webhook_fails_in_one_line_and_deletes_the_pod(
+    control_plane, core, namespace, tmp_path
+):
+    """No webhook matches the namespace (as with failurePolicy Ignore and podmutate down): the pod
+    comes back without its init container, which nothing would ever feed."""
+    with pytest.raises(NotMutated, match="the webhook did not mutate it"):
+        job = Job(job_type="sync", image="busybox:1.35", connection_id="c-gone", job_id="1", namespace=namespace)
+        run(core, job, propagation=BACKGROUND)
+    assert names(core, namespace) == []
+    for wait in ([], ["--wait"]):
+        job = tmp_path / "job.yaml"  # a connection of its own each time: no earlier pod to kill first
+        job.write_text(
+            f"job_type: sync\nimage: busybox:1.35\nconnection_id: c-gone{len(wait)}\n"
+            f"job_id: '2'\nnamespace: {namespace}\n"
+        )
+        result = subprocess.run(
+            [*PODMUTATE, "launch", "-f", str(job), *wait, "--kubeconfig", control_plane.kubeconfig],
+            capture_output=True,
+            text=True,
+            timeout=60,  # at once: a failure here is not a wait for an init container that will never be
+        )
+        assert result.returncode == 1
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith(f"Error: pod {namespace}/") and "podmutate doctor" in line, line
+        # Deleted in the foreground, the default: here no garbage collector ever takes the pod away.
+        assert all(pod.metadata.deletion_timestamp for pod in core.list_namespaced_pod(namespace).items)
 
 
 def silent_server():

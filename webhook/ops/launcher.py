@@ -66,6 +66,18 @@ class UploadError(RuntimeError):
     """Copying the job's files into the init container failed, after every retry."""
 
 
+class NotMutated(RuntimeError):
+    """The created pod came back without the init container the launcher feeds: the webhook did
+    not mutate it (down, unreachable with failurePolicy Ignore, or not matching the namespace)."""
+
+    def __init__(self, namespace: str, pod_name: str) -> None:
+        self.pod_name = pod_name
+        super().__init__(
+            f"pod {namespace}/{pod_name} came back without its `{INIT_CONTAINER}` init container: the webhook did "
+            f"not mutate it, so nothing would ever start it; deleted it (run `podmutate doctor` to see why)"
+        )
+
+
 class KillTimeout(RuntimeError):
     """Live pods of a connection were still there when the kill's time ran out."""
 
@@ -241,6 +253,9 @@ def launch(
 ) -> Any:
     """Create the pod of `job`; return it as the API server stored it (mutated by the webhook).
 
+    A pod that comes back unmutated (no init container to feed) is deleted at once and
+    NotMutated raised: nothing would ever start it.
+
     First, unless told not to, every live pod of the job's connection is killed, as Airbyte's
     LauncherWorker did before each run: one live run per connection. `label_keys` are the
     configured connection label keys (connection_labels.keys).
@@ -251,6 +266,9 @@ def launch(
         )
     manifest = pod_manifest(job, label_keys=label_keys)
     created = core.create_namespaced_pod(job.namespace, manifest)
+    if not any(container.name == INIT_CONTAINER for container in created.spec.init_containers or []):
+        delete_pod(core, job.namespace, created.metadata.name, propagation)
+        raise NotMutated(job.namespace, created.metadata.name)
     log.info("launched pod %s/%s for connection %s", job.namespace, created.metadata.name, job.connection_id)
     return created
 
@@ -617,6 +635,7 @@ def run(
     except (WaitTimeout, UploadError):
         if not keep_pod:
             delete_pod(core, job.namespace, name, propagation)
+            log.info("deleted pod %s/%s, which was given up on", job.namespace, name)
         raise
     return name, wait_for_exit(core, job.namespace, name)
 
@@ -626,7 +645,6 @@ def delete_pod(
 ) -> None:
     try:
         core.delete_namespaced_pod(name, namespace, propagation_policy=propagation)
-        log.info("deleted pod %s/%s, which was given up on", namespace, name)
     except ApiException as error:
         if error.status != 404:
             raise
