@@ -593,3 +593,42 @@ def doctor(source: Any, webhook_config: str, namespace: str | None, url: str | N
         click.echo(str(finding))
     if any(finding.level == "fail" for finding in findings):
         sys.exit(1)
+
+
+@main.command()
+@click.option("--namespace", "-n", help="Only this namespace. [default: every namespace the webhook matches]")
+@click.option("--all-namespaces", "-A", is_flag=True, help="Every namespace the webhook matches (the default).")
+@click.option("-o", "--output", default="table", show_default=True, type=click.Choice(["table", "json"]))
+@click.option("--webhook-config", default="podmutate", show_default=True, help="Whose selectors say what a job pod is.")
+@config_option("The configuration in force (the webhook's ConfigMap), to run on each pod.")
+@kubeconfig_option()
+def audit(
+    namespace: str | None,
+    all_namespaces: bool,
+    output: str,
+    webhook_config: str,
+    config_path: str | None,
+    kubeconfig: str | None,
+) -> None:
+    """Find the job pods podmutate did not mutate; exit 1 when there is any.
+
+    Each pod the webhook configuration's selectors match is run through podmutate as stored: a
+    mutated pod gives no patch, so one that would still change got through without podmutate
+    (down, under failurePolicy Ignore). `stale`: mutated by another configuration or version.
+    """
+    from webhook.ops.audit import UNMUTATED, as_json, table
+    from webhook.ops.audit import audit as audit_pods
+    from webhook.ops.kubeapi import api_client
+
+    if namespace and all_namespaces:
+        raise click.UsageError("--namespace and --all-namespaces exclude each other")
+    engine = load_or_exit(config_path)
+    findings = cluster(lambda: audit_pods(api_client(kubeconfig), engine, webhook_config, namespace), webhook_config)
+    if output == "json":
+        click.echo(as_json(findings))
+    elif findings:
+        click.echo(table(findings))
+    else:
+        click.echo(f"no job pods {webhook_config} matches" + (f" in {namespace}" if namespace else ""))
+    if any(finding.state == UNMUTATED for finding in findings):
+        sys.exit(1)
