@@ -257,12 +257,34 @@ def serve(
         server.listen()
     except OSError as error:
         raise click.ClickException(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    net = safety_net(engine, kubeconfig)
     try:
-        server.serve_metrics()
+        server.serve_metrics([metrics.SafetyNetFigures(net.figures)] if net else [])
     except OSError as error:
         where = f"{metrics_host or host}:{metrics_port}"
         raise click.ClickException(f"cannot serve metrics on {where}: {error.strerror}") from None
-    server.run()
+    if net is None:
+        server.run()
+        return
+    net.start()
+    try:
+        server.run()
+    finally:
+        net.stop()
+
+
+def safety_net(engine: Engine, kubeconfig: str | None) -> Any:
+    """The safety net `serve` runs beside the workers when the configuration turns it on (else
+    None): it follows the configuration file as the workers do."""
+    if not engine.config.safety_net["enabled"]:
+        return None
+    from webhook.engine import EngineWatcher
+    from webhook.ops.kubeapi import api_client
+    from webhook.ops.safety_net import SafetyNet
+
+    watcher = EngineWatcher(engine)
+    watcher.watch()
+    return SafetyNet(cluster(lambda: api_client(kubeconfig)), watcher.current)
 
 
 @main.command()

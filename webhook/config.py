@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import yaml
 
+from webhook import formats
 from webhook.errors import ConfigError, clipped
 from webhook.files import FileRefused, read_bounded
 
@@ -35,6 +36,19 @@ MAX_YAML_BYTES = MAX_FILE_BYTES  # the scalars' text, every alias counted each t
 # AdmissionReview of a pod is that pod and a little more.
 MAX_BODY_BYTES_LIMIT = 16 * 1024 * 1024
 
+# Job pods that got through without podmutate (serve: webhook.ops.safety_net). It changes no pod
+# at admission, so it is left out of the digest a mutated pod is named by.
+SAFETY_NET_DEFAULTS: dict[str, Any] = {
+    "enabled": False,
+    "action": "report",  # report, or recreate: delete a Pending pod with a controller, which makes it anew
+    "recreate_bare_pods": False,  # with recreate: bare pods too (nothing makes them anew but their creator)
+    "max_deletions_per_minute": 10,
+    "namespaces": ["jobs"],  # where job pods run, watched
+    "exclude_namespaces": ["kube-system"],  # never a pod of these
+    "lease": "podmutate-safety-net",  # the Lease, in podmutate's namespace, that elects the one replica
+    "webhook_config": "podmutate",  # whose objectSelectors say what a job pod is
+}
+
 # The host's own keys. `job_types` lists the job types podmutate knows; each is a profile whose
 # settings the profiles plugin defines, with `default` as the fallback of every other type.
 HOST_DEFAULTS = {
@@ -46,7 +60,11 @@ HOST_DEFAULTS = {
     "job_types": {
         name: {} for name in ("default", "spec", "check", "discover", "sync", "normalization", "orchestrator")
     },
+    "safety_net": SAFETY_NET_DEFAULTS,
 }
+
+NOT_MUTATING = ("safety_net",)  # sections that change no pod at admission: not in the digest
+SAFETY_NET_ACTIONS = ("report", "recreate")
 
 
 class ConfigFileError(ConfigError):
@@ -101,6 +119,10 @@ class Config:
     def disabled_plugins(self) -> tuple[str, ...]:
         return tuple(self.sections["disable_plugins"])
 
+    @property
+    def safety_net(self) -> Mapping[str, Any]:
+        return self.sections["safety_net"]
+
     @cached_property  # every plugin asks, for every pod
     def job_types(self) -> frozenset[str]:
         """The job types a pod can be classified as (every profile but `default`)."""
@@ -126,8 +148,9 @@ def thaw(value: Any) -> Any:
 
 
 def digest(raw: Mapping[str, Any]) -> str:
-    """12 hex digits of the SHA-256 of the merged settings, keys sorted."""
-    return hashlib.sha256(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()[:12]
+    """12 hex digits of the SHA-256 of the merged settings that mutate pods, keys sorted."""
+    mutating = {key: value for key, value in raw.items() if key not in NOT_MUTATING}
+    return hashlib.sha256(orjson.dumps(mutating, option=orjson.OPT_SORT_KEYS, default=str)).hexdigest()[:12]
 
 
 def merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
@@ -294,3 +317,23 @@ def check_host_keys(raw: dict[str, Any]) -> None:
             raise ConfigError(f"job_types.{name}", profile, "a mapping of profile settings")
         if profile is None:
             job_types[name] = {}
+    check_safety_net(raw["safety_net"])
+
+
+def check_safety_net(section: Any) -> None:
+    formats.check_keys("safety_net", section, SAFETY_NET_DEFAULTS)
+    for flag in ("enabled", "recreate_bare_pods"):
+        if not isinstance(section[flag], bool):
+            raise ConfigError(f"safety_net.{flag}", section[flag], "true or false")
+    if section["action"] not in SAFETY_NET_ACTIONS:
+        raise ConfigError("safety_net.action", section["action"], " or ".join(SAFETY_NET_ACTIONS))
+    rate = section["max_deletions_per_minute"]
+    if isinstance(rate, bool) or not isinstance(rate, int) or not 1 <= rate <= 600:
+        raise ConfigError("safety_net.max_deletions_per_minute", rate, "a whole number from 1 to 600")
+    for key in ("namespaces", "exclude_namespaces"):
+        if not isinstance(section[key], list):
+            raise ConfigError(f"safety_net.{key}", section[key], "a list of namespace names")
+        for name in section[key]:
+            formats.check_object_name(f"safety_net.{key}", name)
+    for key in ("lease", "webhook_config"):
+        formats.check_object_name(f"safety_net.{key}", section[key])

@@ -19,7 +19,7 @@ import os
 import ssl
 import tempfile
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 
 import h11
 from prometheus_client import (
@@ -31,7 +31,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.registry import Collector
 
@@ -99,6 +99,26 @@ SUCCESS, FAILURE = "success", "failure"
 CERTIFICATE_EXPIRY = "podmutate_certificate_expiry_seconds"  # a gauge read at each scrape (CertificateExpiry)
 CERTIFICATE_EXPIRY_LABELS = ("certificate",)
 
+# The safety net's, read from it at each scrape by the supervisor, where it runs (SafetyNetFigures).
+SAFETY_NET = {  # name as scraped: (type, labels, help)
+    "podmutate_unmutated_job_pods": (
+        "gauge",
+        ("namespace", "job_type"),
+        "Live job pods podmutate did not mutate, known to the safety net's leader.",
+    ),
+    "podmutate_unmutated_job_pods_found_total": (
+        "counter",
+        ("namespace", "job_type"),
+        "Unmutated job pods this replica told of (a NotMutated Event on each), while leading.",
+    ),
+    "podmutate_unmutated_job_pods_recreated_total": (
+        "counter",
+        (),
+        "Unmutated Pending job pods deleted for their controller to make again (action: recreate).",
+    ),
+    "podmutate_safety_net_leader": ("gauge", (), "1 on the replica that holds the safety net's Lease."),
+}
+
 
 def exported() -> dict[str, tuple[str, tuple[str, ...]]]:
     """Every metric family podmutate exports, by the name a scrape shows (a counter's with `_total`):
@@ -109,6 +129,7 @@ def exported() -> dict[str, tuple[str, tuple[str, ...]]]:
             name = f"{value._name}_total" if value._type == "counter" else value._name
             families[name] = (value._type, tuple(value._labelnames))
     families[CERTIFICATE_EXPIRY] = ("gauge", CERTIFICATE_EXPIRY_LABELS)
+    families.update({name: (kind, labels) for name, (kind, labels, _help) in SAFETY_NET.items()})
     return families
 
 
@@ -148,6 +169,30 @@ class CertificateExpiry(Collector):
         if issuers:
             family.add_metric(["ca"], (max(ca.not_valid_after_utc for ca in issuers) - at).total_seconds())
         yield family
+
+
+class SafetyNetFigures(Collector):
+    """The safety net's figures, from `read()` at each scrape: (leading, unmutated pods and pods told
+    of by (namespace, job type), pods recreated)."""
+
+    def __init__(
+        self, read: Callable[[], tuple[bool, Mapping[tuple[str, str], int], Mapping[tuple[str, str], int], int]]
+    ):
+        self.read = read
+
+    def collect(self) -> Iterator[Metric]:
+        leading, unmutated, found, recreated = self.read()
+        families = {}
+        for name, (kind, labels, help_text) in SAFETY_NET.items():
+            family = GaugeMetricFamily if kind == "gauge" else CounterMetricFamily
+            families[name] = family(name.removesuffix("_total"), help_text, labels=list(labels))
+        for (namespace, job_type), count in unmutated.items():
+            families["podmutate_unmutated_job_pods"].add_metric([namespace, job_type], count)
+        for (namespace, job_type), count in found.items():
+            families["podmutate_unmutated_job_pods_found_total"].add_metric([namespace, job_type], count)
+        families["podmutate_unmutated_job_pods_recreated_total"].add_metric([], recreated)
+        families["podmutate_safety_net_leader"].add_metric([], 1 if leading else 0)
+        yield from families.values()
 
 
 def prepare_multiprocess() -> str:
@@ -211,7 +256,12 @@ Access = Callable[[str | None], tuple[int, str]]
 
 
 def serve_metrics(
-    host: str, port: int, cert_file: str, tls: ssl.SSLContext | None = None, access: Access | None = None
+    host: str,
+    port: int,
+    cert_file: str,
+    tls: ssl.SSLContext | None = None,
+    access: Access | None = None,
+    collectors: Iterable[Collector] = (),
 ) -> None:
     """Serve every worker's metrics, added up, and the certificates' expiry on host:port/metrics,
     from an event loop in a daemon thread: over HTTPS with `tls`, to whom `access` allows when
@@ -219,6 +269,8 @@ def serve_metrics(
     registry = CollectorRegistry()
     WorkersCollector(registry)
     registry.register(CertificateExpiry(cert_file))
+    for collector in collectors:
+        registry.register(collector)
     loop = asyncio.new_event_loop()
     endpoint = MetricsEndpoint(registry, access, tls)
 

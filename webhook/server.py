@@ -30,7 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Any
@@ -39,6 +39,7 @@ import orjson
 import uvloop
 from a2wsgi.wsgi import build_environ
 from hypercorn.config import Config as HypercornConfig
+from prometheus_client.registry import Collector
 
 from webhook import logs, metrics
 from webhook.budget import DEFAULT_BUDGET, give_memory_back
@@ -598,9 +599,10 @@ class WebhookServer:
         """Bind the webhook's port; raises OSError when it is taken (by a second `serve`, say)."""
         self.sockets = self.config.create_sockets()
 
-    def serve_metrics(self) -> None:
-        """Start serving /metrics, when asked to; raises OSError when the port is taken. With an
-        `metrics_access`, over HTTPS with the webhook's own certificate pair, followed as it is."""
+    def serve_metrics(self, collectors: Iterable[Collector] = ()) -> None:
+        """Start serving /metrics, when asked to, with what `collectors` add to the workers'
+        figures; raises OSError when the port is taken. With an `metrics_access`, over HTTPS with
+        the webhook's own certificate pair, followed as it is."""
         if self.metrics_port is None:
             return
         tls = None
@@ -612,7 +614,7 @@ class WebhookServer:
             )
             tls = following_context(reloading, alpn)
         certfile = self.config.certfile or ""
-        metrics.serve_metrics(self.metrics_host, self.metrics_port, certfile, tls, self.metrics_access)
+        metrics.serve_metrics(self.metrics_host, self.metrics_port, certfile, tls, self.metrics_access, collectors)
         scheme = "https" if tls else "http"
         log.info("metrics on %s://%s:%d/metrics", scheme, self.metrics_host, self.metrics_port)
 
