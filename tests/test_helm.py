@@ -114,3 +114,15 @@ def test_bad_values_are_refused_with_a_message(helm):
     assert result.returncode != 0 and "certificates.mode: self-managed or cert-manager" in result.stderr
     result = template(helm, "autoscaling.enabled=true", "autoscaling.minReplicas=1", check=False)
     assert result.returncode != 0 and "autoscaling.minReplicas: at least 2" in result.stderr
+
+
+def test_the_safety_net_may_delete_job_pods_only_when_told_to(helm):
+    def pod_verbs(*values):
+        documents = objects(yaml.safe_load_all(template(helm, *values).stdout))
+        (rule,) = documents[("Role", "jobs", "podmutate-safety-net")]["rules"]
+        return rule["verbs"]
+
+    assert pod_verbs() == ["get", "list", "watch"]
+    assert pod_verbs("safetyNet.deletePods=true") == ["get", "list", "watch", "delete"]
+    documents = objects(yaml.safe_load_all(template(helm, "safetyNet.rbac=false").stdout))
+    assert not [key for key in documents if key[2].startswith("podmutate-safety-net")]

@@ -34,6 +34,13 @@ TABLE = [
     (PODMUTATE, "create", "pods", "jobs", False),
     (PODMUTATE, "create", "tokenreviews", CLUSTER, False),  # only to check scrapers' tokens (--metrics-secure)
     (PODMUTATE, "create", "subjectaccessreviews", CLUSTER, False),
+    (PODMUTATE, "list", "pods", "jobs", True),  # the safety net: watch job pods, tell of unmutated ones
+    (PODMUTATE, "watch", "pods", "jobs", True),
+    (PODMUTATE, "create", "events", "jobs", True),
+    (PODMUTATE, "delete", "pods", "jobs", False),  # only for action: recreate (safetyNet.deletePods)
+    (PODMUTATE, "list", "pods", "default", False),
+    (PODMUTATE, "update", "leases", "podmutate-system", True),
+    (PODMUTATE, "update", "leases", "jobs", False),
     (LAUNCHER, "create", "pods", "jobs", True),
     (LAUNCHER, "delete", "pods", "jobs", True),
     (LAUNCHER, "list", "pods", "jobs", True),
