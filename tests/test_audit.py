@@ -2,10 +2,13 @@
 
 import json
 
+import pytest
+
 from tests.helpers import apply_answer, job_pod
 from tools.harness.pods import review
 from webhook import admission
 from webhook.engine import load_engine
+from webhook.errors import ConfigError
 from webhook.ops.audit import MUTATED, REFUSED, STALE, UNMUTATED, Finding, as_json, assess, matched, table
 
 OWNED = {
@@ -84,3 +87,43 @@ def test_the_table_and_the_json_name_every_pod_and_its_state():
         ("a", UNMUTATED, "Job/j"),
         ("b", MUTATED, None),
     ]
+
+
+def test_the_deletion_budget_allows_so_many_a_minute_then_again():
+    from webhook.ops.safety_net import DeletionBudget
+
+    now = [0.0]
+    budget = DeletionBudget(2, clock=lambda: now[0])
+    assert [budget.take() for _ in range(3)] == [True, True, False]
+    now[0] = 59.9
+    assert not budget.take()
+    now[0] = 60.0
+    assert budget.take() and budget.take() and not budget.take()
+
+
+@pytest.mark.parametrize(
+    ("section", "named"),
+    [
+        ({"action": "delete"}, "safety_net.action: 'delete' is not valid: expected report or recreate"),
+        ({"max_deletions_per_minute": 0}, "safety_net.max_deletions_per_minute: 0"),
+        ({"namespaces": "jobs"}, "safety_net.namespaces: 'jobs'"),
+        ({"namespaces": ["Jobs"]}, "safety_net.namespaces: 'Jobs'"),
+        ({"enabled": "yes"}, "safety_net.enabled: 'yes'"),
+        ({"leese": "x"}, "safety_net"),
+    ],
+)
+def test_a_bad_safety_net_setting_is_named(section, named):
+    with pytest.raises(ConfigError) as error:
+        load_engine(environ={}, overrides={"safety_net": section})
+    assert str(error.value).startswith(named) and "\n" not in str(error.value)
+
+
+def test_the_safety_net_settings_are_not_in_the_digest_pods_are_named_by():
+    assert (
+        load_engine(environ={}).config.digest
+        == load_engine(environ={}, overrides={"safety_net": {"enabled": True}}).config.digest
+    )
+    assert (
+        load_engine(environ={}).config.digest
+        != load_engine(environ={}, overrides={"failure_mode": "fail"}).config.digest
+    )
