@@ -603,14 +603,26 @@ def kill(
 @kubeconfig_option()
 def doctor(source: Any, webhook_config: str, namespace: str | None, url: str | None, kubeconfig: str | None) -> None:
     """Check a webhook configuration for what takes clusters down; exit 1 on any failure."""
-    from webhook.ops.doctor import check, from_cluster, from_documents
+    from webhook.ops.doctor import (
+        check,
+        from_cluster,
+        from_documents,
+        safety_net_findings,
+        service_namespaces,
+        through_port_forwards,
+    )
     from webhook.ops.kubeapi import api_client
 
     if source is not None:
         configurations, namespaces = from_documents(read_yaml(source))
+        findings = check(configurations, namespaces, name=webhook_config, own_namespace=namespace, url=url)
     else:
-        configurations, namespaces = cluster(lambda: from_cluster(api_client(kubeconfig)))
-    findings = check(configurations, namespaces, name=webhook_config, own_namespace=namespace, url=url)
+        client = cluster(lambda: api_client(kubeconfig))
+        configurations, namespaces = cluster(lambda: from_cluster(client))
+        reach = through_port_forwards(client)
+        findings = check(configurations, namespaces, name=webhook_config, own_namespace=namespace, url=url, reach=reach)
+        own = namespace or next(iter(service_namespaces(configurations, webhook_config)), "podmutate-system")
+        findings += cluster(lambda: safety_net_findings(client, own))
     for finding in findings:
         click.echo(str(finding))
     if any(finding.level == "fail" for finding in findings):

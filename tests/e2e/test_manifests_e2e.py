@@ -74,7 +74,10 @@ def test_doctor_on_a_live_configuration_checks_the_served_certificate(
     name = register(admissionregistration, kubectl, podmutate.url, podmutate.ca_file, namespace)
     good = doctor(control_plane, name)
     assert good.returncode == 0, good.stdout
-    assert f"ok    {name}/{name}.podmutate.io: caBundle verifies the served certificate" in good.stdout
+    assert (
+        f"ok    {name}/{name}.podmutate.io: caBundle verifies the certificate served at {podmutate.url}" in good.stdout
+    )
+    assert "warn  safety net: no Lease" in good.stdout  # no podmutate serve here holds one
 
     ensure(tmp_path / "other", ["127.0.0.1"])
     wrong = register(

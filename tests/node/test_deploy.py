@@ -29,6 +29,18 @@ def test_doctor_passes_against_the_live_cluster(podmutate, core, cluster):
     assert "fail" not in result.stdout.split()
 
 
+def test_doctor_outside_the_cluster_checks_each_replica_through_a_port_forward(podmutate, core, cluster):
+    """No --url: every replica's certificate is checked through the API server's port-forward."""
+    result = subprocess.run(
+        [*PODMUTATE, "doctor", "--kubeconfig", cluster.kubeconfig], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for pod in webhook_pods(core):
+        assert f"caBundle verifies the certificate served at pod {pod.metadata.name}" in result.stdout, result.stdout
+    assert "pass --url" not in result.stdout
+    assert "safety net:" in result.stdout  # the node's configuration turns it off: said so
+
+
 def test_replicas_start_without_error_lines_under_a_read_only_root(podmutate, core, kubectl):
     for pod in webhook_pods(core):
         log = kubectl("-n", NAMESPACE, "logs", pod.metadata.name).stdout

@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from tests.node.conftest import CONFIG, NAMESPACE, WEBHOOK_LABELS, wait_for, webhook_pods
-from tools.harness.processes import PODMUTATE
+from tools.harness.processes import PODMUTATE, metric_samples
 
 JOBS = "jobs"
 POOL = "podmutate.io/pool"
@@ -55,10 +55,14 @@ def leader(coordination, core):
 
 
 def unmutated_gauge(pod):
+    """podmutate_unmutated_job_pods of the jobs namespace, as `pod` exports it."""
     with urllib.request.urlopen(f"http://{pod.status.pod_ip}:8000/metrics", timeout=10) as answer:
-        text = answer.read().decode()
-    lines = [line for line in text.splitlines() if line.startswith('podmutate_unmutated_job_pods{namespace="jobs"')]
-    return sum(float(line.rsplit(" ", 1)[1]) for line in lines)
+        samples = metric_samples(answer.read().decode())
+    return sum(
+        value
+        for (name, labels), value in samples.items()
+        if name == "podmutate_unmutated_job_pods" and ("namespace", JOBS) in labels
+    )
 
 
 @pytest.fixture

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import functools
 import socket
 import ssl
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -144,12 +146,14 @@ def check(
     name: str,
     own_namespace: str | None = None,
     url: str | None = None,
+    reach: Reach | None = None,
     renew_days: int = SERVING_RENEW_DAYS,
 ) -> list[Finding]:
     """Findings for the MutatingWebhookConfiguration `name` among `configurations` (dicts).
 
     `namespaces` maps namespace names to their labels (the name label is implied). `url`
-    overrides where to reach the webhook for the certificate check (a port-forward, say).
+    overrides where to reach the webhook for the certificate check; without it, a Service's
+    pods are reached each through `reach` (the API server's port-forward, in a live cluster).
     """
     target = next((item for item in configurations if item["metadata"]["name"] == name), None)
     if target is None:
@@ -196,7 +200,7 @@ def check(
             findings.append(Finding("ok", subject, "objectSelector present: other pods never reach the webhook"))
         else:
             findings.append(Finding("warn", subject, "no objectSelector: every pod creation calls the webhook"))
-        findings += check_ca_bundle(target, webhook, subject, url, renew_days)
+        findings += check_ca_bundle(target, webhook, subject, url, renew_days, reach)
     all_webhooks = [webhook for item in configurations for webhook in item.get("webhooks") or []]
     worst = worst_case_seconds(all_webhooks)
     if worst > BUDGET_SECONDS:
@@ -216,7 +220,7 @@ def check(
 
 
 def check_ca_bundle(
-    configuration: dict, webhook: dict, subject: str, url: str | None, renew_days: int
+    configuration: dict, webhook: dict, subject: str, url: str | None, renew_days: int, reach: Reach | None = None
 ) -> list[Finding]:
     client_config = webhook.get("clientConfig") or {}
     encoded = client_config.get("caBundle") or ""
@@ -238,41 +242,101 @@ def check_ca_bundle(
     service = client_config.get("service")
     target = url or client_config.get("url")
     if not target:
-        return [Finding("warn", subject, "serving certificate not checked: pass --url to reach the Service")]
+        if not (service and reach):
+            return [Finding("warn", subject, "serving certificate not checked: pass --url to reach the Service")]
+        hostname = service_host(service["name"], service["namespace"])
+        try:
+            pods = reach(service)
+        except OSError as error:
+            return [
+                Finding("warn", subject, f"the Service's pods not reached, serving certificate not checked: {error}")
+            ]
+        if not pods:
+            return [Finding("fail", subject, f"Service {service['namespace']}/{service['name']} has no running pod")]
+        return [served_finding(subject, f"pod {pod}", connect, hostname, bundle, renew_days) for pod, connect in pods]
     parts = urlsplit(target)
     hostname = service_host(service["name"], service["namespace"]) if service else parts.hostname or ""
+    connect = lambda: socket.create_connection((parts.hostname or "", parts.port or 443), timeout=5)  # noqa: E731
+    return [served_finding(subject, target, connect, hostname, bundle, renew_days)]
+
+
+def served_finding(
+    subject: str, where: str, connect: Callable[[], socket.socket], hostname: str, bundle: bytes, renew_days: int
+) -> Finding:
+    """Whether `bundle` verifies the certificate served over `connect()`, and how long it has left."""
     try:
-        served = served_certificate(parts.hostname or "", parts.port or 443, hostname, bundle)
+        served = served_certificate(connect, hostname, bundle)
     except ssl.SSLCertVerificationError as error:
-        return [
-            Finding(
-                "fail", subject, f"caBundle does not verify the certificate served at {target}: {error.verify_message}"
-            )
-        ]
+        return Finding(
+            "fail", subject, f"caBundle does not verify the certificate served at {where}: {error.verify_message}"
+        )
     except OSError as error:
-        return [Finding("warn", subject, f"{target} not reachable, serving certificate not checked: {error}")]
+        return Finding("warn", subject, f"{where} not reachable, serving certificate not checked: {error}")
     days = (served.not_valid_after_utc - now()).total_seconds() / 86400
     if days <= renew_days:
-        return [
-            Finding(
-                "warn",
-                subject,
-                f"caBundle verifies the served certificate, which expires in {days:.0f} "
-                f"days (renewal is due {renew_days} days before)",
-            )
-        ]
-    return [Finding("ok", subject, f"caBundle verifies the served certificate ({days:.0f} days left)")]
+        return Finding(
+            "warn",
+            subject,
+            f"caBundle verifies the certificate served at {where}, which expires in {days:.0f} "
+            f"days (renewal is due {renew_days} days before)",
+        )
+    return Finding("ok", subject, f"caBundle verifies the certificate served at {where} ({days:.0f} days left)")
 
 
-def served_certificate(host: str, port: int, hostname: str, bundle: bytes) -> x509.Certificate:
-    """Handshake with the webhook, verifying against `bundle`; return the certificate it served."""
+def served_certificate(connect: Callable[[], socket.socket], hostname: str, bundle: bytes) -> x509.Certificate:
+    """Handshake over `connect()`, verifying against `bundle`; return the certificate served."""
     with tempfile.NamedTemporaryFile(suffix=".crt") as ca_file:
         ca_file.write(bundle)
         ca_file.flush()
         context = ssl.create_default_context(cafile=ca_file.name)
-    with socket.create_connection((host, port), timeout=5) as raw:
+    with connect() as raw:
+        raw.settimeout(10)
         with context.wrap_socket(raw, server_hostname=hostname) as tls:
             return x509.load_der_x509_certificate(tls.getpeercert(binary_form=True) or b"")
+
+
+# For a Service's pods: (pod name, a function that opens a socket to its webhook port).
+Reach = Callable[[dict], list[tuple[str, Callable[[], socket.socket]]]]
+
+
+def through_port_forwards(client: Any) -> Reach:
+    """Reach each running pod behind a Service through the API server's port-forward (what
+    `kubectl port-forward` uses): doctor run outside the cluster still sees each replica's
+    certificate. Needs `create pods/portforward` in podmutate's namespace."""
+    import kubernetes
+    from kubernetes.stream import portforward
+
+    core = kubernetes.client.CoreV1Api(client)
+
+    def reach(service: dict) -> list[tuple[str, Callable[[], socket.socket]]]:
+        try:
+            found = core.read_namespaced_service(service["name"], service["namespace"])
+            ports = [port for port in found.spec.ports or [] if port.port == service.get("port", 443)]
+            selector = ",".join(f"{key}={value}" for key, value in (found.spec.selector or {}).items())
+            pods = core.list_namespaced_pod(service["namespace"], label_selector=selector).items
+        except kubernetes.client.exceptions.ApiException as error:
+            raise OSError(f"{error.status} {error.reason}") from None
+        running = [pod for pod in pods if pod.status.phase == "Running" and pod.metadata.deletion_timestamp is None]
+        reached: list[tuple[str, Callable[[], socket.socket]]] = []
+        for pod in running:
+            target = ports[0].target_port if ports else 8443
+            if isinstance(target, str):  # a named port: the container's of that name
+                named = [p for c in pod.spec.containers for p in c.ports or [] if p.name == target]
+                target = named[0].container_port if named else 8443
+
+            def connect(name: str, port: int) -> socket.socket:
+                try:
+                    forward = portforward(
+                        core.connect_get_namespaced_pod_portforward, name, service["namespace"], ports=str(port)
+                    )
+                except kubernetes.client.exceptions.ApiException as error:
+                    raise OSError(f"port-forward to {name}: {error.status} {error.reason}") from None
+                return forward.socket(port)
+
+            reached.append((pod.metadata.name, functools.partial(connect, pod.metadata.name, int(target))))
+        return reached
+
+    return reach
 
 
 def from_documents(documents: list[Any]) -> tuple[list[dict], dict[str, dict]]:
@@ -298,3 +362,48 @@ def from_cluster(client: Any) -> tuple[list[dict], dict[str, dict]]:
     core = kubernetes.client.CoreV1Api(client)
     namespaces = {item.metadata.name: item.metadata.labels or {} for item in core.list_namespace().items}
     return configurations, namespaces
+
+
+def service_namespaces(configurations: list[dict], name: str) -> list[str]:
+    """The namespaces of the Services the webhook configuration `name` calls."""
+    return [
+        webhook["clientConfig"]["service"]["namespace"]
+        for item in configurations
+        if item["metadata"]["name"] == name
+        for webhook in item.get("webhooks") or []
+        if (webhook.get("clientConfig") or {}).get("service")
+    ]
+
+
+def safety_net_findings(client: Any, namespace: str, lease: str = "podmutate-safety-net") -> list[Finding]:
+    """The safety net's state in a live cluster: who holds its Lease (and whether it renews it),
+    and the job pods it told of as unmutated (their NotMutated Events)."""
+    import datetime
+
+    import kubernetes
+
+    subject = "safety net"
+    try:
+        held = kubernetes.client.CoordinationV1Api(client).read_namespaced_lease(lease, namespace).spec
+    except kubernetes.client.exceptions.ApiException as error:
+        if error.status != 404:
+            return [Finding("warn", subject, f"Lease {namespace}/{lease} not read: {error.status} {error.reason}")]
+        return [Finding("warn", subject, f"no Lease {namespace}/{lease}: the safety net is off (safety_net.enabled)")]
+    findings = []
+    renewed = held.renew_time or held.acquire_time
+    age = (datetime.datetime.now(datetime.UTC) - renewed).total_seconds() if renewed else None
+    if held.holder_identity and age is not None and age <= (held.lease_duration_seconds or 15):
+        findings.append(Finding("ok", subject, f"led by {held.holder_identity} (renewed {age:.0f}s ago)"))
+    else:
+        findings.append(Finding("warn", subject, f"no replica holds Lease {namespace}/{lease}: nobody watches"))
+    try:
+        events = kubernetes.client.CoreV1Api(client).list_event_for_all_namespaces(field_selector="reason=NotMutated")
+    except kubernetes.client.exceptions.ApiException as error:
+        return [*findings, Finding("warn", subject, f"NotMutated Events not read: {error.status} {error.reason}")]
+    told = sorted({f"{event.involved_object.namespace}/{event.involved_object.name}" for event in events.items})
+    if told:
+        shown = ", ".join(told[:10]) + (f" and {len(told) - 10} more" if len(told) > 10 else "")
+        findings.append(Finding("warn", subject, f"{len(told)} job pods got through unmutated: {shown}"))
+    else:
+        findings.append(Finding("ok", subject, "no job pod told of as unmutated"))
+    return findings
