@@ -12,7 +12,7 @@ import pluggy
 from webhook import pods
 from webhook.contract import MUTATED_BY_ANNOTATION
 from webhook.errors import Denied, ReviewError
-from webhook.patch import TooDeep, copy, diff
+from webhook.patch import TooDeep, copy, diff, pointer_token
 from webhook.validity import annotation_problems, problems
 from webhook.wire import (
     DENIED,
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from webhook.engine import Engine
 
 log = logging.getLogger(__name__)
+
+MUTATED_BY_POINTER = f"/metadata/annotations/{pointer_token(MUTATED_BY_ANNOTATION)}"  # names the configuration
 
 
 @dataclass

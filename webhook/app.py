@@ -16,6 +16,7 @@ from webhook.deadline import DeadlineRunner, Overrun
 from webhook.engine import Engine, EngineWatcher, load_engine_or_last_good
 from webhook.errors import ReviewError, problem_payload, too_large
 from webhook.logs import fields_text
+from webhook.ops.record import Recorder
 from webhook.plugins import plugin_rows
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ def create_app(
         watcher.watch()
     runner = DeadlineRunner(locate=lambda frame: admission.plugin_at(watcher.current().plugins, frame))
     memory = budget.MemoryBudget(review_memory)
+    recorder = Recorder()  # keeps nothing unless record.enabled
     app = Flask(__name__)
     app.extensions[EXTENSION] = watcher
     app.extensions[f"{EXTENSION}.deadline"] = runner
@@ -103,6 +105,8 @@ def create_app(
             return overran(admission_review, current, started, overrun)
         encoded = wire.encode(answer.response)
         observe(answer, time.perf_counter() - started)
+        if answer.mutation is not None and answer.mutation.job_type:
+            recorder.keep(current, admission_review, answer.mutation.job_type)
         return Response(encoded, mimetype="application/json")
 
     def overran(admission_review: dict, current: Engine, started: float, overrun: Overrun) -> Response:

@@ -5,6 +5,7 @@ Only options and output live here; what each command does lives in the modules i
 
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -665,4 +666,70 @@ def audit(
     else:
         click.echo(f"no job pods {webhook_config} matches" + (f" in {namespace}" if namespace else ""))
     if any(finding.state == UNMUTATED for finding in findings):
+        sys.exit(1)
+
+
+@main.group()
+def record() -> None:
+    """Reviews `serve` keeps for `podmutate replay` (record.enabled)."""
+
+
+@record.command("export")
+@click.option("--directory", help="Where serve keeps them. [default: record.directory of --config]")
+@click.option("-o", "--output", "target", required=True, help="A directory to copy them into; - for a tar on stdout.")
+@config_option("The configuration serve runs with, for record.directory.")
+def record_export(directory: str | None, target: str, config_path: str | None) -> None:
+    """Copy the kept reviews out, e.g. `kubectl exec deploy/podmutate -- podmutate record export -o - > r.tar`."""
+    from webhook.ops.record import export_directory, export_tar, recording_directory
+
+    source = directory or recording_directory(load_or_exit(config_path).config.record)
+    if not os.path.isdir(source):
+        raise click.ClickException(f"{source}: no reviews kept here (is record.enabled on, and is this its directory?)")
+    if target == "-":
+        sys.stdout.buffer.write(export_tar(source))
+        return
+    count = export_directory(source, target)
+    click.echo(f"{count} reviews copied into {target}", err=True)
+
+
+@main.command()
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option(
+    "--config", "candidate_path", required=True, type=click.Path(dir_okay=False, exists=True), help="The candidate."
+)
+@click.option(
+    "--current",
+    "current_path",
+    type=click.Path(dir_okay=False),
+    envvar=CONFIG_ENV,
+    help=f"The configuration in force. [default: ${CONFIG_ENV}, else the built-in one]",
+)
+@click.option("--env-file", type=click.Path(dir_okay=False, exists=True), help="NAME=value lines: serve's environment.")
+def replay(sources: tuple[str, ...], candidate_path: str, current_path: str | None, env_file: str | None) -> None:
+    """Run recorded reviews (exported directories or tars) through the configuration in force and a
+    candidate: per job type, how many pods change and how; exit 1 on any pod the candidate would
+    deny, fail or make invalid."""
+    import pathlib
+    import tarfile
+
+    from webhook.ops.cases import read_env
+    from webhook.ops.record import load_recorded
+    from webhook.ops.record import replay as replay_reviews
+
+    environ = {**os.environ, **(read_env(pathlib.Path(env_file)) if env_file else {})}
+    try:
+        current = load_engine(current_path, environ=environ)
+        candidate = load_engine(candidate_path, environ=environ)
+    except ConfigError as error:
+        raise click.ClickException(f"invalid configuration: {error}") from None
+    try:
+        recorded = load_recorded(sources)
+    except (ValueError, OSError, tarfile.TarError) as error:
+        raise click.ClickException(str(error)) from None
+    if not recorded:
+        raise click.ClickException(f"no recorded reviews in {', '.join(sources)}")
+    report = replay_reviews(recorded, current, candidate)
+    for line in report.lines():
+        click.echo(line)
+    if report.problems:
         sys.exit(1)

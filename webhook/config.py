@@ -49,6 +49,14 @@ SAFETY_NET_DEFAULTS: dict[str, Any] = {
     "webhook_config": "podmutate",  # whose objectSelectors say what a job pod is
 }
 
+# Reviews kept for `podmutate replay` (webhook.ops.record), redacted; changes no pod either.
+RECORD_DEFAULTS: dict[str, Any] = {
+    "enabled": False,
+    "per_job_type": 50,  # the last so many reviews of each job type
+    "max_bytes_per_job_type": 4 * 1024 * 1024,
+    "directory": "",  # files 0600 there; empty: podmutate-recorded in the temporary directory
+}
+
 # The host's own keys. `job_types` lists the job types podmutate knows; each is a profile whose
 # settings the profiles plugin defines, with `default` as the fallback of every other type.
 HOST_DEFAULTS = {
@@ -61,9 +69,10 @@ HOST_DEFAULTS = {
         name: {} for name in ("default", "spec", "check", "discover", "sync", "normalization", "orchestrator")
     },
     "safety_net": SAFETY_NET_DEFAULTS,
+    "record": RECORD_DEFAULTS,
 }
 
-NOT_MUTATING = ("safety_net",)  # sections that change no pod at admission: not in the digest
+NOT_MUTATING = ("safety_net", "record")  # sections that change no pod at admission: not in the digest
 SAFETY_NET_ACTIONS = ("report", "recreate")
 
 
@@ -122,6 +131,10 @@ class Config:
     @property
     def safety_net(self) -> Mapping[str, Any]:
         return self.sections["safety_net"]
+
+    @property
+    def record(self) -> Mapping[str, Any]:
+        return self.sections["record"]
 
     @cached_property  # every plugin asks, for every pod
     def job_types(self) -> frozenset[str]:
@@ -318,6 +331,19 @@ def check_host_keys(raw: dict[str, Any]) -> None:
         if profile is None:
             job_types[name] = {}
     check_safety_net(raw["safety_net"])
+    check_record(raw["record"])
+
+
+def check_record(section: Any) -> None:
+    formats.check_keys("record", section, RECORD_DEFAULTS)
+    if not isinstance(section["enabled"], bool):
+        raise ConfigError("record.enabled", section["enabled"], "true or false")
+    for key, most in (("per_job_type", 10_000), ("max_bytes_per_job_type", 1024**3)):
+        value = section[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+            raise ConfigError(f"record.{key}", value, f"a whole number from 1 to {most}")
+    if not isinstance(section["directory"], str) or (section["directory"] and not section["directory"].startswith("/")):
+        raise ConfigError("record.directory", section["directory"], "an absolute path, or empty")
 
 
 def check_safety_net(section: Any) -> None:

@@ -15,18 +15,17 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from webhook import admission
+from webhook.admission import MUTATED_BY_POINTER
 from webhook.contract import MUTATED_BY_ANNOTATION
 from webhook.engine import Engine
 from webhook.errors import Denied
 from webhook.ops.doctor import calls_for_pod_create, selector_matches
-from webhook.patch import pointer_token
 
 MUTATED = "mutated"  # podmutate would change nothing, and named this configuration (or nothing)
 UNMUTATED = "unmutated"  # podmutate would still change it
 STALE = "stale"  # mutated by another configuration or version than the one in force
 REFUSED = "refused"  # podmutate would deny it, or a plugin fails on it
 STATES = (UNMUTATED, STALE, REFUSED, MUTATED)
-MUTATED_BY_POINTER = f"/metadata/annotations/{pointer_token(MUTATED_BY_ANNOTATION)}"
 PAGE = 500  # pods per list call
 
 
