@@ -15,7 +15,7 @@ from tools.harness.processes import wait_for
 from webhook import admission
 from webhook.app import create_app
 from webhook.engine import load_engine
-from webhook.ops.record import REDACTED, export_tar, load_recorded, prune, redact, replay, write
+from webhook.ops.record import REDACTED, export_tar, load_recorded, prune, recorded_files, redact, replay, write
 
 SECRET = "s3cr3t-value"
 BUILT_IN = load_engine(environ={})
@@ -62,7 +62,12 @@ def test_a_redacted_review_is_mutated_at_the_same_paths_as_the_real_one(containe
 
 
 def test_kept_reviews_are_bounded_in_count_and_bytes_and_private(tmp_path):
-    settings_ = {"directory": str(tmp_path / "kept"), "per_job_type": 3, "max_bytes_per_job_type": 10_000}
+    settings_ = {
+        "directory": str(tmp_path / "kept"),
+        "per_job_type": 3,
+        "max_bytes_per_job_type": 10_000,
+        "max_bytes": 10**6,
+    }
     for index in range(10):
         write(settings_, "sync", json.dumps({"index": index, "pad": "x" * 2000}).encode())
     folder = tmp_path / "kept" / "sync"
@@ -72,6 +77,9 @@ def test_kept_reviews_are_bounded_in_count_and_bytes_and_private(tmp_path):
     assert all(stat.S_IMODE(os.stat(folder / name).st_mode) == 0o600 for name in names)
     prune(str(folder), 3, 5000)  # bytes bind first: the newest two fit
     assert len(os.listdir(folder)) == 2
+    write({**settings_, "max_bytes": 5000}, "check", json.dumps({"index": 10, "pad": "x" * 2000}).encode())
+    kept = [name for _type, name in (path.split("/") for path, _ in recorded_files(settings_["directory"]))]
+    assert len(kept) == 2 and (tmp_path / "kept" / "check").is_dir()  # all types together: the oldest sync one went
 
 
 def test_serve_keeps_the_reviews_of_job_pods_redacted(tmp_path):
@@ -116,7 +124,12 @@ def test_replay_flags_a_candidate_that_would_make_pods_invalid_or_deny_them(engi
 
 
 def test_the_commands_export_a_tar_and_replay_it_exiting_1_on_a_problem(tmp_path):
-    settings_ = {"directory": str(tmp_path / "kept"), "per_job_type": 50, "max_bytes_per_job_type": 10**6}
+    settings_ = {
+        "directory": str(tmp_path / "kept"),
+        "per_job_type": 50,
+        "max_bytes_per_job_type": 10**6,
+        "max_bytes": 10**7,
+    }
     write(settings_, "sync", json.dumps(redact(review(airbyte_pod("sync")))).encode())
     exported = podmutate("record", "export", "--directory", str(tmp_path / "kept"), "-o", str(tmp_path / "out"))
     assert exported.returncode == 0, exported.stderr

@@ -53,7 +53,8 @@ SAFETY_NET_DEFAULTS: dict[str, Any] = {
 RECORD_DEFAULTS: dict[str, Any] = {
     "enabled": False,
     "per_job_type": 50,  # the last so many reviews of each job type
-    "max_bytes_per_job_type": 4 * 1024 * 1024,
+    "max_bytes_per_job_type": 1024 * 1024,
+    "max_bytes": 8 * 1024 * 1024,  # in all: within the manifests' /tmp (an emptyDir of 16 Mi)
     "directory": "",  # files 0600 there; empty: podmutate-recorded in the temporary directory
 }
 
@@ -338,7 +339,7 @@ def check_record(section: Any) -> None:
     formats.check_keys("record", section, RECORD_DEFAULTS)
     if not isinstance(section["enabled"], bool):
         raise ConfigError("record.enabled", section["enabled"], "true or false")
-    for key, most in (("per_job_type", 10_000), ("max_bytes_per_job_type", 1024**3)):
+    for key, most in (("per_job_type", 10_000), ("max_bytes_per_job_type", 1024**3), ("max_bytes", 1024**3)):
         value = section[key]
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
             raise ConfigError(f"record.{key}", value, f"a whole number from 1 to {most}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import os
 import socket
 import ssl
 import tempfile
@@ -331,7 +332,9 @@ def through_port_forwards(client: Any) -> Reach:
                     )
                 except kubernetes.client.exceptions.ApiException as error:
                     raise OSError(f"port-forward to {name}: {error.status} {error.reason}") from None
-                return forward.socket(port)
+                # A real socket on the same descriptor (the client's wrapper is none, and TLS
+                # needs one); the forward's own half goes with the command's end.
+                return socket.socket(fileno=os.dup(forward.socket(port).fileno()))
 
             reached.append((pod.metadata.name, functools.partial(connect, pod.metadata.name, int(target))))
         return reached

@@ -2,8 +2,8 @@
 
 `serve`, with `record.enabled`, keeps the last `per_job_type` AdmissionReview requests of each
 job type in `record.directory` (files 0600 in a directory 0700, on podmutate's own pod: no pod
-creator reads them), at most `max_bytes_per_job_type` each, written by a thread of the worker
-off the review's path. What is not needed to mutate is redacted before anything is written:
+creator reads them), at most `max_bytes_per_job_type` each and `max_bytes` in all, written by a
+thread of the worker off the review's path. What is not needed to mutate is redacted before anything is written:
 env values (but the connection ids podmutate reads), secret and ConfigMap references,
 commands and arguments, the user, kubectl's last-applied annotation, managed fields.
 
@@ -15,6 +15,7 @@ would deny, fail, or make invalid (the validity guard had to drop a plugin's cha
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import io
@@ -163,6 +164,7 @@ def write(settings: Mapping[str, Any], job_type: str, data: bytes) -> None:
     name = f"{time.time_ns():020d}-{os.getpid()}{SUFFIX}"
     write_atomically(os.path.join(directory, name), data, mode=0o600)
     prune(directory, settings["per_job_type"], settings["max_bytes_per_job_type"])
+    prune_all(recording_directory(settings), settings["max_bytes"])
 
 
 def prune(directory: str, count: int, max_bytes: int) -> None:
@@ -177,6 +179,26 @@ def prune(directory: str, count: int, max_bytes: int) -> None:
                 os.remove(path)
         except FileNotFoundError:
             continue
+
+
+def prune_all(directory: str, max_bytes: int) -> None:
+    """Remove the oldest recordings of any job type while all of them weigh more than `max_bytes`."""
+    files = []
+    for job_type in os.listdir(directory):
+        folder = os.path.join(directory, job_type)
+        for name in os.listdir(folder) if os.path.isdir(folder) else []:
+            if name.endswith(SUFFIX):
+                try:
+                    files.append((name, os.path.join(folder, name), os.path.getsize(os.path.join(folder, name))))
+                except FileNotFoundError:
+                    continue
+    total = sum(size for _name, _path, size in files)
+    for _name, path, size in sorted(files):  # names start with the time they were written
+        if total <= max_bytes:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        total -= size
 
 
 def recorded_files(directory: str) -> Iterator[tuple[str, bytes]]:
