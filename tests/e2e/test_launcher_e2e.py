@@ -81,20 +81,27 @@ def test_kill_removes_exactly_the_live_pods_of_one_connection(core, namespace):
     assert kill_connection(core, namespace, "conn-a", poll=0.1, propagation=BACKGROUND) == []
 
 
-def test_launch_kills_the_connections_live_pods_first_unless_told_not_to(
-    admissionregistration, kubectl, podmutate, core, namespace
-):
+@pytest.fixture
+def mutated_here(admissionregistration, kubectl, podmutate, namespace):
+    """podmutate registered for the test's namespace: launched pods come back mutated."""
     register(admissionregistration, kubectl, podmutate.url, podmutate.ca_file, namespace)
+    return namespace
 
+
+def sync_job(namespace, connection_id, attempt=0, job_id="8"):
+    return Job(
+        job_type="sync",
+        image="airbyte/source-postgres:3.6.2",
+        connection_id=connection_id,
+        job_id=job_id,
+        attempt=attempt,
+        namespace=namespace,
+    )
+
+
+def test_launch_kills_the_connections_live_pods_first_unless_told_not_to(mutated_here, core, namespace):
     def job(attempt):
-        return Job(
-            job_type="sync",
-            image="airbyte/source-postgres:3.6.2",
-            connection_id="conn-run",
-            job_id="8",
-            attempt=attempt,
-            namespace=namespace,
-        )
+        return sync_job(namespace, "conn-run", attempt)
 
     first = launch(core, job(0), propagation=BACKGROUND).metadata.name
     kept = launch(core, job(1), kill_running=False).metadata.name
@@ -142,9 +149,8 @@ def test_kill_cli_and_a_clear_error(control_plane, core, namespace, tmp_path):
 
 
 def test_launch_and_kill_use_the_configured_connection_label_keys(
-    admissionregistration, kubectl, podmutate, control_plane, core, namespace, tmp_path
+    mutated_here, control_plane, core, namespace, tmp_path
 ):
-    register(admissionregistration, kubectl, podmutate.url, podmutate.ca_file, namespace)
     config = tmp_path / "podmutate.yaml"
     config.write_text("connection_labels:\n  keys: {connection_id: airbyte.io/connection, job_id: airbyte.io/job}\n")
     job = tmp_path / "job.yaml"
@@ -294,20 +300,9 @@ def test_launch_cli_creates_a_mutated_job_pod(
     )
 
 
-def test_a_wait_that_gives_up_deletes_its_pod_unless_told_to_keep_it(
-    admissionregistration, kubectl, podmutate, core, namespace
-):
-    register(admissionregistration, kubectl, podmutate.url, podmutate.ca_file, namespace)
-
+def test_a_wait_that_gives_up_deletes_its_pod_unless_told_to_keep_it(mutated_here, core, namespace):
     def job(attempt):
-        return Job(
-            job_type="sync",
-            image="airbyte/source-postgres:3.6.2",
-            connection_id=f"conn-giveup-{attempt}",
-            job_id="3",
-            attempt=attempt,
-            namespace=namespace,
-        )
+        return sync_job(namespace, f"conn-giveup-{attempt}", attempt, job_id="3")
 
     with pytest.raises(WaitTimeout):
         run(core, job(0), init_timeout=1, propagation=BACKGROUND)  # no kubelet here: no init status, ever

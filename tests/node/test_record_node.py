@@ -57,6 +57,15 @@ def recordings(cluster, core, directory):
     return count
 
 
+def replay(tars, current, candidate):
+    return subprocess.run(
+        [*PODMUTATE, "replay", *tars, "--current", str(current), "--config", str(candidate)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_a_recording_made_on_the_node_replays_a_new_node_selector_and_flags_an_invalid_candidate(
     podmutate, core, cluster, tmp_path
 ):
@@ -77,12 +86,7 @@ def test_a_recording_made_on_the_node_replays_a_new_node_selector_and_flags_an_i
                 {**RECORDING, "job_types": {**CONFIG["job_types"], "sync": {"node_selector": {"pool": "sync"}}}}
             )
         )
-        replayed = subprocess.run(
-            [*PODMUTATE, "replay", *tars, "--current", str(current), "--config", str(moved)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        replayed = replay(tars, current, moved)
         assert replayed.returncode == 0, replayed.stdout + replayed.stderr
         lines = replayed.stdout.splitlines()
         (summary,) = [line for line in lines if line.startswith("sync: ")]
@@ -94,12 +98,7 @@ def test_a_recording_made_on_the_node_replays_a_new_node_selector_and_flags_an_i
         invalid.write_text(
             json.dumps({**RECORDING, "job_types": {"default": {"annotations": {"example.com/big": "x" * 300_000}}}})
         )
-        flagged = subprocess.run(
-            [*PODMUTATE, "replay", *tars, "--current", str(current), "--config", str(invalid)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        flagged = replay(tars, current, invalid)
         assert flagged.returncode == 1, flagged.stdout + flagged.stderr
         problems = [line for line in flagged.stdout.splitlines() if line.startswith("PROBLEM ")]
         assert len(problems) == total and all("would make it invalid" in line for line in problems)
