@@ -275,17 +275,13 @@ def serve(
 
 
 def safety_net(engine: Engine, kubeconfig: str | None) -> Any:
-    """The safety net `serve` runs beside the workers when the configuration turns it on (else
-    None): it follows the configuration file as the workers do."""
+    """The safety net `serve` runs beside the workers, when the configuration turns it on."""
     if not engine.config.safety_net["enabled"]:
         return None
-    from webhook.engine import EngineWatcher
     from webhook.ops.kubeapi import api_client
-    from webhook.ops.safety_net import SafetyNet
+    from webhook.ops.safety_net import following
 
-    watcher = EngineWatcher(engine)
-    watcher.watch()
-    return SafetyNet(cluster(lambda: api_client(kubeconfig)), watcher.current)
+    return following(engine, cluster(lambda: api_client(kubeconfig)))
 
 
 @main.command()

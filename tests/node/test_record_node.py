@@ -71,11 +71,17 @@ def test_a_recording_made_on_the_node_replays_a_new_node_selector_and_flags_an_i
 ):
     podmutate.apply(config=RECORDING)
     suffix = uuid.uuid4().hex[:6]
-    names = [f"recorded-{suffix}-{index}" for index in range(4)]
+    names = []
+
+    def one_more_kept():
+        # The kubelet brings the changed ConfigMap to the replicas' file within a minute or so, and
+        # only reviews after that are kept: job pods are created until four have been.
+        names.append(f"recorded-{suffix}-{len(names)}")
+        core.create_namespaced_pod("default", admission_only_pod(names[-1], f"c-{suffix}"))
+        return recordings(cluster, core, tmp_path) >= 4
+
     try:
-        for name in names:
-            core.create_namespaced_pod("default", admission_only_pod(name, f"c-{suffix}"))
-        wait_for(lambda: recordings(cluster, core, tmp_path) >= 4, "the replicas to keep the four reviews")
+        wait_for(one_more_kept, "the replicas to keep four reviews", timeout=240, interval=2)
         tars = [str(path) for path in tmp_path.glob("*.tar")]
 
         current = tmp_path / "current.yaml"

@@ -29,7 +29,7 @@ from typing import Any
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from webhook.engine import Engine
+from webhook.engine import Engine, EngineWatcher
 from webhook.ops.audit import UNMUTATED, Finding, assess, webhook_selectors
 from webhook.ops.doctor import selector_matches
 
@@ -451,6 +451,13 @@ class SafetyNet:
         with self._lock:
             self._recreated += 1
             self._unmutated.pop(finding.uid, None)
+
+
+def following(engine: Engine, client: Any) -> SafetyNet:
+    """A safety net that follows the configuration file `engine` was loaded from, as the workers do."""
+    watcher = EngineWatcher(engine)
+    watcher.watch()
+    return SafetyNet(client, watcher.current)
 
 
 def clipped(text: str, limit: int = 1024) -> str:
