@@ -131,21 +131,22 @@ def test_a_watch_the_api_server_ends_with_410_gone_is_listed_again_and_goes_on(
 ):
     """410 Gone: the version watched from is older than the API server keeps. This one's watch
     cache answers an old version with an empty stream instead (tried: version 1, etcd compacted),
-    so the first watch is made to end with the ApiException the client raises for a 410 —
-    the one fake part; the lists and the watches after it are the API server's."""
-    import kubernetes
-    from kubernetes.client.exceptions import ApiException
-
-    real = kubernetes.watch.Watch.stream
+    so the first watch is made to carry the ERROR event an API server sends then — the one fake
+    part; the lists and the watches after it are the API server's."""
+    real = SafetyNet.stream
     ended = []
 
-    def gone_once(self, *args, **kwargs):
+    def gone_once(self, watched, version):
         if not ended:
-            ended.append(kwargs.get("resource_version"))
-            raise ApiException(status=410, reason="Expired: too old resource version")
-        yield from real(self, *args, **kwargs)
+            ended.append(version)
+            yield {
+                "type": "ERROR",
+                "object": {"kind": "Status", "code": 410, "message": f"too old resource version: {version}"},
+            }
+            return
+        yield from real(self, watched, version)
 
-    monkeypatch.setattr(kubernetes.watch.Watch, "stream", gone_once)
+    monkeypatch.setattr(SafetyNet, "stream", gone_once)
     caplog.set_level(logging.INFO, logger="webhook.ops.safety_net")
     core.create_namespaced_pod(namespace, job_pod_manifest("sync", name="before"))
     nets("watcher")

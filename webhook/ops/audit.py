@@ -14,6 +14,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import orjson
+
 from webhook import admission
 from webhook.admission import MUTATED_BY_POINTER
 from webhook.contract import MUTATED_BY_ANNOTATION
@@ -26,7 +28,7 @@ UNMUTATED = "unmutated"  # podmutate would still change it
 STALE = "stale"  # mutated by another configuration or version than the one in force
 REFUSED = "refused"  # podmutate would deny it, or a plugin fails on it
 STATES = (UNMUTATED, STALE, REFUSED, MUTATED)
-PAGE = 500  # pods per list call
+PAGE = 100  # pods per list call
 
 
 @dataclass(frozen=True)
@@ -115,19 +117,19 @@ def matched(pod: dict, namespace_labels: dict[str, dict], selectors: Iterable[tu
 
 
 def stored_pods(client: Any, namespace: str | None = None) -> Iterator[dict]:
-    """Every pod (API form) of `namespace`, or of the cluster, a page at a time."""
+    """Every pod (API form) of `namespace`, or of the cluster, a page at a time, as plain JSON."""
     import kubernetes
 
     core = kubernetes.client.CoreV1Api(client)
     token = None
     while True:
         if namespace:
-            page = core.list_namespaced_pod(namespace, limit=PAGE, _continue=token)
+            answer = core.list_namespaced_pod(namespace, limit=PAGE, _continue=token, _preload_content=False)
         else:
-            page = core.list_pod_for_all_namespaces(limit=PAGE, _continue=token)
-        for pod in page.items:
-            yield client.sanitize_for_serialization(pod)
-        token = page.metadata._continue
+            answer = core.list_pod_for_all_namespaces(limit=PAGE, _continue=token, _preload_content=False)
+        page = orjson.loads(answer.data)
+        yield from page.get("items") or []
+        token = (page.get("metadata") or {}).get("continue")
         if not token:
             return
 

@@ -23,9 +23,10 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import orjson
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
@@ -41,6 +42,7 @@ LEASE_SECONDS = 15  # controller-runtime's LeaseDuration
 RENEW_SECONDS = 5  # how often the holder renews, and a candidate tries (a third of it)
 WATCH_SECONDS = 300  # a watch is opened again at least this often (the API server ends them too)
 BACKOFF_SECONDS = 5.0
+PAGE = 100  # pods per list call: a page of the largest pods the API server stores stays bounded
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
@@ -269,31 +271,22 @@ class SafetyNet:
     def watch(self, namespace: str) -> None:
         """List the namespace's pods, then watch them from that resourceVersion; list again after
         410 Gone (the version is too old) and after an error, until no longer leading."""
-        import kubernetes
-
         version: str | None = None
         while self.leading and not self.stopping.is_set():
             try:
                 if version is None:
                     version = self.relist(namespace)
-                watch = kubernetes.watch.Watch()
-                for event in watch.stream(
-                    self.core.list_namespaced_pod,
-                    namespace,
-                    resource_version=version,
-                    timeout_seconds=min(WATCH_SECONDS, max(1, round(self.renew_seconds * 2))),
-                    allow_watch_bookmarks=True,
-                ):
-                    version = watch.resource_version or version
-                    if event["type"] == "BOOKMARK":
-                        continue
-                    pod = self.client.sanitize_for_serialization(event["object"])
-                    if event["type"] == "DELETED":
-                        self.forget(pod, deleted=True)
-                    else:
-                        self.observe(pod)
+                for event in self.stream(namespace, version):
+                    kind, found = event.get("type"), event.get("object") or {}
+                    if kind == "ERROR":
+                        raise ApiException(status=found.get("code"), reason=found.get("message"))
+                    version = (found.get("metadata") or {}).get("resourceVersion") or version
+                    if kind == "DELETED":
+                        self.forget(found, deleted=True)
+                    elif kind in ("ADDED", "MODIFIED"):
+                        self.observe(found)
                     if not self.leading or self.stopping.is_set():
-                        watch.stop()
+                        break
             except ApiException as error:
                 if error.status == 410:
                     log.info("safety net: %s: watch too old (410 Gone), listing again", namespace)
@@ -301,23 +294,53 @@ class SafetyNet:
                     log.warning("safety net: %s: %s %s; listing again", namespace, error.status, error.reason)
                     self.stopping.wait(BACKOFF_SECONDS)
                 version = None
-            except (HTTPError, OSError) as error:
+            except (HTTPError, OSError, ValueError) as error:
                 log.warning("safety net: %s: %s; listing again", namespace, error)
                 version = None
                 self.stopping.wait(BACKOFF_SECONDS)
 
+    def stream(self, namespace: str, version: str) -> Iterator[dict]:
+        """The watch events of the namespace's pods from `version`, as plain JSON, one a line (the
+        client's Watch would make models of each: ten times a large pod's weight). It ends within
+        two renewals, so that a replica that lost the Lease stops watching soon."""
+        answer = self.core.list_namespaced_pod(
+            namespace,
+            watch=True,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=min(WATCH_SECONDS, max(1, round(self.renew_seconds * 2))),
+            _preload_content=False,
+        )
+        try:
+            pending = b""
+            for chunk in answer.stream(64 * 1024, decode_content=False):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield orjson.loads(line)
+        finally:
+            answer.release_conn()
+
     def relist(self, namespace: str) -> str:
-        """Observe every pod of the namespace; forget those no longer there; return the list's version."""
-        listed = self.core.list_namespaced_pod(namespace)
-        pods = [self.client.sanitize_for_serialization(pod) for pod in listed.items]
-        present = {pod["metadata"]["uid"] for pod in pods}
+        """Observe every pod of the namespace, a page at a time, as plain JSON (the client's models
+        of a large pod weigh ten times its dict); forget those no longer there; return the version."""
+        present: set[str] = set()
+        token = None
+        while True:
+            answer = self.core.list_namespaced_pod(namespace, limit=PAGE, _continue=token, _preload_content=False)
+            page = orjson.loads(answer.data)
+            for pod in page.get("items") or []:
+                present.add((pod.get("metadata") or {}).get("uid") or "")
+                self.observe(pod)
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                break
         with self._lock:
             for uid in [uid for uid, finding in self._unmutated.items() if finding.namespace == namespace]:
                 if uid not in present:
                     del self._unmutated[uid]
-        for pod in pods:
-            self.observe(pod)
-        return listed.metadata.resource_version
+        return page["metadata"]["resourceVersion"]
 
     def is_job_pod(self, pod: dict) -> bool:
         """Whether the webhook's objectSelectors match the pod (podmutate's classification decides
