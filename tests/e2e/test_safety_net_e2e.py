@@ -7,11 +7,12 @@ API server, with a Lease of 3 s instead of 15 so that a handover takes seconds.
 """
 
 import logging
+import os
 
 import pytest
 
 from tests.e2e.conftest import job_pod_manifest, register
-from tools.harness.processes import wait_for
+from tools.harness.processes import MemoryCgroup, abnormal_exits, manifest_memory_limit, serve, wait_for
 from webhook.engine import load_engine
 from webhook.ops.safety_net import REASON, SafetyNet
 
@@ -154,3 +155,37 @@ def test_a_watch_the_api_server_ends_with_410_gone_is_listed_again_and_goes_on(
     core.create_namespaced_pod(namespace, job_pod_manifest("sync", name="after"))
     assert wait_for(lambda: events_of(core, namespace, "after"), timeout=30)
     assert len(events_of(core, namespace, "before")) == 1  # listed twice, told of once
+
+
+def test_large_pods_keep_the_supervisor_within_the_manifests_memory_limit(control_plane, core, namespace, tmp_path):
+    """Whoever may create pods in a job namespace may make each as large as the API server stores
+    (1.5 MiB in etcd) and of the smallest fields. `podmutate serve` with the safety net, under the
+    manifests' memory limit (a cgroup): the supervisor reads them a pod at a time, and lives."""
+    reason = MemoryCgroup.available()
+    if reason:
+        pytest.fail(reason) if os.environ.get("CI") else pytest.skip(reason)
+    tiny = [{"name": f"V{index}", "value": "x"} for index in range(40_000)]  # ~1.2 MiB of the smallest fields
+    for index in range(12):
+        pod = job_pod_manifest("sync", name=f"large-{index}")
+        pod["spec"]["containers"][0]["env"] = tiny
+        core.create_namespaced_pod(namespace, pod)
+    cgroup = MemoryCgroup(manifest_memory_limit())
+    try:
+        config = {"safety_net": {"enabled": True, "namespaces": [namespace], "lease": f"net-{namespace}"}}
+        env = {"POD_NAMESPACE": namespace, "KUBECONFIG": control_plane.kubeconfig}
+        with serve(tmp_path, config=config, env=env, workers=2, cgroup=cgroup) as served:
+            told = wait_for(lambda: len(told_of(core, namespace)) == 12 and told_of(core, namespace), timeout=180)
+            assert told, f"told of {len(told_of(core, namespace))} of 12"
+            assert served.process.poll() is None and cgroup.oom_kills() == 0
+            assert abnormal_exits(served.log()) == []
+            peak, limit = cgroup.peak(), cgroup.limit
+            print(
+                f"\nsupervisor and two workers, 12 pods of 1.2 MiB: peak {peak / 2**20:.0f} MiB of {limit / 2**20:.0f}"
+            )
+    finally:
+        cgroup.remove()
+
+
+def told_of(core, namespace):
+    events = core.list_namespaced_event(namespace, field_selector=f"reason={REASON}").items
+    return {event.involved_object.name for event in events}

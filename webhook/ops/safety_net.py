@@ -26,6 +26,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import ijson
 import orjson
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
@@ -42,7 +43,7 @@ LEASE_SECONDS = 15  # controller-runtime's LeaseDuration
 RENEW_SECONDS = 5  # how often the holder renews, and a candidate tries (a third of it)
 WATCH_SECONDS = 300  # a watch is opened again at least this often (the API server ends them too)
 BACKOFF_SECONDS = 5.0
-PAGE = 100  # pods per list call: a page of the largest pods the API server stores stays bounded
+PAGE = 10  # pods per list call: a page of the largest pods the API server stores is 15 MiB
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
@@ -301,8 +302,8 @@ class SafetyNet:
 
     def stream(self, namespace: str, version: str) -> Iterator[dict]:
         """The watch events of the namespace's pods from `version`, as plain JSON, one a line (the
-        client's Watch would make models of each: ten times a large pod's weight). It ends within
-        two renewals, so that a replica that lost the Lease stops watching soon."""
+        client's Watch makes models of each: twice a pod's weight as dicts). It ends within two
+        renewals, so that a replica that lost the Lease stops watching soon."""
         answer = self.core.list_namespaced_pod(
             namespace,
             watch=True,
@@ -323,24 +324,30 @@ class SafetyNet:
             answer.release_conn()
 
     def relist(self, namespace: str) -> str:
-        """Observe every pod of the namespace, a page at a time, as plain JSON (the client's models
-        of a large pod weigh ten times its dict); forget those no longer there; return the version."""
+        """Observe every pod of the namespace; forget those no longer there; return the version.
+
+        A page is PAGE pods of raw JSON (at most 1.5 MiB each, etcd's limit), taken apart one pod
+        at a time: a pod of 1.1 MiB of the smallest fields is 25 MiB of dicts (56 MiB as the
+        client's models and their dict), so a page parsed at once would be ten of those, in the
+        supervisor, under the manifests' memory limit."""
         present: set[str] = set()
         token = None
         while True:
             answer = self.core.list_namespaced_pod(namespace, limit=PAGE, _continue=token, _preload_content=False)
-            page = orjson.loads(answer.data)
-            for pod in page.get("items") or []:
+            page = answer.data
+            metadata = next(ijson.items(page, "metadata"), None) or {}
+            for pod in ijson.items(page, "items.item", use_float=True):
                 present.add((pod.get("metadata") or {}).get("uid") or "")
                 self.observe(pod)
-            token = (page.get("metadata") or {}).get("continue")
+            del page
+            token = metadata.get("continue")
             if not token:
                 break
         with self._lock:
             for uid in [uid for uid, finding in self._unmutated.items() if finding.namespace == namespace]:
                 if uid not in present:
                     del self._unmutated[uid]
-        return page["metadata"]["resourceVersion"]
+        return metadata["resourceVersion"]
 
     def is_job_pod(self, pod: dict) -> bool:
         """Whether the webhook's objectSelectors match the pod (podmutate's classification decides
