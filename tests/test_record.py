@@ -73,7 +73,7 @@ def test_kept_reviews_are_bounded_in_count_and_bytes_and_private(tmp_path):
     folder = tmp_path / "kept" / "sync"
     names = sorted(os.listdir(folder))
     assert [json.loads((folder / name).read_text())["index"] for name in names] == [7, 8, 9]
-    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(folder).st_mode) == stat.S_IMODE(os.stat(folder.parent).st_mode) == 0o700
     assert all(stat.S_IMODE(os.stat(folder / name).st_mode) == 0o600 for name in names)
     prune(str(folder), 3, 5000)  # bytes bind first: the newest two fit
     assert len(os.listdir(folder)) == 2

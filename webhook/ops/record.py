@@ -24,6 +24,7 @@ import os
 import queue
 import re
 import tarfile
+import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
@@ -152,15 +153,15 @@ class Recorder:
 
 def recording_directory(settings: Mapping[str, Any]) -> str:
     """Where the reviews are kept: `record.directory`, else podmutate-recorded under the temporary directory."""
-    import tempfile
-
     return settings["directory"] or os.path.join(tempfile.gettempdir(), "podmutate-recorded")
 
 
 def write(settings: Mapping[str, Any], job_type: str, data: bytes) -> None:
     """Write one redacted review, then keep only the newest within the count and byte bounds."""
-    directory = os.path.join(recording_directory(settings), job_type_directory(job_type))
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    top = recording_directory(settings)
+    directory = os.path.join(top, job_type_directory(job_type))
+    for private in (top, directory):  # makedirs' mode is the last one's alone
+        os.makedirs(private, mode=0o700, exist_ok=True)
     name = f"{time.time_ns():020d}-{os.getpid()}{SUFFIX}"
     write_atomically(os.path.join(directory, name), data, mode=0o600)
     prune(directory, settings["per_job_type"], settings["max_bytes_per_job_type"])
