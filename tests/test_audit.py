@@ -127,3 +127,15 @@ def test_the_safety_net_settings_are_not_in_the_digest_pods_are_named_by():
         load_engine(environ={}).config.digest
         != load_engine(environ={}, overrides={"failure_mode": "fail"}).config.digest
     )
+
+
+def test_a_pod_nested_past_what_a_copy_takes_is_refused_not_raised(engine):
+    """One such pod must not stop the safety net's list at it (no free-form field lets the API
+    server store one, but a pod from anywhere else may be)."""
+    pod = stored(job_pod("sync"))
+    deep = pod["metadata"]["annotations"] = {}
+    for _ in range(300):
+        deep["x"] = {}
+        deep = deep["x"]
+    finding = assess(pod, engine)
+    assert finding.state == REFUSED and finding.problem

@@ -5,10 +5,10 @@ from typing import Any
 MAX_SHOWN = 200  # characters of a bad value or key an error shows: one line, whatever was written
 
 
-def clipped(text: str) -> str:
-    """`text` on one line of at most MAX_SHOWN characters."""
+def clipped(text: str, limit: int = MAX_SHOWN) -> str:
+    """`text` on one line of at most `limit` characters."""
     text = text.replace("\r", "\\r").replace("\n", "\\n")
-    return text if len(text) <= MAX_SHOWN else f"{text[: MAX_SHOWN - 5]}...{text[-2:]}"
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
 
 
 def shown(value: object) -> str:

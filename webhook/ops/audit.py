@@ -20,7 +20,7 @@ from webhook import admission
 from webhook.admission import MUTATED_BY_POINTER
 from webhook.contract import MUTATED_BY_ANNOTATION
 from webhook.engine import Engine
-from webhook.errors import Denied
+from webhook.errors import Denied, ReviewError, clipped
 from webhook.ops.doctor import calls_for_pod_create, selector_matches
 
 MUTATED = "mutated"  # podmutate would change nothing, and named this configuration (or nothing)
@@ -80,8 +80,9 @@ def assess(pod: dict, engine: Engine) -> Finding | None:
     )
     try:
         mutation = admission.mutate(pod, engine)
-    except (Denied, admission.PluginError) as error:
-        job_type = getattr(error.mutation, "job_type", None) or ""
+    except (Denied, admission.PluginError, ReviewError) as error:  # ReviewError: nested past what a copy takes
+        got = getattr(error, "mutation", None)  # how far the plugins got, if they ran
+        job_type = (got.job_type if got is not None else None) or ""
         return replace(stored, job_type=job_type, state=REFUSED, problem=str(error))
     if mutation.job_type is None:
         return None
@@ -166,7 +167,7 @@ def table(findings: list[Finding]) -> str:
             finding.job_type,
             finding.phase,
             finding.state,
-            clipped(", ".join(finding.changes) or finding.problem or "-"),
+            clipped(", ".join(finding.changes) or finding.problem or "-", 100),
         )
         for finding in findings
     ]
@@ -175,10 +176,6 @@ def table(findings: list[Finding]) -> str:
         "   ".join([*(str(cell).ljust(width) for cell, width in zip(row, widths, strict=False)), str(row[-1])])
         for row in [headers, *rows]
     )
-
-
-def clipped(text: str, limit: int = 100) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def as_json(findings: list[Finding]) -> str:

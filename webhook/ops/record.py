@@ -38,6 +38,7 @@ from webhook import admission
 from webhook.admission import MUTATED_BY_POINTER, Answer
 from webhook.contract import CONNECTION_IDS
 from webhook.engine import Engine
+from webhook.errors import clipped
 from webhook.files import write_atomically
 from webhook.patch import diff
 from webhook.wire import DENIED, FAILED
@@ -302,8 +303,7 @@ class Report:
 def shown(value: Any) -> str:
     if value is ABSENT:
         return "(absent)"
-    text = orjson.dumps(value).decode()
-    return text if len(text) <= 80 else text[:79] + "…"
+    return clipped(orjson.dumps(value).decode(), 80)
 
 
 ABSENT = object()
@@ -324,7 +324,7 @@ def at(document: Any, pointer: str) -> Any:
 
 def outcome(review: dict, engine: Engine) -> tuple[Answer, dict]:
     """The answer of `engine` to a recorded review, and the pod as it would be stored."""
-    answer = admission.answer(copy.deepcopy(review), engine)
+    answer = admission.answer(review, engine)  # which leaves the review as it was
     pod = review["request"]["object"]
     if answer.mutation is not None and answer.outcome not in (DENIED, FAILED):
         pod = answer.mutation.pod

@@ -32,12 +32,14 @@ from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
 from webhook.engine import Engine, EngineWatcher
+from webhook.errors import clipped
 from webhook.ops.audit import UNMUTATED, Finding, assess, webhook_selectors
 from webhook.ops.doctor import selector_matches
 
 log = logging.getLogger(__name__)
 
 REASON = "NotMutated"
+EVENT_MESSAGE = 1024  # characters: an Event's message is at most 1 KiB
 COMPONENT = "podmutate-safety-net"
 LEASE_SECONDS = 15  # controller-runtime's LeaseDuration
 RENEW_SECONDS = 5  # how often the holder renews, and a candidate tries (a third of it)
@@ -440,7 +442,9 @@ class SafetyNet:
             },
             "reason": REASON,
             "type": "Warning",
-            "message": clipped(f"podmutate did not mutate this {finding.job_type} pod; it would change: {changes}"),
+            "message": clipped(
+                f"podmutate did not mutate this {finding.job_type} pod; it would change: {changes}", 1024
+            ),
             "source": {"component": COMPONENT},
             "reportingComponent": f"podmutate.io/{COMPONENT}",
             "reportingInstance": self.holder[:128],
@@ -488,8 +492,3 @@ def following(engine: Engine, client: Any) -> SafetyNet:
     watcher = EngineWatcher(engine)
     watcher.watch()
     return SafetyNet(client, watcher.current)
-
-
-def clipped(text: str, limit: int = 1024) -> str:
-    """An Event's message is at most 1 KiB."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
