@@ -79,7 +79,8 @@ class Report:
             "",
             f"Machine: {os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}, "
             f"{platform.system()} {platform.release()}; podmutate {version('podmutate')}, jsonpatch "
-            f"{version('jsonpatch')}, orjson {version('orjson')}, hypercorn {version('hypercorn')}, "
+            f"{version('jsonpatch')}, orjson {version('orjson')}, uvicorn {version('uvicorn')}, "
+            f"httptools {version('httptools')}, "
             f"kopf {version('kopf')}, kube-apiserver v1.34.4, wrk {wrk_version()}.",
             "",
             "The machine is shared and noisy: read the ratios, measured side by side in one run; the",
@@ -575,9 +576,7 @@ def slow_clients(report, server, body, count):
 
 
 def memory(report, workdir, counts):
-    report.section(
-        "Memory: RSS of a worker", "One hypercorn worker serving full-mutation reviews of a 5-container sync pod."
-    )
+    report.section("Memory: RSS of a worker", "One worker serving full-mutation reviews of a 5-container sync pod.")
     body = orjson.dumps(review(airbyte_pod("sync")))
     rows = []
     with serve(Path(workdir) / "memory", workers=1) as server:

@@ -1,4 +1,4 @@
-"""Through a real `podmutate serve`: hypercorn workers, TLS on 127.0.0.1, certificate verification on."""
+"""Through a real `podmutate serve`: its workers, TLS on 127.0.0.1, certificate verification on."""
 
 import json
 import socket

@@ -1,5 +1,6 @@
-"""Serving the app over TLS: hypercorn's workers (on uvloop) in front, the Flask app in threads behind,
-and the supervisor that keeps the workers alive.
+"""Serving the app over TLS: worker processes on uvloop in front (HTTP/1.1 parsed in C by llhttp,
+through uvicorn's httptools protocol), the Flask app in threads behind, and the supervisor that
+keeps the workers alive.
 
 No client can stall the server: connections, TLS handshakes, headers and bodies are read by
 the event loop, with timeouts, so a slow or idle client holds a coroutine, never one of the
@@ -16,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import gc
 import io
 import json
 import logging
@@ -25,10 +25,9 @@ import os
 import random
 import shutil
 import signal
+import socket
 import ssl
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -38,8 +37,10 @@ from typing import Any
 import orjson
 import uvloop
 from a2wsgi.wsgi import build_environ
-from hypercorn.config import Config as HypercornConfig
 from prometheus_client.registry import Collector
+from uvicorn.config import Config as UvicornConfig
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 from webhook import logs, metrics
 from webhook.budget import DEFAULT_BUDGET, give_memory_back
@@ -50,7 +51,7 @@ from webhook.tls import ReloadingContext, server_context
 
 log = logging.getLogger(__name__)
 
-# ASGI, as hypercorn speaks it.
+# ASGI, as the workers' protocol speaks it.
 Scope = dict[str, Any]
 Message = dict[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -64,24 +65,22 @@ HANDSHAKE_TIMEOUT = 5.0  # seconds for a TLS handshake
 # idle-connection reuse so that a connection is not closed just as it is being reused.
 READ_TIMEOUT = 60
 KEEPALIVE_TIMEOUT = 60.0
-# hypercorn closes a connection after this many requests (1,000 by default). The API server keeps
-# its connections and posts on them again at once, so a close races a review (over HTTP/2 the
-# GOAWAY refused the streams in flight): a connection is never closed for its count.
-KEEPALIVE_MAX_REQUESTS = sys.maxsize
+# A connection is never closed for the number of requests it carried (hypercorn, before, closed
+# one after 1,000): the API server keeps its connections and posts on them again at once, so
+# such a close races a review.
 # HTTP/1.1 only, as the API server speaks to a webhook behind a Service (it allows HTTP/2 only for
 # a URL on loopback). Over HTTP/2 it multiplexes every review on one connection, which one worker
 # process owns: the other workers idle while that one queues, and the tail grows (BENCHMARKS.md).
 ALPN_PROTOCOLS = ["http/1.1"]
 # The workers run uvloop's event loop: about a quarter less CPU per review than asyncio's, and
 # about 60 KiB per TLS connection where asyncio's SSL transport zero-fills 256 KiB (BENCHMARKS.md).
-LISTENERS = (asyncio.base_events.Server, uvloop.loop.Server)  # type: ignore[attr-defined]  # not in its stubs
-MAX_HEADER_BYTES = 16 * 1024
+MAX_HEADER_BYTES = 16 * 1024  # a request's head: its request line and headers
+BACKLOG = 100  # connections the kernel queues for the workers to accept
 # The request bodies one worker holds at once, read or in review (at least one body at the cap):
 # more connections sending bodies wait, unread, for room (docs/serving.md: the memory budget).
 BODY_BUDGET = 8 * 1024 * 1024
-# hypercorn queues this many received chunks (64 KiB each) per request the app has not read yet;
-# a body waiting for room holds no more than that.
-APP_QUEUE_CHUNKS = 2
+# A body the app has not read yet is held by the connection up to 64 KiB (uvicorn's flow
+# control): past that the connection stops reading, and the client is held back by TCP.
 # A refused body is still read (and dropped) up to this many bytes, so that the client, which
 # sends before it reads, sees the 413 instead of a broken pipe.
 DRAIN_FACTOR = 4
@@ -114,28 +113,41 @@ def default_workers() -> int:
     return max(2, min(4, multiprocessing.cpu_count()))
 
 
-class ServeConfig(HypercornConfig):
-    """hypercorn's configuration, with a TLS context that follows the certificate files."""
+@dataclass
+class ServeConfig:
+    """What the supervisor hands each worker: where to listen, the pair to serve, how many
+    workers and how long a stopping one may take. Picklable (the workers are spawned)."""
 
+    host: str
+    port: int
+    certfile: str
+    keyfile: str
+    workers: int
+    graceful_timeout: float
     last_good_dir: str | None = None
-    alpn_protocols = ALPN_PROTOCOLS
 
-    def create_sockets(self) -> Any:
-        """The listening sockets, made once by the supervisor and shared by every worker. Without
-        SO_REUSEPORT (hypercorn sets it for several workers, which need none here): a second
-        `serve` on the port fails to bind instead of taking a share of the connections."""
-        workers, self.workers = self.workers, 1
+    def create_socket(self) -> socket.socket:
+        """The listening socket, made once by the supervisor and shared by every worker. Without
+        SO_REUSEPORT: a second `serve` on the port fails to bind instead of taking a share of the
+        connections."""
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
         try:
-            return super().create_sockets()
-        finally:
-            self.workers = workers
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+            sock.set_inheritable(True)
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
     def create_ssl_context(self) -> ssl.SSLContext:
-        assert self.certfile and self.keyfile, "serving needs a certificate pair"
         reloading = ReloadingContext(
-            self.certfile, self.keyfile, last_good_dir=self.last_good_dir, alpn_protocols=self.alpn_protocols
+            self.certfile, self.keyfile, last_good_dir=self.last_good_dir, alpn_protocols=ALPN_PROTOCOLS
         )
-        return following_context(reloading, self.alpn_protocols)
+        return following_context(reloading, ALPN_PROTOCOLS)
 
 
 def following_context(reloading: ReloadingContext, alpn_protocols: list[str]) -> ssl.SSLContext:
@@ -172,13 +184,11 @@ class BufferedBody:
         self.in_flight = 0
         self.draining = False  # this worker is stopping: every answer closes its connection
         self.bodies = BodyBudget(body_budget)
-        self.ceiling: MemoryCeiling | None = None  # set at the worker's start (lifespan)
+        self.ceiling: MemoryCeiling | None = None  # set once the worker listens (tick)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            return await self._lifespan(receive, send)
         if scope["type"] != "http":
-            return  # hypercorn offers nothing else (no websockets): the connection is closed
+            return  # nothing else is offered (no websockets, no lifespan)
         self.loop = asyncio.get_running_loop()
         _fresh_connections.discard(tuple((scope.get("client") or ())[:2]))
         probe = self.probes.get(scope["path"]) if scope["method"] == "GET" else None
@@ -195,7 +205,7 @@ class BufferedBody:
     @staticmethod
     def _closing(send: Send) -> Send:
         """`send`, with Connection: close on the answer: the client takes the connection out of
-        its pool, and hypercorn (h11) closes it once the answer is sent."""
+        its pool, and the connection is closed once the answer is sent."""
 
         async def closing(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -211,16 +221,6 @@ class BufferedBody:
             limit = self.ceiling.limit
             self.ceiling = None  # once
             retire(self, f"{resident_bytes() >> 20} MiB held, over the ceiling of {limit >> 20} MiB")
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        """From the worker's start to its end, its event loop ticks the heartbeat the supervisor watches."""
-        await receive()  # lifespan.startup
-        self.loop = asyncio.get_running_loop()
-        ticking = asyncio.ensure_future(tick(self))
-        await send({"type": "lifespan.startup.complete"})
-        await receive()  # lifespan.shutdown
-        ticking.cancel()
-        await send({"type": "lifespan.shutdown.complete"})
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> None:
         cap = self.cap()
@@ -301,10 +301,6 @@ async def tick(front: BufferedBody) -> None:
     """Beat this worker's heartbeat every HEARTBEAT_SECONDS, for as long as its event loop runs;
     keep its memory within its ceiling; at the supervisor's shutdown, end the worker once its
     reviews are answered."""
-    # Not before the worker listens: what hypercorn does from here to then (its TLS context, the
-    # copy of the last good pair, written with fsync) blocks the loop, seconds on a busy disk,
-    # within the start's allowance (STARTUP_SECONDS) rather than the watchdog's.
-    await _listening.wait()
     front.ceiling = MemoryCeiling(resident_bytes())
     while _worker is not None:
         if not front.draining:  # a retiring worker's slot is its successor's to beat
@@ -363,9 +359,9 @@ async def stop_between_requests(front: BufferedBody, graceful_timeout: float, re
     uses it; a connection still in its handshake or before its first request gets up to
     HANDSHAKE_TIMEOUT. A connection is closed under its client only when it stayed idle all that
     while: closing an idle connection races the client's next request on it, and the API server
-    does not retry a webhook's POST. `graceful_timeout` bounds it all. (hypercorn's own shutdown
-    closes idle connections at once, and then waits for every other to close, which a pooled
-    client may not do for long.)"""
+    does not retry a webhook's POST. `graceful_timeout` bounds it all. (A server's usual shutdown
+    — hypercorn's, uvicorn's — closes idle connections at once, racing that next request, and
+    then waits for every other to close, which a pooled client may not do for long.)"""
     stop_accepting()
     front.draining = True
     started = time.monotonic()
@@ -415,14 +411,13 @@ async def respond(send: Send, status: int, payload: dict, close: bool = True) ->
 
 
 def stop_accepting() -> None:
-    """Close this worker's listeners (hypercorn keeps them to itself); the other workers go on
-    accepting on the shared socket."""
-    for server in [item for item in gc.get_objects() if isinstance(item, LISTENERS)]:
+    """Close this worker's listeners; the other workers go on accepting on the shared socket."""
+    for server in _listeners:
         server.close()
 
 
 def retire(front: BufferedBody, reason: str = "threads stuck in plugins") -> None:
-    """Replace this worker gracefully, as hypercorn does after `max_requests`: it stops between
+    """Replace this worker gracefully: it stops between
     requests (stop_between_requests), and `WebhookServer.run` starts a fresh worker."""
     if front.loop is None or _worker is None:
         log.error("%s, and this worker cannot be retired: restart podmutate", reason)
@@ -525,7 +520,7 @@ def served_app() -> BufferedBody:
 
 
 class WebhookServer:
-    """hypercorn, configured in code: `workers` processes, each running `served_app()`.
+    """The server: `workers` processes, each running `served_app()` on the shared socket (run_worker).
 
     `engine` is the one loaded from `config_path` before: its file is the first last good
     configuration, which a worker started while the file is bad serves."""
@@ -556,22 +551,14 @@ class WebhookServer:
         self.metrics_port = metrics_port
         self.metrics_host = metrics_host or host
         self.metrics_access = metrics_access
-        self.config = ServeConfig()
-        self.config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
-        self.config.certfile = cert_file
-        self.config.keyfile = key_file
-        self.config.workers = workers or default_workers()
-        self.config.application_path = "webhook.server:served_app()"
-        self.config.ssl_handshake_timeout = HANDSHAKE_TIMEOUT
-        self.config.read_timeout = READ_TIMEOUT
-        self.config.keep_alive_timeout = KEEPALIVE_TIMEOUT
-        self.config.keep_alive_max_requests = KEEPALIVE_MAX_REQUESTS
-        self.config.h11_max_incomplete_size = MAX_HEADER_BYTES
-        self.config.max_app_queue_size = APP_QUEUE_CHUNKS
-        self.config.graceful_timeout = graceful_timeout
-        self.config.errorlog = logging.getLogger("podmutate.server")  # through the root logger, one format
-        self.config.accesslog = None
-        self.config.loglevel = log_level
+        self.config = ServeConfig(
+            host=host,
+            port=port,
+            certfile=cert_file,
+            keyfile=key_file,
+            workers=workers or default_workers(),
+            graceful_timeout=graceful_timeout,
+        )
         # Made by the master before the workers start: a worker started while the files on disk
         # are bad still serves the last good pair (see webhook.tls).
         self.config.last_good_dir = tempfile.mkdtemp(prefix="podmutate-last-good-")
@@ -593,11 +580,11 @@ class WebhookServer:
         )
         # Before any worker starts: each writes its metrics there.
         self.metrics_dir = metrics.prepare_multiprocess() if metrics_port is not None else None
-        self.sockets: Any = None
+        self.socket: socket.socket | None = None
 
     def listen(self) -> None:
         """Bind the webhook's port; raises OSError when it is taken (by a second `serve`, say)."""
-        self.sockets = self.config.create_sockets()
+        self.socket = self.config.create_socket()
 
     def serve_metrics(self, collectors: Iterable[Collector] = ()) -> None:
         """Start serving /metrics, when asked to, with what `collectors` add to the workers'
@@ -608,13 +595,13 @@ class WebhookServer:
         tls = None
         if self.metrics_access is not None:
             alpn = ["http/1.1"]
-            assert self.config.certfile and self.config.keyfile
             reloading = ReloadingContext(
                 self.config.certfile, self.config.keyfile, last_good_dir=self.config.last_good_dir, alpn_protocols=alpn
             )
             tls = following_context(reloading, alpn)
-        certfile = self.config.certfile or ""
-        metrics.serve_metrics(self.metrics_host, self.metrics_port, certfile, tls, self.metrics_access, collectors)
+        metrics.serve_metrics(
+            self.metrics_host, self.metrics_port, self.config.certfile, tls, self.metrics_access, collectors
+        )
         scheme = "https" if tls else "http"
         log.info("metrics on %s://%s:%d/metrics", scheme, self.metrics_host, self.metrics_port)
 
@@ -622,15 +609,15 @@ class WebhookServer:
         """Supervise the workers until SIGTERM or SIGINT (SIGHUP is ignored: the configuration and
         the certificates are followed on disk). A worker that exits, whatever its status (a
         crash, a SIGKILL, a retirement), is replaced — at once, or after a backoff when it keeps
-        dying young; one whose event loop stops ticking (WATCHDOG_SECONDS) is killed first.
-        hypercorn's own `run` would stop the whole server when one worker dies."""
+        dying young; one whose event loop stops ticking (WATCHDOG_SECONDS) is killed first."""
         # Ignored for good, before any helper process starts (multiprocessing's resource tracker
         # inherits it): a hang-up must neither end the supervisor nor orphan its workers.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         context = multiprocessing.get_context("spawn")
-        if self.sockets is None:
+        if self.socket is None:
             self.listen()
-        sockets = self.sockets
+        listening = self.socket
+        assert listening is not None
         shutdown = context.Event()
         stopping: list[bool] = []
         pulse = Pulse(
@@ -649,7 +636,7 @@ class WebhookServer:
                 target=run_worker,
                 kwargs={
                     "config": self.config,
-                    "sockets": sockets,
+                    "listening": listening,
                     "shutdown_event": shutdown,
                     "beats": pulse.beats,
                     "retiring": pulse.retiring,
@@ -680,8 +667,7 @@ class WebhookServer:
             retiring[:] = [(process, deadline) for process, deadline in retiring if not gone(process, deadline)]
         # No new connection from here: the workers close their copies of the socket too as they
         # see the shutdown, and a client connecting meanwhile is refused rather than left waiting.
-        for sock in [*sockets.secure_sockets, *sockets.insecure_sockets]:
-            sock.close()
+        listening.close()
         for process in [*(slot.process for slot in slots if slot.process is not None), *(p for p, _ in retiring)]:
             process.join(self.config.graceful_timeout + 5)
             if process.is_alive():
@@ -812,7 +798,7 @@ class Pulse:
 
 _fresh_connections: set[tuple] = set()  # in a worker: the peers of connections with no request yet
 _open_connections = 0  # in a worker: connections from their handshake to their close
-_listening = asyncio.Event()  # in a worker: set once hypercorn listens
+_listeners: list[asyncio.Server] = []  # in a worker: its servers on the shared socket
 
 
 @dataclass
@@ -828,50 +814,128 @@ class WorkerState:
 _worker: WorkerState | None = None  # set in each worker process
 
 
-def run_worker(config: ServeConfig, sockets: Any, shutdown_event: Any, beats: Any, retiring: Any, slot: int) -> None:
-    """A worker process: hypercorn's uvloop worker, with its heartbeat, ended with the supervisor."""
+def run_worker(
+    config: ServeConfig, listening: socket.socket, shutdown_event: Any, beats: Any, retiring: Any, slot: int
+) -> None:
+    """A worker process: `served_app()` on uvloop, over TLS on the shared socket, with its
+    heartbeat; ended with the supervisor."""
     global _worker
-    from hypercorn.asyncio.run import uvloop_worker
-
     _worker = WorkerState(Pulse(beats, len(beats) - 1, retiring), slot, shutdown_event, config.graceful_timeout)
     end_with_parent()
-    bound_connections()
-    # The supervisor's shutdown is the heartbeat's to carry out (stop_between_requests): hypercorn's
-    # own would close every idle keep-alive connection under its client at once. Its trigger is
-    # an event nobody sets (and with one, it installs no signal handlers of its own).
-    never = threading.Event()  # hypercorn only asks it is_set()
-    uvloop_worker(config=config, sockets=sockets, shutdown_event=never)  # type: ignore[arg-type]
+    uvloop.run(serve_worker(config, listening))
 
 
-def bound_connections() -> None:
-    """What hypercorn leaves open about connections, in this worker process (its call of
-    asyncio.start_server gets it): a connection is tracked from its handshake to its first
-    request (a retiring worker waits for it), and a closing TLS connection gets
-    SSL_SHUTDOWN_SECONDS for the client's close_notify, not asyncio's 30 s (hypercorn waits for
-    every connection to close before a worker ends, and a pooled keep-alive client never answers).
-    """
-    start_server = asyncio.start_server
+async def serve_worker(config: ServeConfig, listening: socket.socket) -> None:
+    """Serve until the worker ends (stop_between_requests ends the process)."""
+    front = served_app()
+    front.loop = asyncio.get_running_loop()
+    protocol_config = UvicornConfig(
+        front,
+        http=Connection,
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+        timeout_keep_alive=int(KEEPALIVE_TIMEOUT),
+    )
+    protocol_config.load()
+    state = ServerState()
+    server = await front.loop.create_server(
+        lambda: Connection(protocol_config, state, {}),
+        sock=listening,
+        ssl=config.create_ssl_context(),
+        ssl_handshake_timeout=HANDSHAKE_TIMEOUT,
+        ssl_shutdown_timeout=SSL_SHUTDOWN_SECONDS,
+        backlog=BACKLOG,
+    )
+    _listeners.append(server)
+    host, port = listening.getsockname()[:2]
+    log.info("worker %d: Running on https://%s:%d", os.getpid(), f"[{host}]" if ":" in host else host, port)
+    await tick(front)
 
-    async def start_bounded_server(callback: Any, *args: Any, **kwargs: Any) -> asyncio.base_events.Server:
-        async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            global _open_connections
-            peer = tuple((writer.get_extra_info("peername") or ())[:2])
-            _fresh_connections.add(peer)  # until its first request: a retiring worker waits for it
-            _open_connections += 1  # a stopping worker drains them
-            metrics.CONNECTIONS.inc()
-            try:
-                await callback(reader, writer)
-            finally:
-                _open_connections -= 1
-                _fresh_connections.discard(peer)
 
-        if kwargs.get("ssl") is not None:
-            kwargs.setdefault("ssl_shutdown_timeout", SSL_SHUTDOWN_SECONDS)
-        server = await start_server(tracked, *args, **kwargs)
-        _listening.set()  # the heartbeat starts (tick)
-        return server
+class Connection(HttpToolsProtocol):
+    """One client connection: uvicorn's HTTP/1.1 protocol (llhttp in C, through httptools), held
+    to podmutate's bounds. A request's head may take MAX_HEADER_BYTES (more is answered 431 and
+    the connection closed); a connection waiting on its client — for a first request, the rest
+    of a head or a body, the next request, or the client to read an answer — is closed after
+    READ_TIMEOUT without progress, so a slow or idle client holds a few KiB and a coroutine, and
+    never for long; a request whose body has arrived is the app's, bounded by the review's
+    deadline. Tracked from its handshake to its first request (a retiring worker waits for it)."""
 
-    asyncio.start_server = start_bounded_server  # type: ignore[assignment]
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        global _open_connections
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self.head_bytes = 0  # bytes of the request head received so far
+        self.in_head = True
+        self.progress = self.loop.time()  # when the client last sent or took something
+        self.stalled: asyncio.TimerHandle | None = self.loop.call_later(READ_TIMEOUT, self._check_stall)
+        _fresh_connections.add(self.client or ())
+        _open_connections += 1  # a stopping worker drains them
+        metrics.CONNECTIONS.inc()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        global _open_connections
+        _open_connections -= 1
+        _fresh_connections.discard(self.client or ())
+        if self.stalled is not None:
+            self.stalled.cancel()
+            self.stalled = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.parser is None:  # refused: nothing more is read
+            return
+        self.progress = self.loop.time()
+        super().data_received(data)
+        if self.in_head and self.parser is not None:
+            self.head_bytes += len(data)
+            if self.head_bytes > MAX_HEADER_BYTES:
+                self._refuse_head()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.in_head, self.head_bytes = True, 0
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        super().on_headers_complete()
+
+    def resume_writing(self) -> None:
+        self.progress = self.loop.time()
+        super().resume_writing()
+
+    def _waiting_on_client(self) -> bool:
+        """False only while the app has a whole request and its answer is not held up by the client."""
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete or cycle.more_body:
+            return True
+        return self.flow.write_paused
+
+    def _check_stall(self) -> None:
+        self.stalled = None
+        if self.transport.is_closing():
+            return
+        idle = self.loop.time() - self.progress
+        if idle >= READ_TIMEOUT and self._waiting_on_client():
+            self.transport.close()
+            return
+        self.stalled = self.loop.call_later(max(READ_TIMEOUT - idle, 1.0), self._check_stall)
+
+    def _refuse_head(self) -> None:
+        body = orjson.dumps(
+            problem_payload(
+                431, "Request Header Fields Too Large", f"a request head is limited to {MAX_HEADER_BYTES} bytes"
+            )
+        )
+        self.transport.write(
+            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+        )
+        self.parser = None  # type: ignore[assignment]  # nothing more of this connection is read
+        self.transport.close()
 
 
 def end_with_parent() -> None:

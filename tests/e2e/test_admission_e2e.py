@@ -250,8 +250,9 @@ def test_the_audit_log_records_what_podmutate_did(kubectl, control_plane, regist
 def test_more_than_a_thousand_reviews_on_the_api_servers_connections_all_succeed(
     api_client, control_plane, registered, admissionregistration
 ):
-    """hypercorn closed a connection after 1,000 requests, failing the reviews in flight on it: the
-    API server keeps its connections to a webhook, so every 1,000th review or so failed its create
+    """hypercorn, which served podmutate before, closed a connection after 1,000 requests, failing
+    the reviews in flight on it: the API server keeps its connections to a webhook, so every
+    1,000th review or so failed its create
     (failurePolicy Fail here) or left its pod unmutated (Ignore). Found over HTTP/2, which the API
     server spoke to a loopback URL until podmutate offered HTTP/1.1 only."""
     from concurrent.futures import ThreadPoolExecutor
