@@ -22,6 +22,7 @@ from webhook.plugins import plugin_rows
 log = logging.getLogger(__name__)
 
 EXTENSION = "podmutate"
+Reply = tuple[int, bytes]  # an answer: its status and its JSON body
 
 
 def create_app(
@@ -51,7 +52,8 @@ def create_app(
     the app's DeadlineRunner (extension "podmutate.deadline"), or, with `timed_by_server`, the
     server runs the whole request in one of that runner's threads and waits for it there, and
     answers an overrun with the extension "podmutate.overran" (as `podmutate serve` does:
-    webhook.server), so that a review takes one hand-off between threads, not two.
+    webhook.server), so that a review takes one hand-off between threads, not two; the server
+    calls the view's review of a body, extension "podmutate.review", directly.
     """
     refused = False
     if engine is None:
@@ -67,12 +69,13 @@ def create_app(
     app.extensions[f"{EXTENSION}.deadline"] = runner
     app.json.sort_keys = False  # type: ignore[attr-defined]  # the default provider has it
 
-    @app.post("/mutate")
-    def mutate() -> Response | tuple[Response, int]:
+    def review_body(body: bytes) -> Reply:
+        """The answer to a POST /mutate whose body has been read whole (at most max_body_bytes):
+        (status, JSON). The Flask view answers with it; `podmutate serve` calls it directly
+        (extension "podmutate.review"), without Flask's request machinery (webhook.server)."""
         with metrics.IN_FLIGHT.track_inprogress():
             started = time.perf_counter()
             current = watcher.current()
-            body = read_body(current.config.max_body_bytes)
             metrics.REQUEST_BYTES.observe(len(body))
             cost = budget.cost_of(body)
             beyond = budget.beyond_bound(body, cost, memory.total)
@@ -87,7 +90,14 @@ def create_app(
             finally:
                 memory.give(cost)  # once reviewed() has returned, and the review's trees are gone with it
 
-    def reviewed(body: bytes, current: Engine, started: float) -> Response | tuple[Response, int]:
+    app.extensions[f"{EXTENSION}.review"] = review_body
+
+    @app.post("/mutate")
+    def mutate() -> Response:
+        status, payload = review_body(read_body(watcher.current().config.max_body_bytes))
+        return Response(payload, status=status, mimetype="application/json")
+
+    def reviewed(body: bytes, current: Engine, started: float) -> Reply:
         try:
             admission_review = orjson.loads(body)
             attribute = log.isEnabledFor(logging.DEBUG)  # which plugin changed what: only for the debug line
@@ -100,46 +110,42 @@ def create_app(
         except (orjson.JSONDecodeError, ReviewError) as error:
             detail = f"body is not JSON: {error}" if isinstance(error, orjson.JSONDecodeError) else str(error)
             observe(None, time.perf_counter() - started, detail)
-            return problem(400, "Bad Request", detail)
+            return problem_reply(400, "Bad Request", detail)
         except Overrun as overrun:
             return overran(admission_review, current, started, overrun)
         encoded = wire.encode(answer.response)
         observe(answer, time.perf_counter() - started)
         if answer.mutation is not None and answer.mutation.job_type:
             recorder.keep(current, admission_review, answer.mutation.job_type)
-        return Response(encoded, mimetype="application/json")
+        return 200, encoded
 
-    def overran(admission_review: dict, current: Engine, started: float, overrun: Overrun) -> Response:
+    def overran(admission_review: dict, current: Engine, started: float, overrun: Overrun) -> Reply:
         answer = admission.overrun_answer(admission_review, current.config, overrun)
         observe(answer, time.perf_counter() - started)
-        return Response(wire.encode(answer.response), mimetype="application/json")
+        return 200, wire.encode(answer.response)
 
-    def overran_in_server(body: bytes, overrun: Overrun, started: float) -> tuple[int, list[tuple[str, str]], bytes]:
-        """The answer to a request the server stopped waiting for (status, headers, body): a
-        review's, by failure_mode; for any other request, 503."""
+    def overran_in_server(body: bytes, overrun: Overrun, started: float) -> Reply:
+        """The answer to a request the server stopped waiting for: a review's, by failure_mode;
+        for any other request, 503."""
         try:
             admission_review = orjson.loads(body)
         except orjson.JSONDecodeError:
             admission_review = None
         if not isinstance(admission_review, dict):
-            payload = problem_payload(503, "Service Unavailable", f"{overrun}")
-            return 503, [("Content-Type", "application/json")], orjson.dumps(payload)
-        response = overran(admission_review, watcher.current(), started, overrun)
-        return response.status_code, list(response.headers.items()), response.get_data()
+            return problem_reply(503, "Service Unavailable", f"{overrun}")
+        return overran(admission_review, watcher.current(), started, overrun)
 
     app.extensions[f"{EXTENSION}.overran"] = overran_in_server
 
-    def unreviewed(
-        body: bytes, current: Engine, started: float, reason: str, case: str
-    ) -> Response | tuple[Response, int]:
+    def unreviewed(body: bytes, current: Engine, started: float, reason: str, case: str) -> Reply:
         uid = budget.uid_of(body)
         if uid is None:
             observe(None, time.perf_counter() - started, "no request.uid")
-            return problem(400, "Bad Request", "request.uid is missing, or the body is not JSON up to it")
+            return problem_reply(400, "Bad Request", "request.uid is missing, or the body is not JSON up to it")
         metrics.UNREVIEWED.labels(case).inc()
         answer = admission.unreviewed_answer(uid, current.config, reason, case)
         observe(answer, time.perf_counter() - started)
-        return Response(wire.encode(answer.response), mimetype="application/json")
+        return 200, wire.encode(answer.response)
 
     probes = Probes(watcher, liveness, cert_dir)
     app.extensions[f"{EXTENSION}.probes"] = probes
@@ -255,3 +261,8 @@ def read_body(cap: int) -> bytes:
 def problem(code: int, title: str, detail: str) -> tuple[Response, int]:
     """A JSON error body naming what was wrong."""
     return jsonify(problem_payload(code, title, detail)), code
+
+
+def problem_reply(code: int, title: str, detail: str) -> Reply:
+    """The same, as (status, JSON)."""
+    return code, orjson.dumps(problem_payload(code, title, detail))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import io
 import json
 import logging
@@ -429,28 +430,36 @@ def retire(front: BufferedBody, reason: str = "threads stuck in plugins") -> Non
     asyncio.run_coroutine_threadsafe(stop_between_requests(front, _worker.graceful_timeout, reason), front.loop)
 
 
-Reply = tuple[int, list[tuple[str, str]], bytes]  # status, headers, body
+Reply = tuple[int, list[tuple[bytes, bytes]], bytes]  # status, headers, body
+REVIEW_PATH = "/mutate"
+JSON_TYPE = (b"content-type", b"application/json")
 
 
-class TimedWSGI:
-    """A WSGI app (Flask, created `timed_by_server`) behind the event loop, for requests whose
-    body has been read whole: the app runs once in a review thread of `runner`, reading the
-    body from memory, and the loop awaits its whole answer at most `budget()` seconds — one
-    hand-off there and back; past the budget, `overran(body, overrun, started)` answers (by
-    failure_mode) and the thread is counted stuck. At most `threads` requests are in the app at
-    once; more wait on the loop. (a2wsgi's streaming bridge took a round trip between the loop
-    and a thread for each body read, the response's start and each chunk, and the review a
-    second thread of its own; podmutate's bodies are read before and its answers are small.)"""
+class TimedApp:
+    """The app behind the event loop, for requests whose body has been read whole: each runs
+    once in a review thread of `runner`, and the loop awaits its whole answer at most
+    `budget()` seconds — one hand-off there and back; past the budget, `overran(body, overrun,
+    started)` answers (by failure_mode) and the thread is counted stuck. At most `threads`
+    requests are in the app at once; more wait on the loop.
+
+    A POST to /mutate is `review(body)`, the function the Flask view answers with, called
+    without Flask's request machinery (its context, routing, Response: about a tenth of a
+    served review's CPU); any other request is the WSGI app's (Flask, created `timed_by_server`),
+    reading the body from memory. (a2wsgi's streaming bridge, before, took a round trip between
+    the loop and a thread for each body read, the response's start and each chunk, and the
+    review a second thread of its own.)"""
 
     def __init__(
         self,
         app: Callable[[Any, Callable], Any],
+        review: Callable[[bytes], tuple[int, bytes]],
         threads: int,
         runner: DeadlineRunner,
         budget: Callable[[], float],
-        overran: Callable[[bytes, Overrun, float], Reply],
+        overran: Callable[[bytes, Overrun, float], tuple[int, bytes]],
     ) -> None:
         self.app = app
+        self.review = review
         self.slots = asyncio.Semaphore(threads)
         self.runner = runner
         self.budget = budget
@@ -458,15 +467,30 @@ class TimedWSGI:
 
     async def __call__(self, scope: Scope, body: bytes, send: Send) -> None:
         started = time.perf_counter()
-        environ = build_environ(scope, io.BytesIO(body))  # type: ignore[arg-type]  # any file serves as wsgi.input
+        if scope["method"] == "POST" and scope["path"] == REVIEW_PATH:
+            call = functools.partial(self._review, body)
+        else:  # any file serves as wsgi.input
+            call = functools.partial(self._call, build_environ(scope, io.BytesIO(body)))  # type: ignore[arg-type]
         async with self.slots:
             try:
-                status, headers, content = await self.runner.run(lambda: self._call(environ), self.budget())
+                status, headers, content = await self.runner.run(call, self.budget())
             except Overrun as overrun:
-                status, headers, content = self.overran(body, overrun, started)
-        encoded = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers]
-        await send({"type": "http.response.start", "status": status, "headers": encoded})
+                status, content = self.overran(body, overrun, started)
+                headers = [JSON_TYPE]
+        headers.append((b"content-length", b"%d" % len(content)))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
+
+    def _review(self, body: bytes) -> Reply:
+        try:
+            status, content = self.review(body)
+        except Exception as error:  # what Flask's handler of the unexpected answers, the same way
+            log.exception("unexpected error answering POST %s", REVIEW_PATH)
+            status = 500
+            content = orjson.dumps(
+                problem_payload(500, "Internal Server Error", f"{type(error).__name__}: the error is logged")
+            )
+        return status, [JSON_TYPE], content
 
     def _call(self, environ: Any) -> Reply:
         started: list[tuple[str, list[tuple[str, str]]]] = []
@@ -482,7 +506,12 @@ class TimedWSGI:
         finally:
             getattr(iterable, "close", lambda: None)()
         status, headers = started[0]
-        return int(status.split(" ", 1)[0]), headers, b"".join(chunks)
+        encoded = [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in headers
+            if name.lower() != "content-length"  # set from the body, as for a review
+        ]
+        return int(status.split(" ", 1)[0]), encoded, b"".join(chunks)
 
 
 def served_app() -> BufferedBody:
@@ -502,8 +531,9 @@ def served_app() -> BufferedBody:
     )
     watcher = flask_app.extensions["podmutate"]
     runner = flask_app.extensions["podmutate.deadline"]
-    wsgi = TimedWSGI(
+    wsgi = TimedApp(
         flask_app,
+        flask_app.extensions["podmutate.review"],
         settings["threads"],
         runner,
         lambda: watcher.current().config.review_timeout_seconds,
