@@ -886,6 +886,37 @@ async def serve_worker(config: ServeConfig, listening: socket.socket) -> None:
     await tick(front)
 
 
+class Corked:
+    """A connection's transport whose writes within one turn of the event loop leave as one: an
+    answer's head and body (two ASGI messages) go out in one TLS record and one send(2)."""
+
+    __slots__ = ("transport", "loop", "pending")
+
+    def __init__(self, transport: Any, loop: asyncio.AbstractEventLoop) -> None:
+        self.transport = transport
+        self.loop = loop
+        self.pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self.pending:
+            self.loop.call_soon(self.flush)
+        self.pending.append(data)
+
+    def flush(self) -> None:
+        if self.pending:
+            data = b"".join(self.pending)
+            self.pending.clear()
+            if not self.transport.is_closing():
+                self.transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
 class Connection(HttpToolsProtocol):
     """One client connection: uvicorn's HTTP/1.1 protocol (llhttp in C, through httptools), held
     to podmutate's bounds. A request's head may take MAX_HEADER_BYTES (more is answered 431 and
@@ -897,7 +928,7 @@ class Connection(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         global _open_connections
-        super().connection_made(transport)  # type: ignore[arg-type]
+        super().connection_made(Corked(transport, self.loop))  # type: ignore[arg-type]
         self.head_bytes = 0  # bytes of the request head received so far
         self.in_head = True
         self.progress = self.loop.time()  # when the client last sent or took something
