@@ -1056,9 +1056,10 @@ TARGETS = [
 
 WHY_MISSED = {
     "served": "on one worker the floor costs {served_floor_cpu:.2f} ms of CPU a request and the full review "
-    "{served_full_cpu:.2f} ms: the server's own share (TLS, HTTP/1.1 in Python, the hand-off to the review "
-    "thread, Flask) is the same in both and is most of the floor, so full ÷ floor is at best their ratio; the "
-    "review adds what the in-process table shows ({in_process:.0f}× the parse-and-answer).",
+    "{served_full_cpu:.2f} ms: what differs is the review itself ({in_process:.0f}× the parse-and-answer in "
+    "process: the in-process target below). The server's share, the same in both, is now small (llhttp in C, "
+    "the review called without Flask), so the review is most of a full request and the ratio falls as the "
+    "server gets cheaper: meeting it needs the review core some three times cheaper, not a faster server.",
     "in_process": "no one stage is most of a review (the stage table in the first section): the copy, the "
     "plugins, the validity guard and the diff each take a tenth to a fifth, all in pure Python. Cut in this "
     "round: the diff walks only into members that are not the very object the copy shares, the guard counts "
@@ -1077,22 +1078,27 @@ WHY_MISSED = {
     "tail": "two cores are shared by wrk and the server's TLS; the tail at half load follows "
     "the scheduler as much as podmutate. The fixed rate comes from wrk's delay(), which does not "
     "correct for coordinated omission.",
-    "healthz_cpu_ms": "a health check is answered on the event loop, without Flask or a thread: its "
-    "{healthz_cpu_ms:.2f} ms is hypercorn's HTTP/1.1 in Python (h11), its task groups and the loop's TLS "
-    "writes. The same app served by granian (HTTP and TLS in Rust; `python -m bench.serving --granian`, "
-    "the serving-path section below) spends about a quarter less on it, through Flask.",
+    "healthz_cpu_ms": "a health check is answered on the event loop, without Flask or a thread: llhttp "
+    "parses it in C and uvloop carries its TLS; its {healthz_cpu_ms:.2f} ms is the loop's turn, one TLS "
+    "record each way and the ASGI cycle in Python.",
     "cpu_ms_per_review": "a review through the API server costs {cpu_ms_per_review:.2f} ms against "
-    "{served_full_cpu:.2f} ms for wrk's on one keep-alive connection: not TLS handshakes (the concurrent table "
-    "counts them: a few per 1,000 pods at 10 clients), but a larger pod (the API server's defaults), and "
-    "wake-ups (the loop, the review thread, the loop again) for each review arriving alone, where wrk keeps "
-    "every connection busy. granian would take about a fifth off a full review (the serving-path section "
-    "below), not the share the target needs, and gives up what the serving path holds (below).",
+    "{served_full_cpu:.2f} ms for wrk's on one worker. Not TLS handshakes (the concurrent table counts them: "
+    "a few dozen per 1,000 pods at most); not the pod (the API server's, with its defaults, is a fifth larger "
+    "and its review 5 % slower in process); not idle work (about 1 ms of CPU a second per worker); not the "
+    "pacing (wrk's paced rows, 10 connections at 5 and 20 ms between requests, cost within a fifth of the "
+    "busy ones). The same work costs more CPU while the API server, etcd and the client threads keep both "
+    "cores busy: the worker's threads, counted apart (/proc), spend about twice as long on the loop and on "
+    "the review thread each as under wrk alone, and wrk's own rows cost 30-50 % more beside two busy "
+    "processes. The controller-runtime peer, compiled and with none of podmutate's checks, spends about as "
+    "much per created pod here (its row in the concurrent table): on two saturated cores a webhook's "
+    "request costs what the machine makes it cost. Before the server's protocol moved to C, a "
+    "created pod cost 3.0-3.5 ms (the serving-path section below).",
     "controller-runtime cpu": "the Go peer does the policy's mutations with no validity guard, no budget and "
     "no per-plugin timing, in a compiled language: podmutate spends {controller-runtime cpu:.1f}× its CPU.",
-    "served ÷ in process": "the review is {in_process_us:.0f} µs in process, and the server's share of a "
-    "served one (TLS, HTTP/1.1 in Python, the hand-off, Flask) is the rest of its {served_full_cpu:.2f} ms: "
-    "the floor's CPU alone ({served_floor_cpu:.2f} ms) is several times the review. Granian, measured, "
-    "takes a quarter off (the serving-path section below): its floor is still above twice the review.",
+    "served ÷ in process": "the review is {in_process_us:.0f} µs in process; served, the review thread adds "
+    "the body's parse and the answer's encoding, the memory budget, the metrics and a hand-off each way, and "
+    "the event loop adds TLS, llhttp and the ASGI cycle: the floor, a review no plugin touches, costs "
+    "{served_floor_cpu:.2f} ms alone (the serving-path section below has where the time goes).",
     "kyverno added ratio": "podmutate adds less than Kyverno at every level, and under half at 10 and 200 "
     "clients; at 50 the two cores are shared by the API server, 50 client threads and the webhook, and "
     "podmutate's {cpu_ms_per_review:.1f} ms of CPU a pod (above) is what it adds there.",
