@@ -127,6 +127,40 @@ def test_a_head_within_the_limit_is_served(port, tls_files):
     assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"\r\n\r\nok")
 
 
+def test_a_head_over_the_limit_in_one_write_is_answered_431(port, tls_files):
+    filler = b"X-Filler: " + b"a" * 1000 + b"\r\n"
+    head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+    with connected(port, tls_files) as sock:
+        sock.sendall(head + filler * (serving.MAX_HEADER_BYTES // len(filler) + 2) + b"\r\nok")
+        answer = read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 431 ")
+
+
+def test_a_head_over_the_limit_after_a_request_in_the_same_write_is_answered_431(port, tls_files):
+    filler = b"X-Filler: " + b"a" * 1000 + b"\r\n"
+    first = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nfirst"
+    second = b"POST /echo HTTP/1.1\r\nHost: x\r\n" + filler * (serving.MAX_HEADER_BYTES // len(filler) + 2)
+    with connected(port, tls_files) as sock:
+        sock.sendall(first + second)
+        answer = read_all(sock)
+    assert b"HTTP/1.1 431 " in answer
+    assert b"HTTP/1.1 200 " not in answer.split(b"HTTP/1.1 431 ")[1]
+
+
+def test_a_large_body_and_the_next_head_in_one_write_are_served(port, tls_files):
+    """Only head is counted against MAX_HEADER_BYTES: a body larger than it, followed in the same
+    read by the start of the next request's head, is not a long head."""
+    body = b"b" * (2 * serving.MAX_HEADER_BYTES)
+    first = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    second = b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
+    with connected(port, tls_files) as sock:
+        sock.sendall(first + second[:20])  # the read ends in the second head
+        time.sleep(TIMEOUT / 5)
+        sock.sendall(second[20:])
+        answer = read_all(sock)
+    assert answer.count(b"HTTP/1.1 200 ") == 2 and answer.endswith(b"\r\n\r\nok")
+
+
 STALLS = {
     "before its first request": b"",
     "in its head": b"POST /echo HTTP/1.1\r\nHost: x\r\n",
@@ -179,3 +213,53 @@ def test_connections_are_counted_from_handshake_to_close(port, tls_files):
         assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
         assert serving._open_connections == before + 1
     assert wait_for(lambda: serving._open_connections == before)
+
+
+def test_pipelined_requests_are_answered_in_order(port, tls_files):
+    with connected(port, tls_files) as sock:
+        requests = [b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n%d" % index for index in range(3)]
+        sock.sendall(b"".join(requests[:-1]) + requests[-1].replace(b"Host: x", b"Host: x\r\nConnection: close"))
+        answer = read_all(sock)
+    assert answer.count(b"HTTP/1.1 200 ") == 3
+    assert [answer.index(b"\r\n\r\n%d" % index) for index in range(3)] == sorted(
+        answer.index(b"\r\n\r\n%d" % index) for index in range(3)
+    )
+
+
+def test_a_request_past_max_pipelined_is_answered_400_and_the_connection_closed(port, tls_files):
+    """The first request keeps the app busy; MAX_PIPELINED more may wait behind it, and the one
+    after is refused with a problem naming the limit — everything in one write, read at once."""
+    waiting = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nw" * (serving.MAX_PIPELINED + 1)
+    with connected(port, tls_files) as sock:
+        sock.sendall(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\ns" + waiting)
+        answer = read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"connection: close" in answer
+    assert f"at most {serving.MAX_PIPELINED} requests may wait on one connection".encode() in answer
+
+
+def test_max_pipelined_requests_are_served(port, tls_files):
+    waiting = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nw" * (serving.MAX_PIPELINED - 1)
+    last = b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 1\r\n\r\nw"
+    with connected(port, tls_files) as sock:
+        sock.sendall(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\ns" + waiting + last)
+        answer = read_all(sock)
+    assert answer.count(b"HTTP/1.1 200 ") == serving.MAX_PIPELINED + 1
+    assert b"HTTP/1.1 400 " not in answer
+
+
+def test_a_flood_of_tiny_requests_is_cut_short_and_the_server_serves_on(port, tls_files):
+    """5,000 requests in one stream, 290 KB: the server refuses the connection at the first
+    request past MAX_PIPELINED, never answering the flood, and goes on serving."""
+    flood = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n" * 5000
+    answer = b""
+    with connected(port, tls_files) as sock:
+        # the server may close while the flood is still being sent, and reset what it did not read
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            sock.sendall(flood)
+            answer = read_all(sock)
+    assert answer.count(b"HTTP/1.1 200 ") <= serving.MAX_PIPELINED + 1
+    assert answer == b"" or b"HTTP/1.1 400 Bad Request" in answer
+    with connected(port, tls_files) as sock:
+        sock.sendall(b"POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+        assert read_all(sock).startswith(b"HTTP/1.1 200 ")

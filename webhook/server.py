@@ -33,7 +33,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing.connection import wait
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 import uvloop
@@ -76,6 +76,11 @@ ALPN_PROTOCOLS = ["http/1.1"]
 # The workers run uvloop's event loop: about a quarter less CPU per review than asyncio's, and
 # about 60 KiB per TLS connection where asyncio's SSL transport zero-fills 256 KiB (BENCHMARKS.md).
 MAX_HEADER_BYTES = 16 * 1024  # a request's head: its request line and headers
+# Requests that may wait on one connection behind the one being answered (HTTP/1.1 pipelining;
+# the API server does not pipeline). The parser reads every request in what arrived at once, each
+# becoming a request object of a few KiB: past this, the connection is answered 400 and closed, so
+# that one read of 256 KiB of tiny requests cannot become thousands of them held at once.
+MAX_PIPELINED = 8
 BACKLOG = 100  # connections the kernel queues for the workers to accept
 # The request bodies one worker holds at once, read or in review (at least one body at the cap):
 # more connections sending bodies wait, unread, for room (docs/serving.md: the memory budget).
@@ -886,6 +891,18 @@ async def serve_worker(config: ServeConfig, listening: socket.socket) -> None:
     await tick(front)
 
 
+class Refusal(Exception):
+    """A request a connection refuses: answered `status` with a problem naming why, and closed."""
+
+    def __init__(self, status: int, title: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status, self.title, self.detail = status, title, detail
+
+
+def head_too_large() -> Refusal:
+    return Refusal(431, "Request Header Fields Too Large", f"a request head is limited to {MAX_HEADER_BYTES} bytes")
+
+
 class Corked:
     """A connection's transport whose writes within one turn of the event loop leave as one: an
     answer's head and body (two ASGI messages) go out in one TLS record and one send(2)."""
@@ -920,17 +937,26 @@ class Corked:
 class Connection(HttpToolsProtocol):
     """One client connection: uvicorn's HTTP/1.1 protocol (llhttp in C, through httptools), held
     to podmutate's bounds. A request's head may take MAX_HEADER_BYTES (more is answered 431 and
-    the connection closed); a connection waiting on its client — for a first request, the rest
+    the connection closed, however the head arrives: in pieces, or in one read after another
+    request); a connection waiting on its client — for a first request, the rest
     of a head or a body, the next request, or the client to read an answer — is closed after
     READ_TIMEOUT without progress, so a slow or idle client holds a few KiB and a coroutine, and
     never for long; a request whose body has arrived is the app's, bounded by the review's
-    deadline. Tracked from its handshake to its first request (a retiring worker waits for it)."""
+    deadline; at most MAX_PIPELINED requests may wait behind it (one more is answered 400 and
+    the connection closed). Tracked from its handshake to its first request (a retiring worker
+    waits for it)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         global _open_connections
         super().connection_made(Corked(transport, self.loop))  # type: ignore[arg-type]
-        self.head_bytes = 0  # bytes of the request head received so far
+        # A head is counted twice over, and refused when either count passes MAX_HEADER_BYTES:
+        # its URL and whole headers as the parser hands them over, and every read that is head
+        # from its first byte to its last (the parser holds a header it has not finished).
+        self.head_bytes = 0
+        self.head_reads = 0
         self.in_head = True
+        self.messages_ended = 0
+        self.refusal: Refusal | None = None  # why podmutate stopped the parser
         self.progress = self.loop.time()  # when the client last sent or took something
         self.stalled: asyncio.TimerHandle | None = self.loop.call_later(READ_TIMEOUT, self._check_stall)
         _fresh_connections.add(self.client or ())
@@ -950,15 +976,34 @@ class Connection(HttpToolsProtocol):
         if self.parser is None:  # refused: nothing more is read
             return
         self.progress = self.loop.time()
+        ended = self.messages_ended
         super().data_received(data)
-        if self.in_head and self.parser is not None:
-            self.head_bytes += len(data)
-            if self.head_bytes > MAX_HEADER_BYTES:
-                self._refuse_head()
+        # No request ended in this read and a head is still open: the read is all head (a head
+        # that began after a request in the same read is counted by its parts until the next).
+        if self.parser is not None and self.in_head and self.messages_ended == ended:
+            self.head_reads += len(data)
+            if self.head_reads > MAX_HEADER_BYTES:
+                self._close_with(head_too_large())
 
     def on_message_begin(self) -> None:
+        if len(self.pipeline) >= MAX_PIPELINED:
+            self._stop_parser(
+                Refusal(400, "Bad Request", f"at most {MAX_PIPELINED} requests may wait on one connection (pipelining)")
+            )
         super().on_message_begin()
-        self.in_head, self.head_bytes = True, 0
+        self.in_head, self.head_bytes, self.head_reads = True, 0, 0
+
+    def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._count_head(len(name) + len(value) + 4)  # with ": " and CRLF
+        super().on_header(name, value)
+
+    def on_message_complete(self) -> None:
+        self.messages_ended += 1
+        super().on_message_complete()
 
     def on_headers_complete(self) -> None:
         self.in_head = False
@@ -985,15 +1030,25 @@ class Connection(HttpToolsProtocol):
             return
         self.stalled = self.loop.call_later(max(READ_TIMEOUT - idle, 1.0), self._check_stall)
 
-    def _refuse_head(self) -> None:
-        body = orjson.dumps(
-            problem_payload(
-                431, "Request Header Fields Too Large", f"a request head is limited to {MAX_HEADER_BYTES} bytes"
-            )
-        )
+    def _count_head(self, size: int) -> None:
+        self.head_bytes += size
+        if self.head_bytes > MAX_HEADER_BYTES:
+            self._stop_parser(head_too_large())
+
+    def _stop_parser(self, refusal: Refusal) -> NoReturn:
+        """Raised from a parser callback, a refusal stops the parser; uvicorn's protocol then
+        answers 400 through send_400_response, which answers the refusal instead."""
+        self.refusal = refusal
+        raise refusal
+
+    def send_400_response(self, msg: str) -> None:
+        self._close_with(self.refusal or Refusal(400, "Bad Request", "not a valid HTTP/1.1 request"))
+
+    def _close_with(self, refusal: Refusal) -> None:
+        body = orjson.dumps(problem_payload(refusal.status, refusal.title, refusal.detail))
         self.transport.write(
-            b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
-            b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body)
+            b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+            b"connection: close\r\n\r\n%s" % (refusal.status, refusal.title.encode(), len(body), body)
         )
         self.parser = None  # type: ignore[assignment]  # nothing more of this connection is read
         self.transport.close()
