@@ -423,8 +423,8 @@ def stop_accepting() -> None:
 
 
 def retire(front: BufferedBody, reason: str = "threads stuck in plugins") -> None:
-    """Replace this worker gracefully: it stops between
-    requests (stop_between_requests), and `WebhookServer.run` starts a fresh worker."""
+    """Replace this worker gracefully: it stops between requests (stop_between_requests), and
+    `WebhookServer.run` starts a fresh worker."""
     if front.loop is None or _worker is None:
         log.error("%s, and this worker cannot be retired: restart podmutate", reason)
         return
@@ -938,13 +938,12 @@ class Connection(HttpToolsProtocol):
     """One client connection: uvicorn's HTTP/1.1 protocol (llhttp in C, through httptools), held
     to podmutate's bounds. A request's head may take MAX_HEADER_BYTES (more is answered 431 and
     the connection closed, however the head arrives: in pieces, or in one read after another
-    request); a connection waiting on its client — for a first request, the rest
-    of a head or a body, the next request, or the client to read an answer — is closed after
-    READ_TIMEOUT without progress, so a slow or idle client holds a few KiB and a coroutine, and
-    never for long; a request whose body has arrived is the app's, bounded by the review's
-    deadline; at most MAX_PIPELINED requests may wait behind it (one more is answered 400 and
-    the connection closed). Tracked from its handshake to its first request (a retiring worker
-    waits for it)."""
+    request); a connection waiting on its client — for a first request, the rest of a head or a
+    body, the next request, or the client to read an answer — is closed after READ_TIMEOUT
+    without progress, so a slow or idle client holds a few KiB and a coroutine, and never for
+    long; a request whose body has arrived is the app's, bounded by the review's deadline; at
+    most MAX_PIPELINED requests may wait behind it (one more is answered 400 and the connection
+    closed). Tracked from its handshake to its first request (a retiring worker waits for it)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         global _open_connections
