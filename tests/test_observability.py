@@ -52,9 +52,29 @@ def served(tmp_path, example_plugins):
         yield running
 
 
+def settled(served, ready):
+    """The metrics once `ready(samples)`: a worker writes what it counted at its heartbeat."""
+    scraped = {}
+
+    def check():
+        scraped["samples"] = served.metrics()
+        return ready(scraped["samples"])
+
+    assert wait_for(check)
+    return scraped["samples"]
+
+
 def test_metrics_count_known_traffic_over_both_workers_and_survive_a_killed_one(served, tmp_path):
     known_traffic(served)
-    samples = served.metrics()
+    samples = settled(
+        served,
+        lambda samples: (
+            sample(samples, "podmutate_request_body_bytes_count") == 9
+            and sample(samples, "podmutate_patch_operations_count") == 7
+            and sum(value for (name, _), value in samples.items() if name == "podmutate_admission_reviews_total") == 9
+            and sample(samples, "podmutate_admission_reviews_in_flight") == 0
+        ),
+    )
     assert reviews(samples, "mutated", "sync") == 3
     assert reviews(samples, "mutated", "check") == 1
     assert reviews(samples, "denied", "sync") == 1
@@ -94,7 +114,8 @@ def test_metrics_count_known_traffic_over_both_workers_and_survive_a_killed_one(
         == digest
     )
 
-    for pid in worker_pids(served.process.pid):  # a worker killed outright: what it counted still counts
+    settled(served, lambda samples: reviews(samples, "mutated", "sync") == 4)
+    for pid in worker_pids(served.process.pid):  # a worker killed outright: what it wrote still counts
         os.kill(pid, signal.SIGKILL)
     time.sleep(1)
     assert wait_for(lambda: served.get("/readyz").status_code == 200)
@@ -128,6 +149,7 @@ def test_configuration_reloads_and_their_results_are_counted(served, tmp_path):
 
 def test_the_metrics_page_is_prometheus_text_with_help_and_types(served):
     served.post("/mutate", review(job_pod("check")))
+    settled(served, lambda samples: reviews(samples, "mutated", "check") == 1)
     text = requests.get(f"http://127.0.0.1:{served.metrics_port}/metrics", timeout=10).text
     families = {family.name: family for family in text_string_to_metric_families(text)}
     assert families["podmutate_admission_reviews"].type == "counter"

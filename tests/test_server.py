@@ -263,8 +263,10 @@ def test_a_hung_plugin_cannot_hold_a_review_and_stuck_workers_are_replaced(tmp_p
         assert wait_for(lambda: "stops and a fresh one takes its place" in served.log())
         normal = served.post("/mutate", review(job_pod("sync")), headers=fresh).json()["response"]
         assert "patch" in normal  # ordinary job pods are still mutated
-        samples = served.metrics()  # the retired worker's counts included
-        assert samples[("podmutate_review_deadline_overruns_total", (("plugin", "hang"),))] == 12
+        overruns = ("podmutate_review_deadline_overruns_total", (("plugin", "hang"),))
+        # the retired worker's counts included (a worker writes them at its heartbeat, and as it ends)
+        samples = wait_for(lambda: (found := served.metrics()).get(overruns) == 12 and found)
+        assert samples and samples[overruns] == 12
         assert ("podmutate_plugin_failures_total", (("plugin", "hang"),)) not in samples
 
 

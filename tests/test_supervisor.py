@@ -254,6 +254,8 @@ def test_dead_workers_leave_a_bounded_number_of_metrics_files_and_their_counts(t
         for round_ in range(4):
             for _ in range(3):
                 mutated(served)
+            # written at the workers' heartbeat: killed after it, what they counted stays counted
+            assert wait_for(lambda total=3 * (round_ + 1): served.metrics().get(reviews) == total)
             before = worker_pids(served.process.pid)
             for pid in before:
                 os.kill(pid, signal.SIGKILL)

@@ -73,10 +73,11 @@ def create_app(
         """The answer to a POST /mutate whose body has been read whole (at most max_body_bytes):
         (status, JSON). The Flask view answers with it; `podmutate serve` calls it directly
         (extension "podmutate.review"), without Flask's request machinery (webhook.server)."""
-        with metrics.IN_FLIGHT.track_inprogress():
+        metrics.batch.inc(metrics.IN_FLIGHT)
+        try:
             started = time.perf_counter()
             current = watcher.current()
-            metrics.REQUEST_BYTES.observe(len(body))
+            metrics.batch.observe(metrics.REQUEST_BYTES, len(body))
             cost = budget.cost_of(body)
             beyond = budget.beyond_bound(body, cost, memory.total)
             if beyond:
@@ -89,6 +90,8 @@ def create_app(
                 return reviewed(body, current, started)
             finally:
                 memory.give(cost)  # once reviewed() has returned, and the review's trees are gone with it
+        finally:
+            metrics.batch.inc(metrics.IN_FLIGHT, amount=-1)
 
     app.extensions[f"{EXTENSION}.review"] = review_body
 
@@ -142,7 +145,7 @@ def create_app(
         if uid is None:
             observe(None, time.perf_counter() - started, "no request.uid")
             return problem_reply(400, "Bad Request", "request.uid is missing, or the body is not JSON up to it")
-        metrics.UNREVIEWED.labels(case).inc()
+        metrics.batch.inc(metrics.UNREVIEWED, (case,))
         answer = admission.unreviewed_answer(uid, current.config, reason, case)
         observe(answer, time.perf_counter() - started)
         return 200, wire.encode(answer.response)
@@ -209,17 +212,17 @@ def observe(answer: Answer | None, seconds: float, bad_request: str = "") -> Non
     """Count a review in the metrics and log it: one line at debug, or at warning when it failed,
     overran or was denied. No pod content: ids, names, the job type, the plugins, sizes and time."""
     outcome = answer.outcome if answer else wire.BAD_REQUEST
-    metrics.REVIEWS.labels(outcome, answer.job_type if answer else wire.NO_JOB_TYPE).inc()
-    metrics.REVIEW_DURATION.labels(outcome).observe(seconds)
+    metrics.batch.inc(metrics.REVIEWS, (outcome, answer.job_type if answer else wire.NO_JOB_TYPE))
+    metrics.batch.observe(metrics.REVIEW_DURATION, seconds, (outcome,))
     mutation = answer.mutation if answer else None
     if answer and answer.overrun:
-        metrics.OVERRUNS.labels(answer.plugin).inc()
+        metrics.batch.inc(metrics.OVERRUNS, (answer.plugin,))
     elif outcome == wire.FAILED and answer and answer.plugin:
-        metrics.PLUGIN_FAILURES.labels(answer.plugin).inc()
+        metrics.batch.inc(metrics.PLUGIN_FAILURES, (answer.plugin,))
     for plugin, plugin_seconds in mutation.timings if mutation else ():
-        metrics.PLUGIN_DURATION.labels(plugin).observe(plugin_seconds)
+        metrics.batch.observe(metrics.PLUGIN_DURATION, plugin_seconds, (plugin,))
     if answer and outcome != wire.BAD_REQUEST:
-        metrics.PATCH_OPERATIONS.observe(len(mutation.patch) if mutation else 0)
+        metrics.batch.observe(metrics.PATCH_OPERATIONS, len(mutation.patch) if mutation else 0)
     level = logging.WARNING if outcome in (wire.FAILED, wire.DENIED) else logging.DEBUG
     if not log.isEnabledFor(level):
         return

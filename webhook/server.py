@@ -305,12 +305,13 @@ async def busy(send: Send, bodies: BodyBudget, size: int) -> None:
 
 async def tick(front: BufferedBody) -> None:
     """Beat this worker's heartbeat every HEARTBEAT_SECONDS, for as long as its event loop runs;
-    keep its memory within its ceiling; at the supervisor's shutdown, end the worker once its
-    reviews are answered."""
+    write what its reviews counted to the metrics (metrics.batch); keep its memory within its
+    ceiling; at the supervisor's shutdown, end the worker once its reviews are answered."""
     front.ceiling = MemoryCeiling(resident_bytes())
     while _worker is not None:
         if not front.draining:  # a retiring worker's slot is its successor's to beat
             _worker.pulse.beat(_worker.slot)
+        metrics.batch.flush()
         if _worker.shutdown.is_set():
             return await stop_between_requests(front, _worker.graceful_timeout, "the supervisor stops")
         front.keep_within_ceiling()
@@ -383,6 +384,7 @@ async def stop_between_requests(front: BufferedBody, graceful_timeout: float, re
     while waiting() and time.monotonic() - started < graceful_timeout:
         await asyncio.sleep(0.01)
     await asyncio.sleep(FLUSH_SECONDS)  # the last answers leave the socket buffers
+    metrics.batch.flush()
     answered = "answered all in flight" if not front.in_flight else "timed out"
     log.info("worker %d stopped (%s): %s", os.getpid(), reason, answered)
     logging.shutdown()
@@ -864,6 +866,7 @@ async def serve_worker(config: ServeConfig, listening: socket.socket) -> None:
     """Serve until the worker ends (stop_between_requests ends the process)."""
     front = served_app()
     front.loop = asyncio.get_running_loop()
+    metrics.batch.hold()  # flushed at every heartbeat (tick)
     protocol_config = UvicornConfig(
         front,
         http=Connection,
@@ -960,7 +963,7 @@ class Connection(HttpToolsProtocol):
         self.stalled: asyncio.TimerHandle | None = self.loop.call_later(READ_TIMEOUT, self._check_stall)
         _fresh_connections.add(self.client or ())
         _open_connections += 1  # a stopping worker drains them
-        metrics.CONNECTIONS.inc()
+        metrics.CONNECTIONS.inc()  # written at once, not batched: once a connection, beside its handshake
 
     def connection_lost(self, exc: Exception | None) -> None:
         global _open_connections

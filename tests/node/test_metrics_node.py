@@ -43,7 +43,21 @@ def test_metrics_count_the_job_pods_created_through_the_api_server(podmutate, co
     for index in range(PODS):
         kubectl("-n", "metrics", "create", "-f", "-", input=json.dumps(job_pod(index, "sync")))
     kubectl("-n", "metrics", "create", "--dry-run=server", "-f", "-", input=json.dumps(job_pod(0, "check")))
-    after = [scrape(address) for address in addresses]
+
+    def counted():
+        """Every review counted, once the replicas' workers have written what they counted (at
+        their heartbeat): each pod is reviewed twice (below)."""
+        scraped = [scrape(address) for address in addresses]
+        reviewed = total(scraped, "podmutate_request_body_bytes_count") - total(
+            before, "podmutate_request_body_bytes_count"
+        )
+        return (
+            scraped
+            if reviewed >= 2 * (PODS + 1) and total(scraped, "podmutate_admission_reviews_in_flight") == 0
+            else None
+        )
+
+    after = wait_for(counted, "the reviews counted", timeout=30)
 
     def delta(name, **labels):
         return total(after, name, **labels) - total(before, name, **labels)
