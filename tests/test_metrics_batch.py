@@ -39,6 +39,7 @@ def count_into(batch, histogram, plain, counter, gauge):
         batch.inc(counter, ("mutated", "sync"))
         batch.inc(gauge)
     batch.inc(counter, ("denied", ""), amount=3)
+    batch.inc(counter, (["not", "a", "str"], None))  # written as prometheus-client writes them: str()
     batch.inc(gauge, amount=-4)
 
 
@@ -50,6 +51,7 @@ def count_directly(histogram, plain, counter, gauge):
         counter.labels("mutated", "sync").inc()
         gauge.inc()
     counter.labels("denied", "").inc(3)
+    counter.labels(["not", "a", "str"], None).inc()
     gauge.inc(-4)
 
 

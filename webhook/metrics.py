@@ -125,8 +125,10 @@ class Batch:
     """Counters, gauges and histograms counted in plain Python, and written to the metrics at
     `flush()`. In multiprocess mode every count of a metric — a counter's, a gauge's, each
     histogram bucket's and its sum — takes prometheus-client's process-wide lock, a getpid()
-    and a write to the worker's file: a review's metrics cost about 40 µs that way, a seventh of
-    the review in process (BENCHMARKS.md), and here a few dict updates under one lock. A worker
+    and a write to the worker's file: a review's metrics cost about 45 µs that way, a seventh of
+    the review in process (BENCHMARKS.md), and here a few dict updates under one lock. Label
+    values are kept as prometheus-client writes them, as strings (a plugin's job type may be
+    anything). A worker
     `hold()`s its batch and flushes it at every heartbeat (HEARTBEAT_SECONDS, webhook.server)
     and before it ends; a scrape sees the counts up to the last flush. Until `hold()`, each
     count is written at once (offline, in tests)."""
@@ -140,16 +142,16 @@ class Batch:
     def hold(self) -> None:
         self.holding = True
 
-    def inc(self, metric: Counter | Gauge, labels: tuple[str, ...] = (), amount: float = 1) -> None:
-        key = (metric, labels)
+    def inc(self, metric: Counter | Gauge, labels: tuple[object, ...] = (), amount: float = 1) -> None:
+        key = (metric, tuple(map(str, labels)))
         with self._lock:
             self._counts[key] = self._counts.get(key, 0) + amount
         if not self.holding:
             self.flush()
 
-    def observe(self, histogram: Histogram, value: float, labels: tuple[str, ...] = ()) -> None:
+    def observe(self, histogram: Histogram, value: float, labels: tuple[object, ...] = ()) -> None:
         bounds = histogram._upper_bounds  # ends with +Inf: the first bound at or above the value is its bucket
-        key = (histogram, labels)
+        key = (histogram, tuple(map(str, labels)))
         with self._lock:
             total, buckets = self._observed.get(key) or self._observed.setdefault(key, ([0.0], [0] * len(bounds)))
             total[0] += value
